@@ -1,0 +1,284 @@
+//! Command-line flags.
+//!
+//! Flag names and meanings follow websocketd, so that an existing websocketd
+//! command line works unchanged: `--port=8080` and `--port 8080`, Go-style
+//! single-dash long flags (`-port=8080`), and boolean flags given bare
+//! (`--binary`) or with a value (`--binary=true`, `--binary=false`).
+//! Everything after the program name belongs to the program.
+//!
+//! This module only describes and parses; [`crate::config`] validates.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
+
+/// Turn any program that reads stdin and writes stdout into a WebSocket
+/// server: every connection gets its own process; each line the program
+/// writes becomes a message, each message it receives becomes a line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wspipe",
+    version,
+    override_usage = "wspipe [OPTIONS] COMMAND [ARGS]...\n       wspipe [OPTIONS] --command \"COMMAND ARGS\"\n       wspipe [OPTIONS] --dir DIR",
+    after_help = "Examples:\n  wspipe --port 8080 ./count.sh\n  wspipe --port 8080 --dir ./scripts\n  wspipe --port 8080 --binary cat"
+)]
+pub struct Cli {
+    /// TCP port to listen on (0 picks a free port). Default: 80.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Interface to bind to; repeat for several (IPv6 in brackets: [::1]).
+    /// Default: all interfaces.
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Vec<String>,
+
+    /// Listen on this Unix domain socket (alone, or beside TCP when --port or
+    /// --address is given too).
+    #[arg(long, value_name = "PATH")]
+    pub unixsocket: Option<PathBuf>,
+
+    /// Binary mode: child output is sent as binary messages as it arrives,
+    /// incoming messages are written to stdin as raw bytes.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub binary: bool,
+
+    /// Serve every executable in DIR as an endpoint (/chat runs DIR/chat).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// The program and its arguments as one string, split like a shell would
+    /// split words (no shell is run: no globbing, no variables).
+    #[arg(long, value_name = "COMMAND")]
+    pub command: Option<String>,
+
+    /// Environment variables of wspipe passed to children, besides PATH.
+    #[arg(
+        long,
+        value_name = "VAR,...",
+        value_delimiter = ',',
+        default_value = "LD_LIBRARY_PATH"
+    )]
+    pub passenv: Vec<String>,
+
+    /// Most children alive at once (WebSocket sessions); beyond it upgrades
+    /// are refused with 429. 0 means unlimited.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub maxforks: usize,
+
+    /// Grace time in milliseconds between closing a child's stdin and the
+    /// first signal (SIGINT, then SIGTERM, then SIGKILL).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub closems: u64,
+
+    /// Allowed origins: host[:port] or scheme://host[:port], comma separated.
+    /// Other upgrades are refused with 403.
+    #[arg(long, value_name = "LIST")]
+    pub origin: Option<String>,
+
+    /// Refuse (403) upgrades whose Origin does not match the Host header.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub sameorigin: bool,
+
+    /// Header added to every response ("Name: value"); repeatable.
+    #[arg(long, value_name = "HEADER")]
+    pub header: Vec<String>,
+
+    /// Header added to WebSocket upgrade responses only; repeatable.
+    #[arg(long = "header-ws", value_name = "HEADER")]
+    pub header_ws: Vec<String>,
+
+    /// Header added to plain HTTP responses only; repeatable.
+    #[arg(long = "header-http", value_name = "HEADER")]
+    pub header_http: Vec<String>,
+
+    /// Log level, from most to least verbose.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "access")]
+    pub loglevel: LogLevel,
+
+    /// Largest message accepted from a client, in bytes; bigger ones close
+    /// the connection with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub maxframesize: usize,
+
+    /// Longest line read from a child, in bytes; a longer line is delivered
+    /// in pieces of this size.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub maxlinesize: usize,
+
+    /// Send a ping every MS milliseconds and drop clients that miss a pong.
+    /// 0 disables pings.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub pingms: u64,
+
+    /// Forward the child's stderr lines to the client as messages too.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub passstderr: bool,
+
+    /// Resolve client addresses to names for REMOTE_HOST.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub reverselookup: bool,
+
+    /// The program to run for each connection, and its arguments.
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub program: Vec<OsString>,
+}
+
+/// websocketd's log levels, most verbose first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Trace,
+    Access,
+    Info,
+    Error,
+    Fatal,
+}
+
+impl Cli {
+    /// Parses the process arguments, accepting Go-style single-dash flags.
+    pub fn parse_args() -> Cli {
+        Cli::parse_from(normalize_go_flags(std::env::args_os()))
+    }
+
+    /// Parses a given argument list (first item is the program name).
+    pub fn try_parse_args<I>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = OsString>,
+    {
+        Cli::try_parse_from(normalize_go_flags(args))
+    }
+}
+
+/// Rewrites Go-style `-flag[=value]` into `--flag[=value]` for our long flag
+/// names, up to the program name, so `websocketd -port=8080 ./x` works too.
+fn normalize_go_flags<I>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let command = Cli::command();
+    let takes_value = |name: &str| {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| a.get_action().takes_values() && !a.is_require_equals_set())
+    };
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    if let Some(argv0) = args.next() {
+        out.push(argv0);
+    }
+    let mut value_expected = false;
+    for arg in args.by_ref() {
+        if value_expected {
+            value_expected = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            break;
+        };
+        if text == "--" || !text.starts_with('-') {
+            out.push(arg);
+            break;
+        }
+        let (dashes, body) = match text.strip_prefix("--") {
+            Some(body) => ("--", body),
+            None => ("-", &text[1..]),
+        };
+        let name = body.split('=').next().unwrap_or_default();
+        match takes_value(name) {
+            Some(needs_value) => {
+                value_expected = needs_value && !body.contains('=');
+                if dashes == "-" && name.len() > 1 {
+                    out.push(format!("-{text}").into());
+                } else {
+                    out.push(arg);
+                }
+            }
+            None => out.push(arg),
+        }
+    }
+    out.extend(args);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_args(
+            std::iter::once("wspipe")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+    }
+
+    #[test]
+    fn websocketd_style_flags() {
+        let cli = parse(&[
+            "--port=8080",
+            "--binary",
+            "--maxforks",
+            "3",
+            "./x",
+            "-a",
+            "--b",
+        ])
+        .unwrap();
+        assert_eq!(cli.port, Some(8080));
+        assert!(cli.binary);
+        assert_eq!(cli.maxforks, 3);
+        assert_eq!(cli.program, ["./x", "-a", "--b"]);
+    }
+
+    #[test]
+    fn boolean_flags_take_optional_values() {
+        let cli = parse(&["--binary=false", "--sameorigin=true", "cat"]).unwrap();
+        assert!(!cli.binary);
+        assert!(cli.sameorigin);
+        // A bare boolean never swallows the program name.
+        let cli = parse(&["--binary", "true"]).unwrap();
+        assert!(cli.binary);
+        assert_eq!(cli.program, ["true"]);
+    }
+
+    #[test]
+    fn go_style_single_dash_flags() {
+        let cli = parse(&[
+            "-port=9000",
+            "-address",
+            "127.0.0.1",
+            "-binary",
+            "cat",
+            "-port=1",
+        ])
+        .unwrap();
+        assert_eq!(cli.port, Some(9000));
+        assert_eq!(cli.address, ["127.0.0.1"]);
+        assert!(cli.binary);
+        assert_eq!(cli.program, ["cat", "-port=1"]);
+    }
+
+    #[test]
+    fn passenv_is_a_list() {
+        let cli = parse(&["--passenv", "HOME,LANG", "cat"]).unwrap();
+        assert_eq!(cli.passenv, ["HOME", "LANG"]);
+    }
+
+    #[test]
+    fn unknown_flag_is_an_error() {
+        assert!(parse(&["--nosuchflag", "cat"]).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! Validated configuration, built once from the command line.
+//!
+//! Everything a user can get wrong is checked here, before any socket is
+//! opened, and reported as one line (`wspipe: ...`, exit status 2). The rest
+//! of the server works with types that cannot hold a contradictory setup.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::cli::{Cli, LogLevel};
+use crate::env::BaseEnv;
+use crate::origin::OriginPolicy;
+
+/// A configuration error: the one line printed before exiting with status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// The program a connection runs.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// What a WebSocket path maps to.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// One program for every path (SCRIPT_NAME "/", the path in PATH_INFO).
+    Command(CommandSpec),
+    /// Every executable under a directory, found by path (`--dir`).
+    Dir(PathBuf),
+}
+
+/// How messages map to the child's byte streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One text message per line, both ways.
+    Text,
+    /// Raw bytes both ways; child output as binary messages as it arrives.
+    Binary,
+}
+
+/// Extra response headers, validated at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraHeaders {
+    /// Added to every response.
+    pub all: Vec<(HeaderName, HeaderValue)>,
+    /// Added to WebSocket upgrade (101) responses only.
+    pub ws: Vec<(HeaderName, HeaderValue)>,
+    /// Added to plain HTTP responses only.
+    pub http: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Listen>,
+    pub endpoint: Endpoint,
+    pub mode: Mode,
+    /// Most live sessions; `None` is unlimited.
+    pub max_forks: Option<usize>,
+    /// Largest client message (and frame) accepted.
+    pub max_message: usize,
+    /// Longest line read from a child before it is cut.
+    pub max_line: usize,
+    /// Grace before the first signal; later signals follow at growing steps.
+    pub close_grace: Duration,
+    /// Ping interval, if pings are on.
+    pub ping: Option<Duration>,
+    pub origin: OriginPolicy,
+    pub headers: ExtraHeaders,
+    pub pass_stderr: bool,
+    pub reverse_lookup: bool,
+    /// The part of every child's environment that does not depend on the
+    /// request: computed once, not per spawn.
+    pub base_env: BaseEnv,
+    pub log_level: LogLevel,
+}
+
+impl Config {
+    /// Validates the parsed flags.
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let endpoint = endpoint(&cli)?;
+        if cli.maxframesize < 16 {
+            return Err(bad("--maxframesize must be at least 16 bytes"));
+        }
+        if cli.maxlinesize < 4 {
+            return Err(bad("--maxlinesize must be at least 4 bytes"));
+        }
+        let origin = OriginPolicy::new(cli.origin.as_deref(), cli.sameorigin)
+            .map_err(|e| bad(format!("--origin: {e}")))?;
+        let headers = ExtraHeaders {
+            all: parse_headers("--header", &cli.header)?,
+            ws: parse_headers("--header-ws", &cli.header_ws)?,
+            http: parse_headers("--header-http", &cli.header_http)?,
+        };
+        Ok(Config {
+            listen: listen(&cli)?,
+            endpoint,
+            mode: if cli.binary { Mode::Binary } else { Mode::Text },
+            max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
+            max_message: cli.maxframesize,
+            max_line: cli.maxlinesize,
+            close_grace: Duration::from_millis(cli.closems),
+            ping: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
+            origin,
+            headers,
+            pass_stderr: cli.passstderr,
+            reverse_lookup: cli.reverselookup,
+            base_env: BaseEnv::from_parent(&cli.passenv),
+            log_level: cli.loglevel,
+        })
+    }
+}
+
+fn endpoint(cli: &Cli) -> Result<Endpoint, ConfigError> {
+    let given = [
+        cli.dir.is_some(),
+        cli.command.is_some(),
+        !cli.program.is_empty(),
+    ];
+    match given.iter().filter(|g| **g).count() {
+        0 => {
+            return Err(bad(
+                "no program to run: give COMMAND [ARGS...], --command or --dir",
+            ))
+        }
+        1 => {}
+        _ => return Err(bad("give only one of COMMAND, --command and --dir")),
+    }
+    if let Some(dir) = &cli.dir {
+        let root = dir
+            .canonicalize()
+            .map_err(|e| bad(format!("--dir {}: {e}", dir.display())))?;
+        if !root.is_dir() {
+            return Err(bad(format!("--dir {}: not a directory", dir.display())));
+        }
+        return Ok(Endpoint::Dir(root));
+    }
+    let mut words: Vec<OsString> = match &cli.command {
+        Some(line) => shell_words::split(line)
+            .map_err(|e| bad(format!("--command: {e}")))?
+            .into_iter()
+            .map(OsString::from)
+            .collect(),
+        None => cli.program.clone(),
+    };
+    if words.is_empty() {
+        return Err(bad("--command is empty"));
+    }
+    let program = PathBuf::from(words.remove(0));
+    Ok(Endpoint::Command(CommandSpec {
+        program,
+        args: words,
+    }))
+}
+
+fn listen(cli: &Cli) -> Result<Vec<Listen>, ConfigError> {
+    let mut out = Vec::new();
+    if let Some(path) = &cli.unixsocket {
+        out.push(Listen::Unix(path.clone()));
+        if cli.port.is_none() && cli.address.is_empty() {
+            return Ok(out);
+        }
+    }
+    let port = cli.port.unwrap_or(80);
+    if cli.address.is_empty() {
+        out.push(Listen::Tcp(SocketAddr::new(IpAddr::from([0u16; 8]), port)));
+        return Ok(out);
+    }
+    for address in &cli.address {
+        for addr in resolve(address, port)? {
+            if !out.contains(&Listen::Tcp(addr)) {
+                out.push(Listen::Tcp(addr));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An `--address` value: an IP (IPv6 optionally in brackets) or a host name.
+fn resolve(address: &str, port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
+    let bare = address
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(address);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = (bare, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("--address {address}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(bad(format!("--address {address}: no address found")));
+    }
+    Ok(addrs)
+}
+
+fn parse_headers(
+    flag: &str,
+    raw: &[String],
+) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+    raw.iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| bad(format!("{flag} {h:?}: expected \"Name: value\"")))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| bad(format!("{flag} {h:?}: invalid header name")))?;
+            let value = HeaderValue::from_str(value.trim())
+                .map_err(|_| bad(format!("{flag} {h:?}: invalid header value")))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_args(
+            std::iter::once("wspipe")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+        .expect("flags parse");
+        Config::from_cli(cli)
+    }
+
+    #[test]
+    fn command_string_is_split_like_a_shell_without_a_shell() {
+        let c = config(&["--command", "prog 'two words' \"$HOME\" *"]).unwrap();
+        let Endpoint::Command(spec) = c.endpoint else {
+            panic!("expected a command")
+        };
+        assert_eq!(spec.program, PathBuf::from("prog"));
+        assert_eq!(spec.args, ["two words", "$HOME", "*"]);
+    }
+
+    #[test]
+    fn contradictory_endpoints_are_refused() {
+        let err = config(&["--dir", "/tmp", "cat"]).unwrap_err();
+        assert!(err.to_string().contains("only one"), "{err}");
+        assert!(config(&[]).is_err());
+    }
+
+    #[test]
+    fn maxforks_zero_is_unlimited() {
+        assert_eq!(config(&["--maxforks=0", "cat"]).unwrap().max_forks, None);
+        assert_eq!(config(&["--maxforks=2", "cat"]).unwrap().max_forks, Some(2));
+    }
+
+    #[test]
+    fn addresses_accept_brackets_and_repeat() {
+        let c = config(&[
+            "--port=1",
+            "--address=[::1]",
+            "--address",
+            "127.0.0.1",
+            "cat",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.listen,
+            [
+                Listen::Tcp("[::1]:1".parse().unwrap()),
+                Listen::Tcp("127.0.0.1:1".parse().unwrap())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        assert!(config(&["--header", "NoColon", "cat"]).is_err());
+        let c = config(&["--header-ws", "X-A: b", "cat"]).unwrap();
+        assert_eq!(c.headers.ws[0].0, "x-a");
+    }
+}

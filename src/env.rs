@@ -1,0 +1,270 @@
+//! The CGI/1.1 environment of a child (RFC 3875, as websocketd sets it).
+//!
+//! A child sees only what is built here: wspipe's own environment is not
+//! inherited, except `PATH` and the variables named by `--passenv`. The part
+//! that never changes is computed once at start-up ([`BaseEnv`]); the request
+//! part is added per connection ([`request_vars`]).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use http::{HeaderMap, Method, Uri, Version};
+
+/// `SERVER_SOFTWARE` value.
+pub const SERVER_SOFTWARE: &str = concat!("wspipe/", env!("CARGO_PKG_VERSION"));
+
+/// One environment variable.
+pub type Var = (OsString, OsString);
+
+/// The request-independent part of every child's environment.
+#[derive(Debug, Clone, Default)]
+pub struct BaseEnv {
+    vars: Vec<Var>,
+}
+
+impl BaseEnv {
+    /// `PATH` and the `--passenv` variables from wspipe's environment, plus
+    /// the constant CGI variables.
+    pub fn from_parent(passenv: &[String]) -> Self {
+        Self::from_lookup(passenv, |name| std::env::var_os(name))
+    }
+
+    /// Same as [`from_parent`](Self::from_parent) with an explicit lookup
+    /// (for tests).
+    pub fn from_lookup(passenv: &[String], lookup: impl Fn(&str) -> Option<OsString>) -> Self {
+        let mut vars: Vec<Var> = Vec::new();
+        let names = std::iter::once("PATH").chain(passenv.iter().map(String::as_str));
+        for name in names {
+            let name = name.trim();
+            if name.is_empty() || vars.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Some(value) = lookup(name) {
+                vars.push((name.into(), value));
+            }
+        }
+        let constant = [
+            ("SERVER_SOFTWARE", SERVER_SOFTWARE),
+            ("GATEWAY_INTERFACE", "CGI/1.1"),
+            // Part of CGI but meaningless for a WebSocket; set empty so that
+            // nothing can leak in under these names.
+            ("AUTH_TYPE", ""),
+            ("CONTENT_LENGTH", ""),
+            ("CONTENT_TYPE", ""),
+            ("REMOTE_IDENT", ""),
+            ("REMOTE_USER", ""),
+        ];
+        vars.extend(constant.iter().map(|(k, v)| (k.into(), v.into())));
+        BaseEnv { vars }
+    }
+
+    /// The variables, in order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteInfo {
+    /// `REMOTE_ADDR`: the peer's IP, empty for a Unix socket peer.
+    pub addr: String,
+    /// `REMOTE_HOST`: the peer's name with `--reverselookup`, else its IP.
+    pub host: String,
+    /// `REMOTE_PORT`.
+    pub port: String,
+}
+
+/// What a request contributes to the environment.
+#[derive(Debug)]
+pub struct RequestEnv<'a> {
+    /// Connection id: `UNIQUE_ID` (as websocketd) and `WSPIPE_CONNECTION_ID`.
+    pub id: &'a str,
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub version: Version,
+    pub headers: &'a HeaderMap,
+    pub remote: &'a RemoteInfo,
+    /// Whether the connection is TLS (`HTTPS=on`).
+    pub tls: bool,
+    /// The listening port, used when the Host header names none.
+    pub local_port: Option<u16>,
+    pub script_name: &'a str,
+    pub path_info: &'a str,
+}
+
+/// The per-request CGI variables plus `HTTP_*` for every request header.
+pub fn request_vars(req: &RequestEnv<'_>) -> Vec<Var> {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let server_name = host
+        .as_ref()
+        .map(|a| a.host().to_string())
+        .unwrap_or_default();
+    let server_port = host
+        .as_ref()
+        .and_then(|a| a.port_u16())
+        .or(if host.is_some() {
+            Some(if req.tls { 443 } else { 80 })
+        } else {
+            req.local_port
+        })
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let path = req.uri.path();
+    let decoded_path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let request_uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
+
+    let mut vars: Vec<Var> = Vec::with_capacity(20 + req.headers.keys_len());
+    let mut set = |k: &str, v: &str| vars.push((k.into(), v.into()));
+    set("REMOTE_ADDR", &req.remote.addr);
+    set("REMOTE_HOST", &req.remote.host);
+    set("REMOTE_PORT", &req.remote.port);
+    set("SERVER_NAME", &server_name);
+    set("SERVER_PORT", &server_port);
+    set("SERVER_PROTOCOL", protocol(req.version));
+    set("REQUEST_METHOD", req.method.as_str());
+    set("REQUEST_URI", request_uri);
+    set("SCRIPT_NAME", req.script_name);
+    set("PATH_INFO", req.path_info);
+    set("PATH_TRANSLATED", &decoded_path);
+    set("QUERY_STRING", req.uri.query().unwrap_or(""));
+    set("UNIQUE_ID", req.id);
+    set("WSPIPE_CONNECTION_ID", req.id);
+    if req.tls {
+        set("HTTPS", "on");
+    }
+    for name in req.headers.keys() {
+        if let Some(var) = header_var(name.as_str()) {
+            let value = join_values(req.headers.get_all(name).iter().map(|v| v.as_bytes()));
+            vars.push((var.into(), OsString::from_vec(value)));
+        }
+    }
+    vars
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `HTTP_` variable name for a header, or `None` for headers never passed:
+/// names with `_` (they would be indistinguishable from their `-` twin, so a
+/// client could forge e.g. `X-Forwarded-For`; Apache and nginx drop them too)
+/// and `Proxy` (HTTP_PROXY would reconfigure HTTP clients in the child:
+/// "httpoxy").
+pub fn header_var(name: &str) -> Option<String> {
+    if name.contains('_') || name.eq_ignore_ascii_case("proxy") {
+        return None;
+    }
+    let mut var = String::with_capacity(5 + name.len());
+    var.push_str("HTTP_");
+    var.extend(name.chars().map(|c| {
+        if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    }));
+    Some(var)
+}
+
+/// Several values of one header joined with ", ", each with line breaks
+/// replaced by spaces and trimmed (as websocketd).
+fn join_values<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend(
+            value
+                .trim_ascii()
+                .iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(vars: &'a [Var], name: &str) -> Option<&'a str> {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.to_str())
+    }
+
+    #[test]
+    fn base_env_passes_only_path_and_whitelist() {
+        let lookup = |name: &str| match name {
+            "PATH" => Some("/bin".into()),
+            "LANG" => Some("C".into()),
+            "SECRET" => Some("x".into()),
+            _ => None,
+        };
+        let base = BaseEnv::from_lookup(&["LANG".into(), "MISSING".into()], lookup);
+        let vars = base.vars();
+        assert_eq!(get(vars, "PATH"), Some("/bin"));
+        assert_eq!(get(vars, "LANG"), Some("C"));
+        assert_eq!(get(vars, "SECRET"), None);
+        assert_eq!(get(vars, "MISSING"), None);
+        assert_eq!(get(vars, "GATEWAY_INTERFACE"), Some("CGI/1.1"));
+    }
+
+    #[test]
+    fn request_vars_follow_cgi() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "example.com:8080".parse().unwrap());
+        headers.append("x-multi", "a".parse().unwrap());
+        headers.append("x-multi", " b ".parse().unwrap());
+        headers.insert("x_forged", "1".parse().unwrap());
+        headers.insert("proxy", "http://evil".parse().unwrap());
+        let uri: Uri = "/chat/room%201?x=1&y=2".parse().unwrap();
+        let remote = RemoteInfo {
+            addr: "127.0.0.1".into(),
+            host: "127.0.0.1".into(),
+            port: "5555".into(),
+        };
+        let vars = request_vars(&RequestEnv {
+            id: "42",
+            method: &Method::GET,
+            uri: &uri,
+            version: Version::HTTP_11,
+            headers: &headers,
+            remote: &remote,
+            tls: false,
+            local_port: Some(9),
+            script_name: "/chat",
+            path_info: "/room 1",
+        });
+        assert_eq!(get(&vars, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&vars, "SERVER_PORT"), Some("8080"));
+        assert_eq!(get(&vars, "REQUEST_URI"), Some("/chat/room%201?x=1&y=2"));
+        assert_eq!(get(&vars, "QUERY_STRING"), Some("x=1&y=2"));
+        assert_eq!(get(&vars, "PATH_INFO"), Some("/room 1"));
+        assert_eq!(get(&vars, "PATH_TRANSLATED"), Some("/chat/room 1"));
+        assert_eq!(get(&vars, "SERVER_PROTOCOL"), Some("HTTP/1.1"));
+        assert_eq!(get(&vars, "HTTP_X_MULTI"), Some("a, b"));
+        assert_eq!(get(&vars, "HTTP_HOST"), Some("example.com:8080"));
+        assert_eq!(get(&vars, "WSPIPE_CONNECTION_ID"), Some("42"));
+        assert_eq!(get(&vars, "HTTP_X_FORGED"), None);
+        assert_eq!(get(&vars, "HTTP_PROXY"), None);
+        assert_eq!(get(&vars, "HTTPS"), None);
+    }
+
+    #[test]
+    fn header_values_lose_line_breaks() {
+        assert_eq!(join_values([&b" a\r\nb "[..]].into_iter()), b"a  b");
+    }
+}

@@ -1,0 +1,29 @@
+//! wspipe: turn any program that reads stdin and writes stdout into a
+//! WebSocket server, websocketd style.
+//!
+//! One connection walks one way through the modules:
+//!
+//! ```text
+//! server   (listen, accept, HTTP/1.1 via hyper, shutdown)
+//!   -> upgrade  (handshake checks, origin, route, fork limit, spawn, 101)
+//!   -> route    (URL path -> program, SCRIPT_NAME, PATH_INFO)
+//!   -> env      (CGI/1.1 environment)
+//!   -> process  (spawn in own process group, signal escalation, reap)
+//!   -> bridge   (pump both ways with backpressure; close code from exit)
+//!   -> lines    (line framing of child output; pure)
+//! ```
+//!
+//! `cli` and `config` turn flags into a validated [`config::Config`];
+//! `origin` holds the Origin policy; `logging` sets up websocketd's levels.
+
+pub mod bridge;
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod lines;
+pub mod logging;
+pub mod origin;
+pub mod process;
+pub mod route;
+pub mod server;
+pub mod upgrade;

@@ -1,0 +1,32 @@
+//! Logging, with websocketd's levels mapped onto `tracing`.
+//!
+//! websocketd orders its levels debug, trace, access, info, error, fatal
+//! (most verbose first). Access lines (one per connection open and close) use
+//! the `wspipe::access` target at INFO, so `--loglevel info` can hide them
+//! while keeping other information.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogLevel;
+
+/// The filter directive for a level.
+pub fn directive(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "debug,hyper=info,tungstenite=info,tokio_tungstenite=info",
+        LogLevel::Trace => "trace,hyper=info,tungstenite=info,tokio_tungstenite=info",
+        LogLevel::Access => "info",
+        LogLevel::Info => "info,wspipe::access=off",
+        LogLevel::Error | LogLevel::Fatal => "error",
+    }
+}
+
+/// Installs the global subscriber, writing to stderr.
+pub fn init(level: LogLevel) {
+    let filter = EnvFilter::new(directive(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}

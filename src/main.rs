@@ -1,0 +1,63 @@
+//! The `wspipe` binary: parse flags, validate, serve.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use wspipe::cli::Cli;
+use wspipe::config::Config;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return usage_error(&first_line(&e.to_string())),
+    };
+    let config = match Config::from_cli(cli) {
+        Ok(config) => config,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    wspipe::logging::init(config.log_level);
+    raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wspipe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(wspipe::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wspipe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Bad flags: one line on stderr, exit status 2.
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("wspipe: {msg} (see wspipe --help)");
+    ExitCode::from(2)
+}
+
+fn first_line(msg: &str) -> String {
+    let line = msg.lines().next().unwrap_or(msg);
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+/// Each connection costs a socket and three pipes: lift the soft limit on
+/// open files to the hard limit so thousands of connections fit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}

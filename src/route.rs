@@ -1,0 +1,260 @@
+//! From a request path to the program that serves it.
+//!
+//! With one program (`wspipe CMD`) every path runs it, with SCRIPT_NAME "/"
+//! and the path in PATH_INFO, as websocketd does. With `--dir DIR` the path is
+//! walked segment by segment, websocketd style: directories are descended,
+//! the first regular file found is the script and what follows it becomes
+//! PATH_INFO (`/chat/room/1` -> `DIR/chat`, PATH_INFO `/room/1`). If a segment
+//! names nothing, a unique executable with that name plus an extension is
+//! taken (`/chat` -> `DIR/chat.sh`).
+//!
+//! Confinement: segments are percent-decoded one at a time, and a segment
+//! that decodes to `.`, `..`, something hidden (leading `.`), or anything
+//! containing `/`, `\` or NUL is refused, so no encoded form can climb out.
+//! The script found is canonicalized and must still lie under the
+//! (canonical) directory, which refuses symlinks that point outside. It must
+//! be a regular file with an execute bit.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{CommandSpec, Endpoint};
+
+/// The program a request resolves to, with its CGI path variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// `SCRIPT_NAME`: the URL path that named the script.
+    pub script_name: String,
+    /// `PATH_INFO`: the rest of the URL path, decoded.
+    pub path_info: String,
+}
+
+/// Why a path does not resolve; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// 404: nothing there.
+    #[error("no script at this path")]
+    NotFound,
+    /// 400: a segment tries to leave the directory or is malformed.
+    #[error("path is not allowed")]
+    BadPath,
+    /// 403: found, but outside the directory (symlink) or not executable.
+    #[error("script is not executable or lies outside --dir")]
+    Forbidden,
+}
+
+impl RouteError {
+    /// The HTTP status for this error.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            RouteError::NotFound => http::StatusCode::NOT_FOUND,
+            RouteError::BadPath => http::StatusCode::BAD_REQUEST,
+            RouteError::Forbidden => http::StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// Resolves the (still percent-encoded) URL path of a request.
+pub fn resolve(endpoint: &Endpoint, raw_path: &str) -> Result<Resolved, RouteError> {
+    match endpoint {
+        Endpoint::Command(CommandSpec { program, args }) => Ok(Resolved {
+            program: program.clone(),
+            args: args.clone(),
+            script_name: "/".into(),
+            path_info: decode_lossy(raw_path),
+        }),
+        Endpoint::Dir(root) => resolve_in_dir(root, raw_path),
+    }
+}
+
+fn decode_lossy(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// One decoded path segment, checked for anything that could escape.
+fn decode_segment(raw: &str) -> Result<OsString, RouteError> {
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    let forbidden = |b: &u8| matches!(b, b'/' | b'\\' | 0);
+    if bytes.first() == Some(&b'.') || bytes.iter().any(forbidden) {
+        return Err(RouteError::BadPath);
+    }
+    Ok(OsString::from_vec(bytes))
+}
+
+fn resolve_in_dir(root: &Path, raw_path: &str) -> Result<Resolved, RouteError> {
+    let raw_segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut file = root.to_path_buf();
+    let mut script_name = String::new();
+    for (i, raw) in raw_segments.iter().enumerate() {
+        let segment = decode_segment(raw)?;
+        let mut candidate = file.join(&segment);
+        let meta = match std::fs::metadata(&candidate) {
+            Ok(meta) => meta,
+            Err(_) => {
+                candidate = with_extension(&file, &segment).ok_or(RouteError::NotFound)?;
+                std::fs::metadata(&candidate).map_err(|_| RouteError::NotFound)?
+            }
+        };
+        script_name.push('/');
+        script_name.push_str(&decode_lossy(raw));
+        file = candidate;
+        if meta.is_dir() {
+            continue;
+        }
+        check_script(root, &file)?;
+        let rest = &raw_segments[i + 1..];
+        let path_info = if rest.is_empty() {
+            String::new()
+        } else {
+            decode_lossy(&format!("/{}", rest.join("/")))
+        };
+        return Ok(Resolved {
+            program: file,
+            args: Vec::new(),
+            script_name,
+            path_info,
+        });
+    }
+    // The path ends in a directory (or is "/"): nothing to run.
+    Err(RouteError::NotFound)
+}
+
+/// The unique `NAME.ext` in `dir` that is an executable file, if any.
+fn with_extension(dir: &Path, name: &OsString) -> Option<PathBuf> {
+    let mut prefix = name.clone().into_vec();
+    prefix.push(b'.');
+    let mut found = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let entry_name = entry.file_name().into_vec();
+        let ext = entry_name.strip_prefix(prefix.as_slice());
+        if ext.is_some_and(|e| !e.is_empty() && !e.contains(&b'.')) {
+            let path = entry.path();
+            if is_executable_file(&path) {
+                if found.is_some() {
+                    return None; // ambiguous: chat.sh and chat.py
+                }
+                found = Some(path);
+            }
+        }
+    }
+    found
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn check_script(root: &Path, file: &Path) -> Result<(), RouteError> {
+    let real = file.canonicalize().map_err(|_| RouteError::NotFound)?;
+    if !real.starts_with(root) {
+        return Err(RouteError::Forbidden);
+    }
+    if !is_executable_file(&real) {
+        return Err(RouteError::Forbidden);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn script(path: &Path, mode: u32) {
+        fs::write(path, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        script(&root.join("chat"), 0o755);
+        script(&root.join("echo.sh"), 0o755);
+        script(&root.join("sub/deep"), 0o755);
+        script(&root.join("plain"), 0o644);
+        script(&tmp.path().join("outside"), 0o755);
+        symlink(tmp.path().join("outside"), root.join("escape")).unwrap();
+        symlink(root.join("chat"), root.join("alias")).unwrap();
+        let root = root.canonicalize().unwrap();
+        (tmp, root)
+    }
+
+    fn dir(root: &Path, path: &str) -> Result<Resolved, RouteError> {
+        resolve(&Endpoint::Dir(root.to_path_buf()), path)
+    }
+
+    #[test]
+    fn finds_scripts_and_path_info() {
+        let (_tmp, root) = setup();
+        let r = dir(&root, "/chat").unwrap();
+        assert_eq!(r.program, root.join("chat"));
+        assert_eq!(
+            (r.script_name.as_str(), r.path_info.as_str()),
+            ("/chat", "")
+        );
+        let r = dir(&root, "/sub/deep/a/b%20c").unwrap();
+        assert_eq!(r.program, root.join("sub/deep"));
+        assert_eq!(
+            (r.script_name.as_str(), r.path_info.as_str()),
+            ("/sub/deep", "/a/b c")
+        );
+        let r = dir(&root, "/echo").unwrap();
+        assert_eq!(r.program, root.join("echo.sh"));
+        assert!(
+            dir(&root, "/alias").is_ok(),
+            "symlink inside the dir is fine"
+        );
+    }
+
+    #[test]
+    fn missing_and_directories_are_not_found() {
+        let (_tmp, root) = setup();
+        assert_eq!(dir(&root, "/nope"), Err(RouteError::NotFound));
+        assert_eq!(dir(&root, "/sub"), Err(RouteError::NotFound));
+        assert_eq!(dir(&root, "/"), Err(RouteError::NotFound));
+    }
+
+    #[test]
+    fn traversal_is_refused_in_every_spelling() {
+        let (_tmp, root) = setup();
+        for path in [
+            "/../outside",
+            "/sub/../chat",
+            "/%2e%2e/outside",
+            "/%2E%2E/outside",
+            "/sub%2f..%2f..%2foutside",
+            "/..%5coutside",
+            "/.hidden",
+            "/chat%00",
+        ] {
+            assert_eq!(dir(&root, path), Err(RouteError::BadPath), "{path}");
+        }
+    }
+
+    #[test]
+    fn escaping_symlinks_and_plain_files_are_forbidden() {
+        let (_tmp, root) = setup();
+        assert_eq!(dir(&root, "/escape"), Err(RouteError::Forbidden));
+        assert_eq!(dir(&root, "/plain"), Err(RouteError::Forbidden));
+    }
+
+    #[test]
+    fn single_command_takes_every_path() {
+        let spec = CommandSpec {
+            program: "cat".into(),
+            args: vec!["-u".into()],
+        };
+        let r = resolve(&Endpoint::Command(spec), "/any/path%21").unwrap();
+        assert_eq!(r.script_name, "/");
+        assert_eq!(r.path_info, "/any/path!");
+        assert_eq!(r.args, ["-u"]);
+    }
+}

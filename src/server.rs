@@ -1,0 +1,248 @@
+//! Listeners, the accept loop, and graceful shutdown.
+//!
+//! Every accepted connection is served by hyper (HTTP/1.1). A WebSocket
+//! upgrade goes through [`crate::upgrade`], which spawns the child and hands
+//! the upgraded socket to [`crate::bridge`]. On SIGTERM or SIGINT the server
+//! stops accepting, every session is closed with 1001 and its child ended,
+//! and the process exits once all children are reaped (bounded in time).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bridge::BridgeOptions;
+use crate::config::{Config, Listen};
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request head we buffer (hyper's own limit is larger).
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// The state shared by every connection.
+pub struct Shared {
+    pub config: Config,
+    /// Session settings, derived once from the configuration.
+    pub bridge: BridgeOptions,
+    /// WebSocket protocol limits, derived once from the configuration.
+    pub ws_config: WebSocketConfig,
+    /// Live-children limit (`--maxforks`); `None` is unlimited.
+    pub forks: Option<Arc<Semaphore>>,
+    /// Source of connection ids.
+    pub next_id: AtomicU64,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Every connection and session task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// Who is connected, as the listener saw it.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Tcp {
+        remote: SocketAddr,
+        local: SocketAddr,
+    },
+    Unix,
+}
+
+impl Shared {
+    fn new(config: Config) -> Self {
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(config.max_message))
+            .max_frame_size(Some(config.max_message))
+            .read_buffer_size(16 * 1024)
+            .write_buffer_size(64 * 1024);
+        let bridge = BridgeOptions {
+            mode: config.mode,
+            max_line: config.max_line,
+            close_grace: config.close_grace,
+            ping: config.ping,
+            pass_stderr: config.pass_stderr,
+        };
+        Shared {
+            forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
+            bridge,
+            ws_config,
+            next_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            config,
+        }
+    }
+}
+
+/// Binds every listener, serves until SIGTERM/SIGINT, then shuts down.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared::new(config));
+    let mut unix_paths = Vec::new();
+    for listen in shared.config.listen.clone() {
+        match listen {
+            Listen::Tcp(addr) => {
+                let listener = bind_tcp(addr).await?;
+                let local = listener.local_addr()?;
+                tracing::info!("serving on ws://{local}/ ({})", describe(&shared.config));
+                shared.tasks.spawn(accept_tcp(listener, shared.clone()));
+            }
+            Listen::Unix(path) => {
+                let listener = bind_unix(&path)?;
+                tracing::info!(
+                    "serving on unix:{} ({})",
+                    path.display(),
+                    describe(&shared.config)
+                );
+                unix_paths.push(path);
+                shared.tasks.spawn(accept_unix(listener, shared.clone()));
+            }
+        }
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down: closing sessions and ending children");
+    shared.shutdown.cancel();
+    shared.tasks.close();
+    // Bounded: the escalation ends any child within 5x the grace, plus the
+    // close handshake timeouts.
+    let limit = shared.config.close_grace * 5 + Duration::from_secs(5);
+    if tokio::time::timeout(limit, shared.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!("some sessions did not end in {limit:?}; exiting anyway");
+    }
+    for path in unix_paths {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn describe(config: &Config) -> String {
+    match &config.endpoint {
+        crate::config::Endpoint::Command(spec) => format!("command {}", spec.program.display()),
+        crate::config::Endpoint::Dir(dir) => format!("scripts in {}", dir.display()),
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let bind = || async { TcpListener::bind(addr).await };
+    match bind().await {
+        Ok(l) => Ok(l),
+        // No IPv6 on this host: "all interfaces" falls back to IPv4.
+        Err(_) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            TcpListener::bind(v4)
+                .await
+                .with_context(|| format!("cannot listen on {v4}"))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+    }
+}
+
+/// Binds a Unix socket, removing a stale socket file but refusing to steal
+/// the path from a live server.
+fn bind_unix(path: &PathBuf) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use by a running server", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(remote);
+                let peer = Peer::Tcp { remote, local };
+                shared.tasks.spawn(serve(stream, peer, shared.clone()));
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                shared
+                    .tasks
+                    .spawn(serve(stream, Peer::Unix, shared.clone()));
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+/// Out of fds (or similar): say so and back off briefly instead of spinning;
+/// the sessions that exist keep working and new ones succeed once fds free.
+async fn accept_error(e: std::io::Error) {
+    tracing::error!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Serves HTTP/1.1 on one connection until it closes or is upgraded.
+async fn serve<IO>(io: IO, peer: Peer, shared: Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req| crate::upgrade::handle(req, peer, shared.clone()))
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => log_conn_error(res),
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            log_conn_error(conn.await);
+        }
+    }
+}
+
+fn log_conn_error(res: Result<(), hyper::Error>) {
+    if let Err(e) = res {
+        tracing::debug!("http connection: {e}");
+    }
+}

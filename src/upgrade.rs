@@ -1,0 +1,348 @@
+//! One HTTP request: a WebSocket handshake (RFC 6455 section 4.2) or not.
+//!
+//! The order of checks is the order of cost: protocol rules first (cheap,
+//! no side effects), then the origin, the path, the fork limit, and only
+//! then the child is spawned, *before* answering 101, so that a failure to
+//! spawn is an honest HTTP error rather than a socket that opens and dies.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::env::{request_vars, RemoteInfo, RequestEnv};
+use crate::process::{self, SpawnSpec};
+use crate::route;
+use crate::server::{Peer, Shared};
+
+type Body = Full<Bytes>;
+
+/// Serves one request.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    peer: Peer,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    if !wants_websocket(&req) {
+        return Ok(plain(&shared, &req));
+    }
+    let response = match upgrade(&mut req, peer, &shared).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            tracing::info!(
+                target: "wspipe::access",
+                path = req.uri().path(),
+                remote = %remote_text(peer),
+                status = refusal.status.as_u16(),
+                "refused: {}", refusal.reason
+            );
+            let mut response = text(refusal.status, &format!("{}\n", refusal.reason));
+            if refusal.status == StatusCode::UPGRADE_REQUIRED {
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            add_headers(&mut response, &shared.config.headers.all);
+            add_headers(&mut response, &shared.config.headers.http);
+            response
+        }
+    };
+    Ok(response)
+}
+
+/// A refused handshake: the status and a one-line reason for the client.
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// True if the request asks for a WebSocket (`Upgrade: websocket` and a
+/// `Connection` header listing `upgrade`).
+fn wants_websocket<B>(req: &Request<B>) -> bool {
+    let has_token = |name, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
+}
+
+/// The answer to a request that is not a WebSocket handshake.
+fn plain<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
+    let mut response = if req.method() == Method::GET || req.method() == Method::HEAD {
+        let mut r = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "This is a WebSocket endpoint served by wspipe: connect with a WebSocket client (ws://).\n",
+        );
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        r
+    } else {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    };
+    add_headers(&mut response, &shared.config.headers.all);
+    add_headers(&mut response, &shared.config.headers.http);
+    response
+}
+
+async fn upgrade(
+    req: &mut Request<Incoming>,
+    peer: Peer,
+    shared: &Arc<Shared>,
+) -> Result<Response<Body>, Refusal> {
+    let config = &shared.config;
+    if req.method() != Method::GET {
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket handshake must be a GET",
+        ));
+    }
+    if req.version() != Version::HTTP_11 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket handshake needs HTTP/1.1",
+        ));
+    }
+    let headers = req.headers();
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported Sec-WebSocket-Version (need 13)",
+        ));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| is_valid_key(k.as_bytes()))
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed Sec-WebSocket-Key",
+            )
+        })?
+        .clone();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    config
+        .origin
+        .check(origin, host, false)
+        .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
+    let resolved = route::resolve(&config.endpoint, req.uri().path())
+        .map_err(|e| refuse(e.status(), e.to_string()))?;
+    let permit = match &shared.forks {
+        None => None,
+        Some(forks) => Some(forks.clone().try_acquire_owned().map_err(|_| {
+            tracing::error!("--maxforks reached: upgrade refused");
+            refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections (--maxforks reached)",
+            )
+        })?),
+    };
+
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed).to_string();
+    let remote = remote_info(peer, config.reverse_lookup).await;
+    let local_port = match peer {
+        Peer::Tcp { local, .. } => Some(local.port()),
+        Peer::Unix => None,
+    };
+    let vars = request_vars(&RequestEnv {
+        id: &id,
+        method: req.method(),
+        uri: req.uri(),
+        version: req.version(),
+        headers: req.headers(),
+        remote: &remote,
+        tls: false,
+        local_port,
+        script_name: &resolved.script_name,
+        path_info: &resolved.path_info,
+    });
+    let spawned = process::spawn(&SpawnSpec {
+        program: &resolved.program,
+        args: &resolved.args,
+        env: [config.base_env.vars(), &vars],
+    })
+    .map_err(|e| {
+        tracing::error!("cannot start {}: {e}", resolved.program.display());
+        spawn_refusal(&e)
+    })?;
+
+    let path = req.uri().path().to_owned();
+    let on_upgrade = hyper::upgrade::on(req);
+    let session_shared = shared.clone();
+    shared.tasks.spawn(async move {
+        let shared = session_shared;
+        let _permit = permit;
+        let mut spawned = spawned;
+        let pid = spawned.child.pid();
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("upgrade failed: {e}");
+                spawned.child.terminate(shared.config.close_grace).await;
+                return;
+            }
+        };
+        let io = TokioIo::new(upgraded);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(shared.ws_config)).await;
+        let remote = remote_text(peer);
+        tracing::info!(target: "wspipe::access", id, remote, path, pid, "connect");
+        let started = Instant::now();
+        let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id).await;
+        tracing::info!(
+            target: "wspipe::access",
+            id,
+            remote,
+            path,
+            pid,
+            duration = ?started.elapsed(),
+            exit = %end.exit,
+            close = end.close_code.map(i32::from).unwrap_or(-1),
+            cause = end.cause,
+            "disconnect"
+        );
+    });
+
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    add_headers(&mut response, &config.headers.all);
+    add_headers(&mut response, &config.headers.ws);
+    Ok(response)
+}
+
+/// A Sec-WebSocket-Key must be base64 of 16 bytes (RFC 6455 section 4.1).
+fn is_valid_key(key: &[u8]) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|k| k.len() == 16)
+}
+
+/// Out of processes, fds or memory is temporary (503); anything else, like a
+/// missing or non-executable program, is a server misconfiguration (500).
+fn spawn_refusal(e: &std::io::Error) -> Refusal {
+    let temporary = matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    );
+    if temporary {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot start the program now; try again later",
+        )
+    } else {
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot start the program",
+        )
+    }
+}
+
+async fn remote_info(peer: Peer, reverse_lookup: bool) -> RemoteInfo {
+    let Peer::Tcp { remote, .. } = peer else {
+        return RemoteInfo::default();
+    };
+    let addr = remote.ip().to_canonical().to_string();
+    let host = if reverse_lookup {
+        reverse(remote.ip()).await.unwrap_or_else(|| addr.clone())
+    } else {
+        addr.clone()
+    };
+    RemoteInfo {
+        addr,
+        host,
+        port: remote.port().to_string(),
+    }
+}
+
+/// A bounded reverse DNS lookup.
+async fn reverse(ip: std::net::IpAddr) -> Option<String> {
+    let lookup = tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip).ok());
+    match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+        Ok(Ok(name)) => name,
+        _ => None,
+    }
+}
+
+fn remote_text(peer: Peer) -> String {
+    match peer {
+        Peer::Tcp { remote, .. } => remote.to_string(),
+        Peer::Unix => "unix".into(),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::copy_from_slice(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn add_headers(response: &mut Response<Body>, extra: &[(http::HeaderName, HeaderValue)]) {
+    for (name, value) in extra {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_requests_are_recognised() {
+        let req = Request::builder()
+            .header("Upgrade", "WebSocket")
+            .header("Connection", "keep-alive, Upgrade")
+            .body(())
+            .unwrap();
+        assert!(wants_websocket(&req));
+        let req = Request::builder()
+            .header("Upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(!wants_websocket(&req));
+    }
+
+    #[test]
+    fn keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_valid_key(b"short"));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ")); // unpadded
+    }
+}

@@ -1,0 +1,287 @@
+//! End to end: the real binary, a real client, real children. Text and
+//! binary pumping, line framing, and the close codes that report how a child
+//! ended.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+fn examples(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn count_example_sends_each_line_then_closes_normally() {
+    let tmp = tempfile::tempdir().unwrap();
+    let count = script(
+        tmp.path(),
+        "count.sh",
+        "#!/bin/sh\nfor i in 1 2 3 4 5; do echo $i; done\n",
+    );
+    let server = Server::start(&[count.to_str().unwrap()]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, close) = texts_until_close(&mut ws).await;
+    assert_eq!(texts, ["1", "2", "3", "4", "5"]);
+    assert_eq!(close.0, 1000);
+}
+
+#[tokio::test]
+async fn echo_round_trips_lines_in_order() {
+    let server = Server::start(&["cat"]);
+    let mut ws = connect(&server.url("/")).await;
+    for i in 0..100 {
+        send_text(&mut ws, &format!("line {i} ünïcode")).await;
+    }
+    for i in 0..100 {
+        assert_eq!(next_text(&mut ws).await, format!("line {i} ünïcode"));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn greeter_example_answers_each_message() {
+    let server = Server::start(&[&examples("greeter.sh")]);
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, "Ada").await;
+    assert_eq!(next_text(&mut ws).await, "Hello, Ada!");
+    send_text(&mut ws, "Linus").await;
+    assert_eq!(next_text(&mut ws).await, "Hello, Linus!");
+}
+
+#[tokio::test]
+async fn command_flag_is_split_like_a_shell_but_not_run_by_one() {
+    let server = Server::start(&["--command", "printf '%s|%s\\n' 'two words' $HOME"]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, close) = texts_until_close(&mut ws).await;
+    assert_eq!(texts, ["two words|$HOME"]);
+    assert_eq!(close.0, 1000);
+}
+
+#[tokio::test]
+async fn crlf_and_final_line_without_newline_are_delivered() {
+    let server = Server::start(&["printf", "a\\r\\nb\\n\\nlast"]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, close) = texts_until_close(&mut ws).await;
+    assert_eq!(texts, ["a", "b", "", "last"]);
+    assert_eq!(close.0, 1000);
+}
+
+#[tokio::test]
+async fn lines_are_delivered_as_soon_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = script(
+        tmp.path(),
+        "slow.sh",
+        "#!/bin/sh\necho first\nexec sleep 30\n",
+    );
+    let server = Server::start(&[slow.to_str().unwrap()]);
+    let mut ws = connect(&server.url("/")).await;
+    let started = Instant::now();
+    assert_eq!(next_text(&mut ws).await, "first");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "line was held back"
+    );
+}
+
+#[tokio::test]
+async fn nonzero_exit_closes_with_1011_after_flushing_every_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fail = script(
+        tmp.path(),
+        "fail.sh",
+        "#!/bin/sh\ni=0; while [ $i -lt 2000 ]; do echo \"line $i\"; i=$((i+1)); done\nexit 3\n",
+    );
+    let server = Server::start(&[fail.to_str().unwrap()]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, close) = texts_until_close(&mut ws).await;
+    assert_eq!(texts.len(), 2000);
+    assert_eq!(texts[1999], "line 1999");
+    assert_eq!(close, (1011, "exit status 3".to_string()));
+}
+
+#[tokio::test]
+async fn crashing_child_closes_only_its_own_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    script(dir, "crash", "#!/bin/sh\necho bye\nkill -SEGV $$\n");
+    script(dir, "echo", "#!/bin/sh\nexec cat\n");
+    let server = Server::start(&["--dir", dir.to_str().unwrap()]);
+    let mut steady = connect(&server.url("/echo")).await;
+    let mut crashing = connect(&server.url("/crash")).await;
+    let (texts, close) = texts_until_close(&mut crashing).await;
+    assert_eq!(texts, ["bye"]);
+    assert_eq!(close, (1011, "killed by SIGSEGV".to_string()));
+    send_text(&mut steady, "still here").await;
+    assert_eq!(next_text(&mut steady).await, "still here");
+}
+
+#[tokio::test]
+async fn binary_mode_passes_raw_bytes_both_ways() {
+    let server = Server::start(&["--binary", "cat"]);
+    let mut ws = connect(&server.url("/")).await;
+    let payload: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    ws.send(Message::binary(payload.clone())).await.unwrap();
+    ws.send(Message::text("text\nwith newline")).await.unwrap();
+    let mut expected = payload;
+    expected.extend_from_slice(b"text\nwith newline");
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        match next_event(&mut ws).await {
+            Event::Binary(b) => got.extend(b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn binary_flag_accepts_explicit_false() {
+    let server = Server::start(&["--binary=false", "cat"]);
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, "hi").await;
+    assert_eq!(next_event(&mut ws).await, Event::Text("hi".into()));
+}
+
+#[tokio::test]
+async fn overlong_lines_are_split_into_pieces_of_maxlinesize() {
+    let server = Server::start(&[
+        "--maxlinesize",
+        "1000",
+        "sh",
+        "-c",
+        "head -c 2500 /dev/zero | tr '\\0' x; echo; echo end",
+    ]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, close) = texts_until_close(&mut ws).await;
+    let lens: Vec<usize> = texts.iter().map(String::len).collect();
+    assert_eq!(lens, [1000, 1000, 500, 3]);
+    assert_eq!(texts[3], "end");
+    assert_eq!(close.0, 1000);
+}
+
+#[tokio::test]
+async fn invalid_utf8_from_child_becomes_replacement_characters() {
+    let server = Server::start(&["printf", "ok \\377\\376 end\\n"]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, _) = texts_until_close(&mut ws).await;
+    assert_eq!(texts, ["ok \u{FFFD}\u{FFFD} end"]);
+}
+
+#[tokio::test]
+async fn stderr_goes_to_the_log_tagged_with_the_connection() {
+    let server = Server::start(&["sh", "-c", "echo oops-on-stderr >&2; echo out"]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, _) = texts_until_close(&mut ws).await;
+    assert_eq!(texts, ["out"]);
+    let line = server
+        .log
+        .wait_for("oops-on-stderr", TIMEOUT)
+        .expect("stderr logged");
+    assert!(line.contains("id="), "{line}");
+}
+
+#[tokio::test]
+async fn passstderr_forwards_stderr_lines_to_the_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let both = script(
+        tmp.path(),
+        "both.sh",
+        "#!/bin/sh\necho to-stderr >&2\nsleep 0.2\necho to-stdout\n",
+    );
+    let server = Server::start(&["--passstderr", both.to_str().unwrap()]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, _) = texts_until_close(&mut ws).await;
+    assert_eq!(texts, ["to-stderr", "to-stdout"]);
+}
+
+#[tokio::test]
+async fn access_log_records_open_and_close() {
+    let server = Server::start(&["sh", "-c", "echo hi; exit 4"]);
+    let mut ws = connect(&server.url("/some/path")).await;
+    let _ = texts_until_close(&mut ws).await;
+    let open = server.log.wait_for("connect", TIMEOUT).unwrap();
+    assert!(
+        open.contains("path=\"/some/path\"") || open.contains("path=/some/path"),
+        "{open}"
+    );
+    assert!(open.contains("pid="), "{open}");
+    let close = server.log.wait_for("disconnect", TIMEOUT).unwrap();
+    for field in [
+        "remote=",
+        "duration=",
+        "exit status 4",
+        "close=1011",
+        "pid=",
+    ] {
+        assert!(close.contains(field), "{field} missing in {close}");
+    }
+}
+
+#[tokio::test]
+async fn loglevel_info_hides_access_lines() {
+    let server = Server::start(&["--loglevel=info", "sh", "-c", "echo hi"]);
+    let mut ws = connect(&server.url("/")).await;
+    let _ = texts_until_close(&mut ws).await;
+    // The session is fully over once the child is reaped.
+    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(server
+        .log
+        .wait_for("disconnect", Duration::from_millis(300))
+        .is_none());
+}
+
+#[tokio::test]
+async fn client_message_too_big_closes_with_1009() {
+    let server = Server::start(&["--maxframesize", "1024", "cat"]);
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, &"x".repeat(100)).await;
+    assert_eq!(next_text(&mut ws).await.len(), 100);
+    let _ = ws.send(Message::text("y".repeat(5000))).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+    assert!(
+        wait_until(TIMEOUT, || server.children().is_empty()),
+        "child ended"
+    );
+}
+
+#[tokio::test]
+async fn binary_message_in_text_mode_closes_with_1003() {
+    let server = Server::start(&["cat"]);
+    let mut ws = connect(&server.url("/")).await;
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(expect_close(&mut ws).await.0, 1003);
+    assert!(
+        wait_until(TIMEOUT, || server.children().is_empty()),
+        "child ended"
+    );
+}
+
+#[test]
+fn invalid_utf8_from_client_closes_with_1007() {
+    let server = Server::start(&["cat"]);
+    let mut raw = RawClient::connect(server.addr, "/");
+    raw.send_frame(0x81, b"ok \xff\xfe");
+    assert_eq!(raw.read_close_code(), Some(1007));
+    assert!(
+        wait_until(TIMEOUT, || server.children().is_empty()),
+        "child ended"
+    );
+}
+
+#[test]
+fn protocol_error_from_client_closes_with_1002() {
+    let server = Server::start(&["cat"]);
+    let mut raw = RawClient::connect(server.addr, "/");
+    // Opcode 0x3 is reserved.
+    raw.send_frame(0x83, b"?");
+    assert_eq!(raw.read_close_code(), Some(1002));
+    assert!(
+        wait_until(TIMEOUT, || server.children().is_empty()),
+        "child ended"
+    );
+}

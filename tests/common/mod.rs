@@ -1,0 +1,432 @@
+//! Shared helpers for the end-to-end tests: start the real `wspipe` binary on
+//! loopback, talk to it with a real WebSocket client, and look at the
+//! processes and file descriptors it owns through /proc.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream as TokioTcp;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Generous bound for anything that should happen "at once".
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TokioTcp>>;
+
+/// The server's stderr, collected line by line by a thread.
+#[derive(Default)]
+pub struct Log {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+impl Log {
+    /// Waits until a line contains `needle`; returns it.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            lines = self.changed.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// A running `wspipe` listening on 127.0.0.1.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Log>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wspipe")
+}
+
+impl Server {
+    /// Starts `wspipe --port 0 --address 127.0.0.1 ARGS...`.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_cmd(Command::new(bin()), args)
+    }
+
+    /// Same with a prepared command (environment, limits...).
+    pub fn start_cmd(mut cmd: Command, args: &[&str]) -> Server {
+        cmd.args(["--port", "0", "--address", "127.0.0.1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start wspipe");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("WSPIPE_TEST_LOG").is_some() {
+                    eprintln!("[wspipe] {line}");
+                }
+                sink.lines.lock().unwrap().push(line);
+                sink.changed.notify_all();
+            }
+        });
+        let line = log
+            .wait_for("serving on ws://", TIMEOUT)
+            .unwrap_or_else(|| panic!("server did not start: {:?}", log.lines()));
+        let addr = line
+            .split("ws://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .expect("address in log line");
+        Server { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        signal(self.pid(), libc::SIGTERM);
+        self.wait_exit(TIMEOUT).expect("server exits after SIGTERM")
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Direct children of the server: (pid, state letter).
+    pub fn children(&self) -> Vec<(u32, char)> {
+        children_of(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Direct children of `parent`: (pid, state letter, e.g. 'Z' for zombie).
+pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((state, ppid)) = stat(pid) {
+            if ppid == parent {
+                out.push((pid, state));
+            }
+        }
+    }
+    out
+}
+
+/// (state, ppid) of a process from /proc/PID/stat.
+pub fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    matches!(stat(pid), Some((state, _)) if state != 'Z')
+}
+
+/// Waits until `pid` is gone (or a zombie), polling /proc.
+pub fn wait_dead(pid: u32, timeout: Duration) -> bool {
+    wait_until(timeout, || !alive(pid))
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2).
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// Writes an executable script into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Connects a WebSocket client.
+pub async fn connect(url: &str) -> Ws {
+    let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    ws
+}
+
+/// Connects with extra request headers.
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect timed out")
+        .map(|(ws, _)| ws)
+}
+
+/// The HTTP status a handshake attempt got (101 on success).
+pub async fn handshake_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    match connect_with(url, headers).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("handshake failed without an HTTP status: {e}"),
+    }
+}
+
+/// What the client saw next.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    Text(String),
+    Binary(Vec<u8>),
+    Close(Option<(u16, String)>),
+    /// The stream ended without a close frame.
+    End,
+}
+
+/// The next data or close event (pings and pongs are skipped).
+pub async fn next_event(ws: &mut Ws) -> Event {
+    loop {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("no message within the timeout");
+        match msg {
+            None | Some(Err(_)) => return Event::End,
+            Some(Ok(Message::Text(t))) => return Event::Text(t.to_string()),
+            Some(Ok(Message::Binary(b))) => return Event::Binary(b.to_vec()),
+            Some(Ok(Message::Close(f))) => {
+                return Event::Close(
+                    f.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string())),
+                )
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The next text message; panics on anything else.
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next_event(ws).await {
+        Event::Text(t) => t,
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Reads until the close frame and returns its code and reason.
+pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match next_event(ws).await {
+            Event::Close(Some(c)) => return c,
+            Event::Close(None) => return (1005, String::new()),
+            Event::End => panic!("stream ended without a close frame"),
+            Event::Text(_) | Event::Binary(_) => continue,
+        }
+    }
+}
+
+/// Collects text messages until the close frame.
+pub async fn texts_until_close(ws: &mut Ws) -> (Vec<String>, (u16, String)) {
+    let mut texts = Vec::new();
+    loop {
+        match next_event(ws).await {
+            Event::Text(t) => texts.push(t),
+            Event::Close(c) => return (texts, c.unwrap_or((1005, String::new()))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// A raw TCP connection that has completed a WebSocket handshake by hand, for
+/// sending frames a well-behaved client library refuses to send.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 101"), "handshake: {head}");
+        RawClient { stream }
+    }
+
+    /// Sends one masked frame with the given first byte (FIN + opcode).
+    pub fn send_frame(&mut self, first: u8, payload: &[u8]) {
+        let mut frame = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else if len < 65536 {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    /// Reads frames until a close frame; returns its code (None if the
+    /// connection ended first).
+    pub fn read_close_code(&mut self) -> Option<u16> {
+        loop {
+            let mut head = [0u8; 2];
+            self.stream.read_exact(&mut head).ok()?;
+            let opcode = head[0] & 0x0f;
+            let mut len = (head[1] & 0x7f) as u64;
+            if len == 126 {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b).ok()?;
+                len = u16::from_be_bytes(b) as u64;
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b).ok()?;
+                len = u64::from_be_bytes(b);
+            }
+            let mut payload = vec![0u8; len as usize];
+            self.stream.read_exact(&mut payload).ok()?;
+            if opcode == 0x8 {
+                return Some(if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    1005
+                });
+            }
+        }
+    }
+}
+
+/// Reads an HTTP response head (up to the blank line).
+pub fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends a raw HTTP request and returns the status line's code and the
+/// whole response head.
+pub fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let head = read_head(&mut stream);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head)
+}
