@@ -636,7 +636,7 @@ fn stderr_message(lines: &mut LineSplitter, id: &str) -> Option<Message> {
 }
 
 fn log_line(id: &str, line: &[u8]) {
-    tracing::error!(target: "wspipe::stderr", id, "{}", String::from_utf8_lossy(line));
+    tracing::error!(target: "wspipe::stderr", id = %id, "{}", String::from_utf8_lossy(line));
 }
 
 /// Logs a child's stderr, line by line, until it closes.

@@ -42,7 +42,7 @@ pub async fn handle(
         Err(refusal) => {
             tracing::info!(
                 target: "wspipe::access",
-                path = req.uri().path(),
+                path = %req.uri().path(),
                 remote = %remote_text(peer),
                 status = refusal.status.as_u16(),
                 "refused: {}", refusal.reason
@@ -214,14 +214,14 @@ async fn upgrade(
         let io = TokioIo::new(upgraded);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(shared.ws_config)).await;
         let remote = remote_text(peer);
-        tracing::info!(target: "wspipe::access", id, remote, path, pid, "connect");
+        tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         let started = Instant::now();
         let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id).await;
         tracing::info!(
             target: "wspipe::access",
-            id,
-            remote,
-            path,
+            id = %id,
+            remote = %remote,
+            path = %path,
             pid,
             duration = ?started.elapsed(),
             exit = %end.exit,
