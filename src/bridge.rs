@@ -35,6 +35,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Mode;
+use crate::control::registry::{SessionCtl, SessionStats};
 use crate::lines::{to_text, LineSplitter, READ_CHUNK};
 use crate::process::{Child, Exit, Spawned};
 
@@ -53,6 +54,16 @@ pub struct BridgeOptions {
     pub close_grace: Duration,
     pub ping: Option<Duration>,
     pub pass_stderr: bool,
+}
+
+/// The session's ends of the control channels, and its counters.
+#[derive(Debug)]
+pub struct Links {
+    /// Messages injected by `wspipe ctl send/broadcast`.
+    pub inject: mpsc::Receiver<Message>,
+    /// Close and kill requests from `wspipe ctl`.
+    pub control: mpsc::Receiver<SessionCtl>,
+    pub stats: std::sync::Arc<SessionStats>,
 }
 
 /// How a session ended, for the access log.
@@ -109,6 +120,7 @@ pub async fn run<S>(
     opts: &BridgeOptions,
     shutdown: &CancellationToken,
     id: &str,
+    links: Links,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -119,6 +131,11 @@ where
         stdout,
         stderr,
     } = spawned;
+    let Links {
+        inject,
+        mut control,
+        stats,
+    } = links;
     let (sink, stream) = ws.split();
     let pong = AtomicBool::new(false);
     let (cmd_tx, cmd_rx) = mpsc::channel(4);
@@ -143,8 +160,20 @@ where
         cause: "",
     };
     {
-        let inbound = inbound(stream, stdin, opts.mode, &pong);
-        let outbound = outbound(sink, stdout, stderr_pass, cmd_rx, opts, &pong, id);
+        let inbound = inbound(stream, stdin, opts.mode, &pong, &stats);
+        let outbound = outbound(
+            sink,
+            Sources {
+                stdout,
+                stderr: stderr_pass,
+                inject,
+                commands: cmd_rx,
+            },
+            opts,
+            &pong,
+            &stats,
+            id,
+        );
         let stderr_log = log_stderr(stderr_log, id, opts.max_line);
         let exit = child.exited();
         tokio::pin!(inbound, outbound, stderr_log, exit);
@@ -158,6 +187,7 @@ where
                 }
                 () = &mut exit, if !s.exited => s.on_exit(&child),
                 () = shutdown.cancelled(), if !s.shutting_down => s.on_shutdown().await,
+                Some(ctl) = control.recv() => s.on_control(ctl).await,
                 () = sleep_until(esc_deadline), if esc_deadline.is_some() => s.escalate(&child),
                 () = sleep_until(s.close_deadline), if s.close_deadline.is_some() => {
                     s.cause = if s.cause.is_empty() { "close handshake timed out" } else { s.cause };
@@ -287,6 +317,36 @@ where
                 step: 2,
                 deadline: Instant::now() + self.opts.close_grace,
             });
+        }
+    }
+
+    /// `wspipe ctl close` / `kill`.
+    async fn on_control(&mut self, ctl: SessionCtl) {
+        match ctl {
+            SessionCtl::Close(frame) => {
+                if self.close_sent.is_some() || self.inbound.is_some() {
+                    return;
+                }
+                self.set_cause("closed by control");
+                self.close_sent = Some(u16::from(frame.code));
+                if self.outbound.is_none() {
+                    self.command(Command::Close(Some(frame))).await;
+                } else {
+                    self.close_with(frame).await;
+                }
+                self.start_escalation();
+            }
+            SessionCtl::Kill => {
+                self.set_cause("killed by control");
+                if !self.exited {
+                    // The escalation, starting now rather than after the grace.
+                    let step = self.escalation.as_ref().map_or(0, |e| e.step);
+                    self.escalation = Some(Escalation {
+                        step,
+                        deadline: Instant::now(),
+                    });
+                }
+            }
         }
     }
 
@@ -426,6 +486,7 @@ async fn inbound<S>(
     stdin: pipe::Sender,
     mode: Mode,
     pong: &AtomicBool,
+    stats: &SessionStats,
 ) -> InEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -454,6 +515,7 @@ where
             Message::Close(frame) => return InEnd::ClientClosed(frame.map(|f| u16::from(f.code))),
             Message::Ping(_) | Message::Frame(_) => continue,
         };
+        stats.count_in(data.len());
         let Some(pipe) = stdin.as_mut() else {
             continue; // the child closed its stdin; nobody to give this to
         };
@@ -502,18 +564,34 @@ fn classify(err: WsError) -> InEnd {
 
 /// Child stdout (and stderr with `--passstderr`) -> socket. Owns the write
 /// half of the socket and hands it back when done.
+/// Everything the outbound direction sends from.
+struct Sources {
+    stdout: pipe::Receiver,
+    /// stderr, when it is forwarded (`--passstderr`).
+    stderr: Option<pipe::Receiver>,
+    /// Messages from `wspipe ctl send/broadcast`.
+    inject: mpsc::Receiver<Message>,
+    commands: mpsc::Receiver<Command>,
+}
+
 async fn outbound<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
-    stdout: pipe::Receiver,
-    stderr: Option<pipe::Receiver>,
-    mut commands: mpsc::Receiver<Command>,
+    sources: Sources,
     opts: &BridgeOptions,
     pong: &AtomicBool,
+    stats: &SessionStats,
     id: &str,
 ) -> (SplitSink<WebSocketStream<S>, Message>, OutEnd)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Sources {
+        stdout,
+        stderr,
+        mut inject,
+        mut commands,
+    } = sources;
+    let mut inject_open = true;
     let mut out = ChildOutput::new(stdout, opts);
     let mut err = stderr.map(|pipe| (pipe, LineSplitter::new(opts.max_line)));
     let mut ping = opts.ping.map(|period| {
@@ -528,13 +606,18 @@ where
 
     loop {
         if pending.is_none() {
+            // Injected messages go between whole lines, never inside one.
             pending = if std::mem::take(&mut ping_due) {
                 Some(Message::Ping(Bytes::new()))
             } else {
-                out.next_message().or_else(|| {
-                    err.as_mut()
-                        .and_then(|(_, lines)| stderr_message(lines, id))
-                })
+                inject
+                    .try_recv()
+                    .ok()
+                    .or_else(|| out.next_message())
+                    .or_else(|| {
+                        err.as_mut()
+                            .and_then(|(_, lines)| stderr_message(lines, id))
+                    })
             };
         }
         if pending.is_none() && !unflushed && out.eof {
@@ -576,7 +659,12 @@ where
                 }
             }), if !reading => {
                 let sent = progress.and_then(|()| match pending.take() {
-                    Some(msg) => sink.start_send_unpin(msg).map(|()| true),
+                    Some(msg) => {
+                        if msg.is_text() || msg.is_binary() {
+                            stats.count_out(msg.len());
+                        }
+                        sink.start_send_unpin(msg).map(|()| true)
+                    }
                     None => Ok(false),
                 });
                 match sent {
@@ -584,6 +672,10 @@ where
                     Err(_) => return (sink, OutEnd::Gone),
                 }
             }
+            msg = inject.recv(), if reading && inject_open => match msg {
+                Some(msg) => pending = Some(msg),
+                None => inject_open = false,
+            },
             _ = out.pipe.readable(), if reading && !out.eof => out.read(),
             _ = readable(err.as_ref().map(|(pipe, _)| pipe)), if reading => {
                 if let Some((pipe, lines)) = err.as_mut() {

@@ -128,6 +128,15 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub reverselookup: bool,
 
+    /// Open a control socket at PATH for `wspipe ctl` (list, send,
+    /// broadcast, close, kill, stats).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Permission bits of the control socket, in octal.
+    #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]
+    pub control_mode: String,
+
     /// The program to run for each connection, and its arguments.
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub program: Vec<OsString>,

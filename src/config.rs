@@ -91,6 +91,17 @@ pub struct Config {
     /// request: computed once, not per spawn.
     pub base_env: BaseEnv,
     pub log_level: LogLevel,
+    /// The control socket, if any.
+    pub control: Option<ControlSocket>,
+}
+
+/// Where the control socket lives and who may use it.
+#[derive(Debug, Clone)]
+pub struct ControlSocket {
+    /// Absolute, so children can use it from any working directory.
+    pub path: PathBuf,
+    /// Permission bits (default 0600: only wspipe's user).
+    pub mode: u32,
 }
 
 impl Config {
@@ -110,6 +121,11 @@ impl Config {
             ws: parse_headers("--header-ws", &cli.header_ws)?,
             http: parse_headers("--header-http", &cli.header_http)?,
         };
+        let control = control(&cli)?;
+        let mut base_env = BaseEnv::from_parent(&cli.passenv);
+        if let Some(c) = &control {
+            base_env.set("WSPIPE_CONTROL", c.path.as_os_str());
+        }
         Ok(Config {
             listen: listen(&cli)?,
             endpoint,
@@ -123,8 +139,9 @@ impl Config {
             headers,
             pass_stderr: cli.passstderr,
             reverse_lookup: cli.reverselookup,
-            base_env: BaseEnv::from_parent(&cli.passenv),
+            base_env,
             log_level: cli.loglevel,
+            control,
         })
     }
 }
@@ -169,6 +186,31 @@ fn endpoint(cli: &Cli) -> Result<Endpoint, ConfigError> {
         program,
         args: words,
     }))
+}
+
+fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
+    let Some(path) = &cli.control else {
+        return Ok(None);
+    };
+    let mode = u32::from_str_radix(&cli.control_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            bad(format!(
+                "--control-mode {}: expected octal permission bits like 600",
+                cli.control_mode
+            ))
+        })?;
+    let path =
+        std::path::absolute(path).map_err(|e| bad(format!("--control {}: {e}", path.display())))?;
+    if cli
+        .unixsocket
+        .as_ref()
+        .is_some_and(|u| std::path::absolute(u).ok().as_ref() == Some(&path))
+    {
+        return Err(bad("--control and --unixsocket must be different paths"));
+    }
+    Ok(Some(ControlSocket { path, mode }))
 }
 
 fn listen(cli: &Cli) -> Result<Vec<Listen>, ConfigError> {

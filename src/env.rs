@@ -58,6 +58,12 @@ impl BaseEnv {
         BaseEnv { vars }
     }
 
+    /// Adds (or replaces) a variable.
+    pub fn set(&mut self, name: &str, value: &std::ffi::OsStr) {
+        self.vars.retain(|(n, _)| n != name);
+        self.vars.push((name.into(), value.into()));
+    }
+
     /// The variables, in order.
     pub fn vars(&self) -> &[Var] {
         &self.vars

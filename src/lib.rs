@@ -14,11 +14,13 @@
 //! ```
 //!
 //! `cli` and `config` turn flags into a validated [`config::Config`];
-//! `origin` holds the Origin policy; `logging` sets up websocketd's levels.
+//! `origin` holds the Origin policy; `logging` sets up websocketd's levels;
+//! `control` is the side door for `wspipe ctl` (list, send, broadcast...).
 
 pub mod bridge;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod env;
 pub mod lines;
 pub mod logging;

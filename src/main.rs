@@ -7,7 +7,13 @@ use wspipe::cli::Cli;
 use wspipe::config::Config;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_args(std::env::args_os()) {
+    // `wspipe ctl ...` is the control client; anything else runs a server.
+    // (A program literally named "ctl" can still be served as ./ctl.)
+    let args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "ctl") {
+        return wspipe::control::client::main(args[1..].to_vec());
+    }
+    let cli = match Cli::try_parse_args(args) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

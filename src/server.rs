@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bridge::BridgeOptions;
 use crate::config::{Config, Listen};
+use crate::control::registry::Registry;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +48,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Live sessions, for the control socket.
+    pub registry: Arc<Registry>,
 }
 
 /// Who is connected, as the listener saw it.
@@ -80,6 +83,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            registry: Arc::default(),
             config,
         }
     }
@@ -108,6 +112,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 shared.tasks.spawn(accept_unix(listener, shared.clone()));
             }
         }
+    }
+    if let Some(control) = &shared.config.control {
+        let listener = bind_unix(&control.path)?;
+        crate::control::listener::set_mode(&control.path, control.mode)
+            .with_context(|| format!("cannot set the mode of {}", control.path.display()))?;
+        tracing::info!("control socket at {}", control.path.display());
+        unix_paths.push(control.path.clone());
+        shared
+            .tasks
+            .spawn(crate::control::listener::serve(listener, shared.clone()));
     }
     wait_for_signal().await?;
     tracing::info!("shutting down: closing sessions and ending children");

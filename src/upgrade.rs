@@ -21,6 +21,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+use tokio::sync::mpsc;
+
+use crate::bridge::Links;
+use crate::control::registry::{SessionHandle, SessionStats};
 use crate::env::{request_vars, RemoteInfo, RequestEnv};
 use crate::process::{self, SpawnSpec};
 use crate::route;
@@ -40,6 +44,11 @@ pub async fn handle(
     let response = match upgrade(&mut req, peer, &shared).await {
         Ok(response) => response,
         Err(refusal) => {
+            shared
+                .registry
+                .totals
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 target: "wspipe::access",
                 path = %req.uri().path(),
@@ -167,7 +176,8 @@ async fn upgrade(
         })?),
     };
 
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed).to_string();
+    let id_num = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = id_num.to_string();
     let remote = remote_info(peer, config.reverse_lookup).await;
     let local_port = match peer {
         Peer::Tcp { local, .. } => Some(local.port()),
@@ -216,7 +226,9 @@ async fn upgrade(
         let remote = remote_text(peer);
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         let started = Instant::now();
-        let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id).await;
+        let (links, handle) = session_links(id_num, remote.clone(), path.clone(), pid);
+        let _registration = shared.registry.register(handle);
+        let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id, links).await;
         tracing::info!(
             target: "wspipe::access",
             id = %id,
@@ -242,6 +254,35 @@ async fn upgrade(
     add_headers(&mut response, &config.headers.all);
     add_headers(&mut response, &config.headers.ws);
     Ok(response)
+}
+
+/// Channel capacity for injected messages: bounds the memory a burst of
+/// broadcasts can take per slow client (the rest wait, then time out).
+const INJECT_QUEUE: usize = 64;
+
+/// The channels between a session and the control registry.
+fn session_links(id: u64, remote: String, path: String, pid: u32) -> (Links, SessionHandle) {
+    let (inject_tx, inject) = mpsc::channel(INJECT_QUEUE);
+    let (control_tx, control) = mpsc::channel(4);
+    let stats = Arc::new(SessionStats::default());
+    let handle = SessionHandle {
+        id,
+        remote,
+        path,
+        pid,
+        started: std::time::SystemTime::now(),
+        stats: stats.clone(),
+        inject: inject_tx,
+        control: control_tx,
+    };
+    (
+        Links {
+            inject,
+            control,
+            stats,
+        },
+        handle,
+    )
 }
 
 /// A Sec-WebSocket-Key must be base64 of 16 bytes (RFC 6455 section 4.1).

@@ -1,0 +1,340 @@
+//! `wspipe ctl`: the control client for scripts (PHP `exec`, bash, cron).
+//!
+//! Exit codes: 0 done; 1 a target session was not found or did not take
+//! the message; 2 usage error or refused request; 3 no server at the socket.
+//! Errors are one line on stderr.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+
+use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats, MAX_REQUEST};
+
+/// Control a running wspipe server through its control socket.
+#[derive(Debug, Parser)]
+#[command(name = "wspipe ctl", version)]
+pub struct CtlCli {
+    /// The control socket (default: $WSPIPE_CONTROL, set for every child).
+    #[arg(long, short = 's', value_name = "PATH", env = "WSPIPE_CONTROL")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// List live connections.
+    List {
+        /// Only connections on this URL path.
+        #[arg(long)]
+        path: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to one connection's client ("-" reads it from stdin).
+    Send { id: u64, message: String },
+    /// Send a message to every connection's client ("-" reads stdin).
+    Broadcast {
+        /// Only connections on this URL path.
+        #[arg(long)]
+        path: Option<String>,
+        message: String,
+    },
+    /// Close one connection (its child is ended).
+    Close {
+        id: u64,
+        /// Close code (1000, 1001, 1008, 3000-4999...).
+        #[arg(long, default_value_t = 1000)]
+        code: u16,
+        /// Close reason (at most 123 bytes).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End one connection's child (SIGINT, SIGTERM, SIGKILL).
+    Kill { id: u64 },
+    /// Server-wide counters.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Why the client failed, with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Runs `wspipe ctl ARGS` (args start with "ctl").
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let cli = match CtlCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "wspipe ctl: {}",
+                line.strip_prefix("error: ").unwrap_or(line)
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("wspipe ctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: CtlCli) -> Result<(), Failure> {
+    let socket = cli.socket.ok_or_else(|| {
+        fail(
+            2,
+            "no control socket: give --socket PATH or set WSPIPE_CONTROL",
+        )
+    })?;
+    let (request, output) = request_for(cli.command)?;
+    let response = call(&socket, &request)?;
+    if !response.ok {
+        let code = match response.kind {
+            Some(ErrorKind::NotFound | ErrorKind::Busy) => 1,
+            _ => 2,
+        };
+        return Err(fail(
+            code,
+            response.error.unwrap_or_else(|| "request failed".into()),
+        ));
+    }
+    output.print(&response)
+}
+
+/// How to show a successful response.
+enum Output {
+    Nothing,
+    Table,
+    Json,
+    Stats { json: bool },
+    Broadcast,
+}
+
+fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
+    Ok(match command {
+        CtlCommand::List { path, json } => (
+            Request::List { path },
+            if json { Output::Json } else { Output::Table },
+        ),
+        CtlCommand::Send { id, message } => (
+            Request::Send {
+                id,
+                message: message_arg(message)?,
+            },
+            Output::Nothing,
+        ),
+        CtlCommand::Broadcast { path, message } => (
+            Request::Broadcast {
+                message: message_arg(message)?,
+                path,
+            },
+            Output::Broadcast,
+        ),
+        CtlCommand::Close { id, code, reason } => (
+            Request::Close {
+                id,
+                code: Some(code),
+                reason: Some(reason),
+            },
+            Output::Nothing,
+        ),
+        CtlCommand::Kill { id } => (Request::Kill { id }, Output::Nothing),
+        CtlCommand::Stats { json } => (Request::Stats, Output::Stats { json }),
+    })
+}
+
+/// The message argument; "-" reads stdin (one trailing newline dropped).
+fn message_arg(message: String) -> Result<String, Failure> {
+    if message != "-" {
+        return Ok(message);
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .take(MAX_REQUEST as u64)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(2, format!("cannot read the message from stdin: {e}")))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// Sends one request and reads its response.
+fn call(socket: &std::path::Path, request: &Request) -> Result<Response, Failure> {
+    let no_server = |e: std::io::Error| fail(3, format!("no server at {}: {e}", socket.display()));
+    let mut stream = UnixStream::connect(socket).map_err(no_server)?;
+    let timeout = Some(Duration::from_secs(30));
+    let _ = stream.set_read_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout);
+    let mut line = serde_json::to_string(request).map_err(|e| fail(2, e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(no_server)?;
+    let mut reply = String::new();
+    BufReader::new(stream.take(64 * 1024 * 1024))
+        .read_line(&mut reply)
+        .map_err(no_server)?;
+    serde_json::from_str(&reply)
+        .map_err(|_| fail(3, format!("no valid reply from {}", socket.display())))
+}
+
+impl Output {
+    fn print(&self, response: &Response) -> Result<(), Failure> {
+        let sessions = response.sessions.as_deref().unwrap_or_default();
+        match self {
+            Output::Nothing => {}
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(sessions).unwrap_or_default()
+            ),
+            Output::Table => print!("{}", table(sessions, now())),
+            Output::Stats { json } => {
+                if let Some(stats) = &response.stats {
+                    if *json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(stats).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", stats_text(stats));
+                    }
+                }
+            }
+            Output::Broadcast => {
+                let delivered = response.delivered.unwrap_or(0);
+                let failed = response.failed.unwrap_or(0);
+                println!("delivered to {delivered} client(s)");
+                if failed > 0 {
+                    return Err(fail(
+                        1,
+                        format!("{failed} client(s) did not take the message in time"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The sessions as an aligned table for people.
+fn table(sessions: &[SessionInfo], now: u64) -> String {
+    let header = [
+        "ID",
+        "REMOTE",
+        "PATH",
+        "PID",
+        "AGE",
+        "MSG_IN",
+        "MSG_OUT",
+        "BYTES_IN",
+        "BYTES_OUT",
+    ];
+    let rows: Vec<[String; 9]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                s.id.to_string(),
+                s.remote.clone(),
+                s.path.clone(),
+                s.pid.to_string(),
+                format!("{}s", now.saturating_sub(s.started)),
+                s.messages_in.to_string(),
+                s.messages_out.to_string(),
+                s.bytes_in.to_string(),
+                s.bytes_out.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let text: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn stats_text(s: &Stats) -> String {
+    format!(
+        "connections: {}\nconnections_total: {}\nrefused_total: {}\nmessages_in: {}\nmessages_out: {}\nbytes_in: {}\nbytes_out: {}\nuptime_seconds: {}\n",
+        s.connections,
+        s.connections_total,
+        s.refused_total,
+        s.messages_in,
+        s.messages_out,
+        s.bytes_in,
+        s.bytes_out,
+        s.uptime_seconds
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let s = SessionInfo {
+            id: 12,
+            remote: "127.0.0.1:5000".into(),
+            path: "/chat".into(),
+            pid: 4242,
+            started: 100,
+            messages_in: 1,
+            messages_out: 2,
+            bytes_in: 3,
+            bytes_out: 4,
+        };
+        let t = table(&[s], 130);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("ID  REMOTE          PATH"));
+        assert!(lines[1].starts_with("12  127.0.0.1:5000  /chat  4242  30s"));
+    }
+}

@@ -1,0 +1,174 @@
+//! What each control request does, one function per command.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats};
+use super::registry::{Registry, SessionCtl, SessionHandle};
+use crate::config::Mode;
+
+/// How long `send` and `broadcast` wait for a session whose queue is full
+/// (its client reads slowly) before reporting it busy.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Carries out one request.
+pub async fn dispatch(req: Request, registry: &Registry, mode: Mode) -> Response {
+    match req {
+        Request::List { path } => list(registry, path.as_deref()),
+        Request::Send { id, message } => send(registry, id, message, mode).await,
+        Request::Broadcast { message, path } => {
+            broadcast(registry, message, path.as_deref(), mode).await
+        }
+        Request::Close { id, code, reason } => close(registry, id, code, reason).await,
+        Request::Kill { id } => kill(registry, id).await,
+        Request::Stats => stats(registry),
+    }
+}
+
+fn not_found(id: u64) -> Response {
+    Response::error(ErrorKind::NotFound, format!("no session with id {id}"))
+}
+
+/// The message as the session's mode frames it.
+fn message(text: &str, mode: Mode) -> Message {
+    match mode {
+        Mode::Text => Message::text(text),
+        Mode::Binary => Message::Binary(Bytes::copy_from_slice(text.as_bytes())),
+    }
+}
+
+fn list(registry: &Registry, path: Option<&str>) -> Response {
+    let sessions = registry.list(path).iter().map(info).collect();
+    Response {
+        sessions: Some(sessions),
+        ..Response::ok()
+    }
+}
+
+fn info(h: &SessionHandle) -> SessionInfo {
+    let s = &h.stats;
+    SessionInfo {
+        id: h.id,
+        remote: h.remote.clone(),
+        path: h.path.clone(),
+        pid: h.pid,
+        started: h
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        messages_in: s.messages_in.load(Ordering::Relaxed),
+        messages_out: s.messages_out.load(Ordering::Relaxed),
+        bytes_in: s.bytes_in.load(Ordering::Relaxed),
+        bytes_out: s.bytes_out.load(Ordering::Relaxed),
+    }
+}
+
+async fn send(registry: &Registry, id: u64, text: String, mode: Mode) -> Response {
+    let Some(h) = registry.get(id) else {
+        return not_found(id);
+    };
+    match h
+        .inject
+        .send_timeout(message(&text, mode), DELIVERY_TIMEOUT)
+        .await
+    {
+        Ok(()) => Response::ok(),
+        Err(SendTimeoutError::Timeout(_)) => Response::error(
+            ErrorKind::Busy,
+            format!("session {id} did not take the message in time"),
+        ),
+        Err(SendTimeoutError::Closed(_)) => not_found(id),
+    }
+}
+
+async fn broadcast(registry: &Registry, text: String, path: Option<&str>, mode: Mode) -> Response {
+    let msg = message(&text, mode);
+    let mut delivered = 0u64;
+    let mut waiting = Vec::new();
+    // Most queues have room: hand over without waiting, and only wait
+    // (concurrently, bounded) for the few that are full.
+    for h in registry.list(path) {
+        match h.inject.try_send(msg.clone()) {
+            Ok(()) => delivered += 1,
+            Err(TrySendError::Full(m)) => waiting
+                .push(async move { h.inject.send_timeout(m, DELIVERY_TIMEOUT).await.is_ok() }),
+            Err(TrySendError::Closed(_)) => {} // ended meanwhile: not a target
+        }
+    }
+    let late = join_all(waiting).await;
+    let late_ok = late.iter().filter(|ok| **ok).count() as u64;
+    Response {
+        delivered: Some(delivered + late_ok),
+        failed: Some(late.len() as u64 - late_ok),
+        ..Response::ok()
+    }
+}
+
+async fn close(
+    registry: &Registry,
+    id: u64,
+    code: Option<u16>,
+    reason: Option<String>,
+) -> Response {
+    let code = code.unwrap_or(1000);
+    // Codes an endpoint may send (RFC 6455 section 7.4): 1000-1003,
+    // 1007-1011, and 3000-4999 for applications.
+    let sendable = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+    if !sendable {
+        return Response::error(
+            ErrorKind::BadRequest,
+            format!("close code {code} cannot be sent"),
+        );
+    }
+    let reason = reason.unwrap_or_default();
+    if reason.len() > 123 {
+        return Response::error(ErrorKind::BadRequest, "close reason longer than 123 bytes");
+    }
+    let Some(h) = registry.get(id) else {
+        return not_found(id);
+    };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    match h.control.send(SessionCtl::Close(frame)).await {
+        Ok(()) => Response::ok(),
+        Err(_) => not_found(id),
+    }
+}
+
+async fn kill(registry: &Registry, id: u64) -> Response {
+    let Some(h) = registry.get(id) else {
+        return not_found(id);
+    };
+    match h.control.send(SessionCtl::Kill).await {
+        Ok(()) => Response::ok(),
+        Err(_) => not_found(id),
+    }
+}
+
+fn stats(registry: &Registry) -> Response {
+    let [messages_in, messages_out, bytes_in, bytes_out] = registry.traffic();
+    let t = &registry.totals;
+    Response {
+        stats: Some(Stats {
+            connections: registry.len() as u64,
+            connections_total: t.connections.load(Ordering::Relaxed),
+            refused_total: t.refused.load(Ordering::Relaxed),
+            messages_in,
+            messages_out,
+            bytes_in,
+            bytes_out,
+            uptime_seconds: registry.started.elapsed().as_secs(),
+        }),
+        ..Response::ok()
+    }
+}

@@ -1,0 +1,178 @@
+//! The control protocol: newline-delimited JSON over a Unix socket.
+//!
+//! One request per line, one response per line, in order. Every request is
+//! an object with a `cmd` field; every response has `ok`, and on failure
+//! `error` (a sentence) and `kind` (a stable word for programs). The format
+//! is documented in docs/control.md so that any language can speak it.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest request line accepted, in bytes (a message to send included).
+pub const MAX_REQUEST: usize = 1024 * 1024;
+
+/// A request from a control client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    /// Live sessions, optionally only those on one URL path.
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    /// A message to one session's client.
+    Send { id: u64, message: String },
+    /// A message to every session's client (or those on one path).
+    Broadcast {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    /// Close one session's socket (and so end its child).
+    Close {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// End one session's child with the signal escalation.
+    Kill { id: u64 },
+    /// Server-wide counters.
+    Stats,
+}
+
+/// Stable error kinds, for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request could not be parsed or is invalid.
+    BadRequest,
+    /// No live session has that id.
+    NotFound,
+    /// The session did not take the message in time (its client is slow).
+    Busy,
+    /// Too many requests on this connection; slow down.
+    RateLimited,
+}
+
+/// One live session, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub remote: String,
+    pub path: String,
+    pub pid: u32,
+    /// Start time, seconds since the Unix epoch.
+    pub started: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Server-wide counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Live sessions (each has one child).
+    pub connections: u64,
+    /// Sessions opened since start.
+    pub connections_total: u64,
+    /// Upgrades refused (limits, origin, paths, spawn failures).
+    pub refused_total: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub uptime_seconds: u64,
+}
+
+/// A response; fields that do not apply are left out.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Vec<SessionInfo>>,
+    /// Broadcast: clients that got the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
+    /// Broadcast: clients that did not take it in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+impl Response {
+    /// A bare success.
+    pub fn ok() -> Self {
+        Response {
+            ok: true,
+            ..Default::default()
+        }
+    }
+
+    /// A failure.
+    pub fn error(kind: ErrorKind, error: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(error.into()),
+            kind: Some(kind),
+            ..Default::default()
+        }
+    }
+}
+
+/// Parses one request line.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let cases = [
+            r#"{"cmd":"list"}"#,
+            r#"{"cmd":"list","path":"/chat"}"#,
+            r#"{"cmd":"send","id":3,"message":"hi"}"#,
+            r#"{"cmd":"broadcast","message":"hi"}"#,
+            r#"{"cmd":"close","id":3,"code":4000,"reason":"bye"}"#,
+            r#"{"cmd":"kill","id":3}"#,
+            r#"{"cmd":"stats"}"#,
+        ];
+        for line in cases {
+            let req = parse_request(line).unwrap();
+            assert_eq!(serde_json::to_string(&req).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        for line in [
+            "",
+            "{",
+            "[]",
+            r#"{"cmd":"nope"}"#,
+            r#"{"cmd":"send","id":-1,"message":"x"}"#,
+            r#"{"cmd":"stats","extra":1}"#,
+        ] {
+            assert!(parse_request(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_a_kind() {
+        let json =
+            serde_json::to_string(&Response::error(ErrorKind::NotFound, "no session 9")).unwrap();
+        assert_eq!(
+            json,
+            r#"{"ok":false,"error":"no session 9","kind":"not_found"}"#
+        );
+    }
+}
