@@ -91,6 +91,9 @@ impl Shared {
 
 /// Binds every listener, serves until SIGTERM/SIGINT, then shuts down.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives once we are listening must
+    // start a graceful shutdown, not kill us with the default action.
+    let signals = Signals::new()?;
     let shared = Arc::new(Shared::new(config));
     let mut unix_paths = Vec::new();
     for listen in shared.config.listen.clone() {
@@ -123,7 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .tasks
             .spawn(crate::control::listener::serve(listener, shared.clone()));
     }
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down: closing sessions and ending children");
     shared.shutdown.cancel();
     shared.tasks.close();
@@ -177,15 +180,27 @@ fn bind_unix(path: &PathBuf) -> anyhow::Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, both meaning "shut down gracefully".
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {

@@ -9,10 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 
 use super::commands::dispatch;
 use super::protocol::{parse_request, ErrorKind, Response, MAX_REQUEST};
@@ -62,23 +61,20 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 async fn client(stream: UnixStream, shared: Arc<Shared>) {
-    let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST));
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut buf = Vec::new();
     let mut window = Instant::now();
     let mut in_window = 0u32;
     loop {
         let line = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            line = framed.next() => line,
+            line = read_request(&mut reader, &mut buf) => line,
         };
         let response = match line {
-            None => return,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                let r = Response::error(ErrorKind::BadRequest, "request too long");
-                let _ = framed.send(encode(&r)).await;
-                return; // the rest of that line cannot be trusted
-            }
-            Some(Err(LinesCodecError::Io(_))) => return,
-            Some(Ok(line)) => {
+            Ok(Line::Eof) | Err(_) => return,
+            Ok(Line::TooLong) => Response::error(ErrorKind::BadRequest, "request too long"),
+            Ok(Line::Request(text)) => {
                 if window.elapsed() >= Duration::from_secs(1) {
                     window = Instant::now();
                     in_window = 0;
@@ -89,17 +85,55 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
                     tokio::time::sleep(wait).await;
                     Response::error(ErrorKind::RateLimited, "too many requests; slow down")
                 } else {
-                    match parse_request(line.trim()) {
+                    match parse_request(text.trim()) {
                         Ok(req) => dispatch(req, &shared.registry, shared.config.mode).await,
                         Err(e) => Response::error(ErrorKind::BadRequest, e),
                     }
                 }
             }
         };
-        if framed.send(encode(&response)).await.is_err() {
+        let mut out = encode(&response);
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+/// One request line, read with a bound.
+enum Line {
+    Request(String),
+    /// Longer than [`MAX_REQUEST`]; the rest of it was skipped.
+    TooLong,
+    Eof,
+}
+
+async fn read_request<R>(reader: &mut BufReader<R>, buf: &mut Vec<u8>) -> std::io::Result<Line>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    buf.clear();
+    let limit = MAX_REQUEST as u64 + 1;
+    if (&mut *reader).take(limit).read_until(b'\n', buf).await? == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() == Some(&b'\n') || buf.len() <= MAX_REQUEST {
+        return Ok(Line::Request(String::from_utf8_lossy(buf).into_owned()));
+    }
+    // Skip to the end of the overlong line without keeping it.
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            break;
+        }
+        if let Some(end) = memchr::memchr(b'\n', chunk) {
+            reader.consume(end + 1);
+            break;
+        }
+        let len = chunk.len();
+        reader.consume(len);
+    }
+    Ok(Line::TooLong)
 }
 
 fn encode(response: &Response) -> String {

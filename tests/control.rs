@@ -1,0 +1,433 @@
+//! End to end: `wspipe ctl` against a live server with real clients.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+/// A server with a control socket in a temp dir.
+struct Ctl {
+    server: Server,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start(args: &[&str]) -> Ctl {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let mut all = vec!["--control", socket.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut cmd = Command::new(bin());
+    // Children find `wspipe` on PATH (for scripts that call `wspipe ctl`).
+    let bin_dir = Path::new(bin())
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    cmd.env(
+        "PATH",
+        format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+    );
+    let server = Server::start_cmd(cmd, &all);
+    server
+        .log
+        .wait_for("control socket at", TIMEOUT)
+        .expect("control socket up");
+    Ctl {
+        server,
+        socket,
+        _dir: dir,
+    }
+}
+
+impl Ctl {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs ctl and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn sessions(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["list", "--json"])).unwrap()
+    }
+
+    /// Waits until `n` sessions are listed; returns their ids in order.
+    fn wait_sessions(&self, n: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        assert!(
+            wait_until(TIMEOUT, || {
+                ids = self
+                    .sessions()
+                    .iter()
+                    .map(|s| s["id"].as_u64().unwrap())
+                    .collect();
+                ids.len() == n
+            }),
+            "expected {n} sessions, have {ids:?}"
+        );
+        ids
+    }
+
+    /// Sends one raw protocol line and reads the reply.
+    fn raw(&self, line: &[u8]) -> serde_json::Value {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(line).unwrap();
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn list_shows_every_live_connection() {
+    let ctl = start(&["cat"]);
+    let _a = connect(&ctl.server.url("/one")).await;
+    let _b = connect(&ctl.server.url("/two?x=1")).await;
+    ctl.wait_sessions(2);
+    let sessions = ctl.sessions();
+    assert_eq!(sessions[0]["path"], "/one");
+    assert_eq!(sessions[1]["path"], "/two");
+    for s in &sessions {
+        let pid = s["pid"].as_u64().unwrap() as u32;
+        assert!(alive(pid), "pid {pid} listed but not running");
+        assert!(s["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    let table = ctl.ok(&["list"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let only_two = ctl.ok(&["list", "--json", "--path", "/two"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&only_two)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn send_reaches_exactly_one_client_and_counts_traffic() {
+    let ctl = start(&["cat"]);
+    let mut a = connect(&ctl.server.url("/")).await;
+    let mut b = connect(&ctl.server.url("/")).await;
+    let ids = ctl.wait_sessions(2);
+    ctl.ok(&["send", &ids[1].to_string(), "for b only"]);
+    assert_eq!(next_text(&mut b).await, "for b only");
+    send_text(&mut a, "echo a").await;
+    assert_eq!(
+        next_text(&mut a).await,
+        "echo a",
+        "a got nothing else before its echo"
+    );
+    let listed = ctl.sessions();
+    assert_eq!(listed[0]["messages_in"], 1);
+    assert_eq!(listed[0]["messages_out"], 1);
+    assert_eq!(listed[1]["messages_out"], 1);
+    assert_eq!(listed[1]["bytes_out"], "for b only".len() as u64);
+}
+
+#[tokio::test]
+async fn send_reads_the_message_from_stdin_with_dash() {
+    let ctl = start(&["cat"]);
+    let mut a = connect(&ctl.server.url("/")).await;
+    let id = ctl.wait_sessions(1)[0].to_string();
+    let mut child = Command::new(bin())
+        .args([
+            "ctl",
+            "--socket",
+            ctl.socket.to_str().unwrap(),
+            "send",
+            &id,
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(next_text(&mut a).await, "from stdin");
+}
+
+#[tokio::test]
+async fn exit_codes_and_one_line_errors() {
+    let ctl = start(&["cat"]);
+    let out = ctl.run(&["send", "999", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("999"), "{err}");
+    assert_eq!(ctl.run(&["kill", "999"]).status.code(), Some(1));
+    assert_eq!(ctl.run(&["close", "999"]).status.code(), Some(1));
+    assert_eq!(
+        ctl.run(&["close", "1", "--code", "1005"]).status.code(),
+        Some(2),
+        "1005 cannot be sent"
+    );
+    assert_eq!(ctl.run(&["nosuchcommand"]).status.code(), Some(2));
+    let none = Command::new(bin())
+        .args(["ctl", "--socket", "/nonexistent/ctl.sock", "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(3));
+    assert_eq!(String::from_utf8(none.stderr).unwrap().lines().count(), 1);
+    let no_socket = Command::new(bin())
+        .args(["ctl", "stats"])
+        .env_remove("WSPIPE_CONTROL")
+        .output()
+        .unwrap();
+    assert_eq!(no_socket.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn broadcast_reaches_100_clients_exactly_once() {
+    let ctl = start(&["cat"]);
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(connect(&ctl.server.url("/room")).await);
+    }
+    ctl.wait_sessions(100);
+    let out = ctl.ok(&["broadcast", "hello everyone"]);
+    assert!(out.contains("delivered to 100"), "{out}");
+    for ws in &mut clients {
+        assert_eq!(next_text(ws).await, "hello everyone");
+        // Nothing else was queued: the next thing is our own echo.
+        send_text(ws, "ping").await;
+        assert_eq!(next_text(ws).await, "ping");
+    }
+}
+
+#[tokio::test]
+async fn broadcast_can_target_one_path() {
+    let ctl = start(&["cat"]);
+    let mut lobby = connect(&ctl.server.url("/lobby")).await;
+    let mut game = connect(&ctl.server.url("/game")).await;
+    ctl.wait_sessions(2);
+    let out = ctl.ok(&["broadcast", "--path", "/game", "game only"]);
+    assert!(out.contains("delivered to 1"), "{out}");
+    assert_eq!(next_text(&mut game).await, "game only");
+    send_text(&mut lobby, "mine").await;
+    assert_eq!(next_text(&mut lobby).await, "mine");
+}
+
+#[tokio::test]
+async fn close_sends_the_code_and_reason_and_ends_the_child() {
+    let ctl = start(&["cat"]);
+    let mut ws = connect(&ctl.server.url("/")).await;
+    let session = &ctl.sessions()[0];
+    let (id, pid) = (
+        session["id"].to_string(),
+        session["pid"].as_u64().unwrap() as u32,
+    );
+    ctl.ok(&["close", &id, "--code", "4001", "--reason", "bye now"]);
+    assert_eq!(expect_close(&mut ws).await, (4001, "bye now".to_string()));
+    assert!(wait_dead(pid, TIMEOUT));
+    ctl.wait_sessions(0);
+}
+
+#[tokio::test]
+async fn kill_ends_the_child_and_the_socket_closes() {
+    let ctl = start(&["sleep", "1000"]);
+    let mut ws = connect(&ctl.server.url("/")).await;
+    let session = &ctl.sessions()[0];
+    let (id, pid) = (
+        session["id"].to_string(),
+        session["pid"].as_u64().unwrap() as u32,
+    );
+    ctl.ok(&["kill", &id]);
+    let (code, _) = expect_close(&mut ws).await;
+    assert_eq!(code, 1000, "a child we ended closes normally");
+    assert!(wait_dead(pid, TIMEOUT));
+}
+
+#[tokio::test]
+async fn stats_count_connections_and_traffic() {
+    let ctl = start(&["cat"]);
+    let mut ws = connect(&ctl.server.url("/")).await;
+    send_text(&mut ws, "12345").await;
+    assert_eq!(next_text(&mut ws).await, "12345");
+    let stats: serde_json::Value = serde_json::from_str(&ctl.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["connections"], 1);
+    assert_eq!(stats["connections_total"], 1);
+    assert_eq!(stats["messages_in"], 1);
+    assert_eq!(stats["messages_out"], 1);
+    assert_eq!(stats["bytes_in"], 5);
+    let text = ctl.ok(&["stats"]);
+    assert!(text.contains("connections: 1"), "{text}");
+}
+
+#[tokio::test]
+async fn children_get_the_socket_and_can_broadcast_themselves() {
+    // A two-line chat endpoint: no shared file, no tail -f.
+    let dir = tempfile::tempdir().unwrap();
+    let chat = script(
+        dir.path(),
+        "chat.sh",
+        "#!/bin/sh\necho \"socket=$WSPIPE_CONTROL\"\nwhile IFS= read -r line; do wspipe ctl broadcast \"$WSPIPE_CONNECTION_ID: $line\" >/dev/null; done\n",
+    );
+    let ctl = start(&[chat.to_str().unwrap()]);
+    let mut alice = connect(&ctl.server.url("/")).await;
+    let mut bob = connect(&ctl.server.url("/")).await;
+    let expected = format!("socket={}", ctl.socket.display());
+    assert_eq!(next_text(&mut alice).await, expected);
+    assert_eq!(next_text(&mut bob).await, expected);
+    let alice_id = ctl.sessions()[0]["id"].to_string();
+    send_text(&mut alice, "hi bob").await;
+    let line = format!("{alice_id}: hi bob");
+    assert_eq!(next_text(&mut bob).await, line);
+    assert_eq!(next_text(&mut alice).await, line);
+}
+
+#[tokio::test]
+async fn injected_messages_never_split_a_child_line() {
+    // The child streams long lines while broadcasts arrive: every message the
+    // client sees is either one whole child line or one whole broadcast.
+    let line = "x".repeat(5000);
+    let ctl = start(&[
+        "sh",
+        "-c",
+        &format!("i=0; while [ $i -lt 400 ]; do echo {line}; i=$((i+1)); done"),
+    ]);
+    let mut ws = connect(&ctl.server.url("/")).await;
+    let id = ctl.wait_sessions(1).first().copied();
+    let socket = ctl.socket.clone();
+    let sender = std::thread::spawn(move || {
+        let mut delivered = 0;
+        for i in 0..50 {
+            let out = Command::new(bin())
+                .args([
+                    "ctl",
+                    "--socket",
+                    socket.to_str().unwrap(),
+                    "broadcast",
+                    &format!("news {i}"),
+                ])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("delivered to 1") {
+                delivered += 1;
+            }
+        }
+        delivered
+    });
+    let mut lines = 0;
+    let mut news = Vec::new();
+    loop {
+        match next_event(&mut ws).await {
+            Event::Text(t) if t == line => lines += 1,
+            Event::Text(t) if t.starts_with("news ") => news.push(t),
+            Event::Text(t) => panic!("a split or mixed message: {} bytes", t.len()),
+            Event::Close(_) | Event::End => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let delivered = sender.join().unwrap();
+    assert_eq!(lines, 400);
+    assert!(id.is_some());
+    assert_eq!(
+        news.len(),
+        delivered,
+        "every delivered broadcast arrived once"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_error_replies_and_the_server_lives_on() {
+    let ctl = start(&["cat"]);
+    let reply = ctl.raw(b"this is not json\n");
+    assert_eq!(reply["ok"], false);
+    assert_eq!(reply["kind"], "bad_request");
+    let reply = ctl.raw(b"{\"cmd\":\"send\",\"id\":1}\n");
+    assert_eq!(reply["ok"], false);
+    let mut huge = vec![b'x'; 2 * 1024 * 1024];
+    huge.push(b'\n');
+    let reply = ctl.raw(&huge);
+    assert_eq!(reply["kind"], "bad_request");
+    assert!(reply["error"].as_str().unwrap().contains("too long"));
+    let reply = ctl.raw(b"{\"cmd\":\"stats\"}\n");
+    assert_eq!(reply["ok"], true);
+    let mut ws = connect(&ctl.server.url("/")).await;
+    send_text(&mut ws, "alive").await;
+    assert_eq!(next_text(&mut ws).await, "alive");
+}
+
+#[test]
+fn socket_permissions_default_to_owner_only_and_can_be_widened() {
+    let ctl = start(&["cat"]);
+    let mode = std::fs::metadata(&ctl.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let ctl = start(&["--control-mode", "660", "cat"]);
+    let mode = std::fs::metadata(&ctl.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
+    let ctl = start(&["cat"]);
+    let second = Command::new(bin())
+        .args([
+            "--port",
+            "0",
+            "--address",
+            "127.0.0.1",
+            "--control",
+            ctl.socket.to_str().unwrap(),
+            "cat",
+        ])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8(second.stderr).unwrap();
+    assert!(err.contains("in use"), "{err}");
+    assert!(
+        ctl.run(&["stats"]).status.success(),
+        "first server still answers"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let mut cmd = Command::new(bin());
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+    let mut server = Server::start_cmd(cmd, &["--control", stale.to_str().unwrap(), "cat"]);
+    server
+        .log
+        .wait_for("control socket at", TIMEOUT)
+        .expect("stale socket replaced");
+    assert!(server.terminate().success());
+    assert!(!stale.exists(), "socket removed at shutdown");
+}
+
+#[test]
+fn bad_control_mode_is_a_usage_error() {
+    let out = Command::new(bin())
+        .args(["--control", "/tmp/x.sock", "--control-mode", "999", "cat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
