@@ -128,6 +128,11 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub reverselookup: bool,
 
+    /// Reverse proxies (IPs, CIDR ranges, or "unix" for Unix socket peers)
+    /// whose Forwarded / X-Forwarded-For headers give REMOTE_ADDR.
+    #[arg(long = "trusted-proxy", value_name = "CIDR,...")]
+    pub trusted_proxy: Vec<String>,
+
     /// Open a control socket at PATH for `wspipe ctl` (list, send,
     /// broadcast, close, kill, stats).
     #[arg(long, value_name = "PATH")]

@@ -14,6 +14,7 @@ use http::{HeaderName, HeaderValue};
 use crate::cli::{Cli, LogLevel};
 use crate::env::BaseEnv;
 use crate::origin::OriginPolicy;
+use crate::proxy::TrustedProxies;
 
 /// A configuration error: the one line printed before exiting with status 2.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// The control socket, if any.
     pub control: Option<ControlSocket>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Where the control socket lives and who may use it.
@@ -122,6 +125,8 @@ impl Config {
             http: parse_headers("--header-http", &cli.header_http)?,
         };
         let control = control(&cli)?;
+        let trusted_proxies = TrustedProxies::parse(&cli.trusted_proxy.join(","))
+            .map_err(|e| bad(format!("--trusted-proxy: {e}")))?;
         let mut base_env = BaseEnv::from_parent(&cli.passenv);
         if let Some(c) = &control {
             base_env.set("WSPIPE_CONTROL", c.path.as_os_str());
@@ -142,6 +147,7 @@ impl Config {
             base_env,
             log_level: cli.loglevel,
             control,
+            trusted_proxies,
         })
     }
 }

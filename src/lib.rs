@@ -26,6 +26,7 @@ pub mod lines;
 pub mod logging;
 pub mod origin;
 pub mod process;
+pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod upgrade;

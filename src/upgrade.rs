@@ -178,7 +178,7 @@ async fn upgrade(
 
     let id_num = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let id = id_num.to_string();
-    let remote = remote_info(peer, config.reverse_lookup).await;
+    let remote = remote_info(peer, req.headers(), config).await;
     let local_port = match peer {
         Peer::Tcp { local, .. } => Some(local.port()),
         Peer::Unix => None,
@@ -312,21 +312,33 @@ fn spawn_refusal(e: &std::io::Error) -> Refusal {
     }
 }
 
-async fn remote_info(peer: Peer, reverse_lookup: bool) -> RemoteInfo {
-    let Peer::Tcp { remote, .. } = peer else {
-        return RemoteInfo::default();
+/// REMOTE_ADDR, REMOTE_HOST, REMOTE_PORT: the peer, or the client named by
+/// a trusted proxy (whose port we do not know).
+async fn remote_info(
+    peer: Peer,
+    headers: &http::HeaderMap,
+    config: &crate::config::Config,
+) -> RemoteInfo {
+    let peer_addr = match peer {
+        Peer::Tcp { remote, .. } => Some(remote),
+        Peer::Unix => None,
     };
-    let addr = remote.ip().to_canonical().to_string();
-    let host = if reverse_lookup {
-        reverse(remote.ip()).await.unwrap_or_else(|| addr.clone())
+    let forwarded = config
+        .trusted_proxies
+        .client_ip(peer_addr.map(|a| a.ip()), headers);
+    let (ip, port) = match (forwarded, peer_addr) {
+        (Some(ip), _) => (ip, String::new()),
+        (None, Some(addr)) => (addr.ip(), addr.port().to_string()),
+        (None, None) => return RemoteInfo::default(),
+    };
+    let ip = ip.to_canonical();
+    let addr = ip.to_string();
+    let host = if config.reverse_lookup {
+        reverse(ip).await.unwrap_or_else(|| addr.clone())
     } else {
         addr.clone()
     };
-    RemoteInfo {
-        addr,
-        host,
-        port: remote.port().to_string(),
-    }
+    RemoteInfo { addr, host, port }
 }
 
 /// A bounded reverse DNS lookup.

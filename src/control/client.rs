@@ -166,7 +166,7 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
             Output::Nothing,
         ),
         CtlCommand::Kill { id } => (Request::Kill { id }, Output::Nothing),
-        CtlCommand::Stats { json } => (Request::Stats, Output::Stats { json }),
+        CtlCommand::Stats { json } => (Request::Stats {}, Output::Stats { json }),
     })
 }
 

@@ -28,7 +28,7 @@ pub async fn dispatch(req: Request, registry: &Registry, mode: Mode) -> Response
         }
         Request::Close { id, code, reason } => close(registry, id, code, reason).await,
         Request::Kill { id } => kill(registry, id).await,
-        Request::Stats => stats(registry),
+        Request::Stats {} => stats(registry),
     }
 }
 

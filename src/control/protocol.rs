@@ -38,7 +38,7 @@ pub enum Request {
     /// End one session's child with the signal escalation.
     Kill { id: u64 },
     /// Server-wide counters.
-    Stats,
+    Stats {},
 }
 
 /// Stable error kinds, for programs.
