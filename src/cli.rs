@@ -50,6 +50,21 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
+    /// Serve static files from DIR over HTTP (same port as the WebSockets).
+    #[arg(long, value_name = "DIR")]
+    pub staticdir: Option<PathBuf>,
+
+    /// Serve CGI scripts from DIR over HTTP.
+    #[arg(long, value_name = "DIR")]
+    pub cgidir: Option<PathBuf>,
+
+    /// A plain GET on an endpoint shows an interactive console page (cannot
+    /// be used with --staticdir or --cgidir).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub devconsole: bool,
+
     /// The program and its arguments as one string, split like a shell would
     /// split words (no shell is run: no globbing, no variables).
     #[arg(long, value_name = "COMMAND")]

@@ -72,7 +72,13 @@ pub struct ExtraHeaders {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<Listen>,
-    pub endpoint: Endpoint,
+    /// The WebSocket endpoint; `None` when only files or CGI are served.
+    pub endpoint: Option<Endpoint>,
+    /// `--staticdir`, canonical.
+    pub static_dir: Option<PathBuf>,
+    /// `--cgidir`, canonical.
+    pub cgi_dir: Option<PathBuf>,
+    pub dev_console: bool,
     pub mode: Mode,
     /// Most live sessions; `None` is unlimited.
     pub max_forks: Option<usize>,
@@ -110,7 +116,14 @@ pub struct ControlSocket {
 impl Config {
     /// Validates the parsed flags.
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let endpoint = endpoint(&cli)?;
+        let static_dir = existing_dir("--staticdir", cli.staticdir.as_ref())?;
+        let cgi_dir = existing_dir("--cgidir", cli.cgidir.as_ref())?;
+        let endpoint = endpoint(&cli, static_dir.is_some() || cli.cgidir.is_some())?;
+        if cli.devconsole && (static_dir.is_some() || cgi_dir.is_some()) {
+            return Err(bad(
+                "--devconsole cannot be used with --staticdir or --cgidir",
+            ));
+        }
         if cli.maxframesize < 16 {
             return Err(bad("--maxframesize must be at least 16 bytes"));
         }
@@ -134,6 +147,9 @@ impl Config {
         Ok(Config {
             listen: listen(&cli)?,
             endpoint,
+            static_dir,
+            cgi_dir,
+            dev_console: cli.devconsole,
             mode: if cli.binary { Mode::Binary } else { Mode::Text },
             max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
             max_message: cli.maxframesize,
@@ -152,29 +168,36 @@ impl Config {
     }
 }
 
-fn endpoint(cli: &Cli) -> Result<Endpoint, ConfigError> {
+/// A directory flag's value, canonical, checked to exist.
+fn existing_dir(flag: &str, dir: Option<&PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let root = dir
+        .canonicalize()
+        .map_err(|e| bad(format!("{flag} {}: {e}", dir.display())))?;
+    if !root.is_dir() {
+        return Err(bad(format!("{flag} {}: not a directory", dir.display())));
+    }
+    Ok(Some(root))
+}
+
+fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigError> {
     let given = [
         cli.dir.is_some(),
         cli.command.is_some(),
         !cli.program.is_empty(),
     ];
     match given.iter().filter(|g| **g).count() {
-        0 => {
-            return Err(bad(
-                "no program to run: give COMMAND [ARGS...], --command or --dir",
-            ))
-        }
+        0 if serves_http => return Ok(None),
+        0 => return Err(bad(
+            "no program to run: give COMMAND [ARGS...], --command, --dir, --staticdir or --cgidir",
+        )),
         1 => {}
         _ => return Err(bad("give only one of COMMAND, --command and --dir")),
     }
-    if let Some(dir) = &cli.dir {
-        let root = dir
-            .canonicalize()
-            .map_err(|e| bad(format!("--dir {}: {e}", dir.display())))?;
-        if !root.is_dir() {
-            return Err(bad(format!("--dir {}: not a directory", dir.display())));
-        }
-        return Ok(Endpoint::Dir(root));
+    if let Some(root) = existing_dir("--dir", cli.dir.as_ref())? {
+        return Ok(Some(Endpoint::Dir(root)));
     }
     let mut words: Vec<OsString> = match &cli.command {
         Some(line) => shell_words::split(line)
@@ -188,10 +211,10 @@ fn endpoint(cli: &Cli) -> Result<Endpoint, ConfigError> {
         return Err(bad("--command is empty"));
     }
     let program = PathBuf::from(words.remove(0));
-    Ok(Endpoint::Command(CommandSpec {
+    Ok(Some(Endpoint::Command(CommandSpec {
         program,
         args: words,
-    }))
+    })))
 }
 
 fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
@@ -296,7 +319,7 @@ mod tests {
     #[test]
     fn command_string_is_split_like_a_shell_without_a_shell() {
         let c = config(&["--command", "prog 'two words' \"$HOME\" *"]).unwrap();
-        let Endpoint::Command(spec) = c.endpoint else {
+        let Some(Endpoint::Command(spec)) = c.endpoint else {
             panic!("expected a command")
         };
         assert_eq!(spec.program, PathBuf::from("prog"));

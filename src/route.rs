@@ -59,7 +59,10 @@ impl RouteError {
 }
 
 /// Resolves the (still percent-encoded) URL path of a request.
-pub fn resolve(endpoint: &Endpoint, raw_path: &str) -> Result<Resolved, RouteError> {
+pub fn resolve(endpoint: Option<&Endpoint>, raw_path: &str) -> Result<Resolved, RouteError> {
+    let Some(endpoint) = endpoint else {
+        return Err(RouteError::NotFound);
+    };
     match endpoint {
         Endpoint::Command(CommandSpec { program, args }) => Ok(Resolved {
             program: program.clone(),
@@ -85,6 +88,22 @@ fn decode_segment(raw: &str) -> Result<OsString, RouteError> {
         return Err(RouteError::BadPath);
     }
     Ok(OsString::from_vec(bytes))
+}
+
+/// Decodes every segment of a URL path, refusing any that could escape a
+/// directory (empty segments are skipped).
+pub fn decode_path(raw_path: &str) -> Result<PathBuf, RouteError> {
+    let mut path = PathBuf::new();
+    for raw in raw_path.split('/').filter(|s| !s.is_empty()) {
+        path.push(decode_segment(raw)?);
+    }
+    Ok(path)
+}
+
+/// True if `path` (which must exist) resolves, symlinks followed, to
+/// somewhere inside `root` (canonical).
+pub fn is_confined(root: &Path, path: &Path) -> bool {
+    path.canonicalize().is_ok_and(|real| real.starts_with(root))
 }
 
 fn resolve_in_dir(root: &Path, raw_path: &str) -> Result<Resolved, RouteError> {
@@ -151,11 +170,10 @@ fn is_executable_file(path: &Path) -> bool {
 }
 
 fn check_script(root: &Path, file: &Path) -> Result<(), RouteError> {
-    let real = file.canonicalize().map_err(|_| RouteError::NotFound)?;
-    if !real.starts_with(root) {
+    if !is_confined(root, file) {
         return Err(RouteError::Forbidden);
     }
-    if !is_executable_file(&real) {
+    if !is_executable_file(file) {
         return Err(RouteError::Forbidden);
     }
     Ok(())
@@ -188,7 +206,7 @@ mod tests {
     }
 
     fn dir(root: &Path, path: &str) -> Result<Resolved, RouteError> {
-        resolve(&Endpoint::Dir(root.to_path_buf()), path)
+        resolve(Some(&Endpoint::Dir(root.to_path_buf())), path)
     }
 
     #[test]
@@ -252,7 +270,7 @@ mod tests {
             program: "cat".into(),
             args: vec!["-u".into()],
         };
-        let r = resolve(&Endpoint::Command(spec), "/any/path%21").unwrap();
+        let r = resolve(Some(&Endpoint::Command(spec)), "/any/path%21").unwrap();
         assert_eq!(r.script_name, "/");
         assert_eq!(r.path_info, "/any/path!");
         assert_eq!(r.args, ["-u"]);

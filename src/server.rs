@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::bridge::BridgeOptions;
 use crate::config::{Config, Listen};
 use crate::control::registry::Registry;
+use crate::http::static_files::StaticFiles;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +51,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Live sessions, for the control socket.
     pub registry: Arc<Registry>,
+    /// `--staticdir`, if given.
+    pub static_files: Option<StaticFiles>,
 }
 
 /// Who is connected, as the listener saw it.
@@ -84,6 +87,10 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             registry: Arc::default(),
+            static_files: config
+                .static_dir
+                .clone()
+                .map(|dir| StaticFiles::new(dir, config.cgi_dir.clone())),
             config,
         }
     }
@@ -146,10 +153,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn describe(config: &Config) -> String {
+    use crate::config::Endpoint;
+    let mut parts = Vec::new();
     match &config.endpoint {
-        crate::config::Endpoint::Command(spec) => format!("command {}", spec.program.display()),
-        crate::config::Endpoint::Dir(dir) => format!("scripts in {}", dir.display()),
+        Some(Endpoint::Command(spec)) => parts.push(format!("command {}", spec.program.display())),
+        Some(Endpoint::Dir(dir)) => parts.push(format!("scripts in {}", dir.display())),
+        None => {}
     }
+    if let Some(dir) = &config.static_dir {
+        parts.push(format!("static files in {}", dir.display()));
+    }
+    if let Some(dir) = &config.cgi_dir {
+        parts.push(format!("CGI in {}", dir.display()));
+    }
+    parts.join(", ")
 }
 
 async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -252,7 +269,7 @@ where
 {
     let service = {
         let shared = shared.clone();
-        service_fn(move |req| crate::upgrade::handle(req, peer, shared.clone()))
+        service_fn(move |req| crate::http::handle(req, peer, shared.clone()))
     };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

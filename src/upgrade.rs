@@ -1,20 +1,17 @@
-//! One HTTP request: a WebSocket handshake (RFC 6455 section 4.2) or not.
+//! The WebSocket handshake (RFC 6455 section 4.2): check, admit, spawn, 101.
 //!
 //! The order of checks is the order of cost: protocol rules first (cheap,
 //! no side effects), then the origin, the path, the fork limit, and only
 //! then the child is spawned, *before* answering 101, so that a failure to
 //! spawn is an honest HTTP error rather than a socket that opens and dies.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -26,55 +23,15 @@ use tokio::sync::mpsc;
 use crate::bridge::Links;
 use crate::control::registry::{SessionHandle, SessionStats};
 use crate::env::{request_vars, RemoteInfo, RequestEnv};
+use crate::http::{add_headers, Body};
 use crate::process::{self, SpawnSpec};
 use crate::route;
 use crate::server::{Peer, Shared};
 
-type Body = Full<Bytes>;
-
-/// Serves one request.
-pub async fn handle(
-    mut req: Request<Incoming>,
-    peer: Peer,
-    shared: Arc<Shared>,
-) -> Result<Response<Body>, Infallible> {
-    if !wants_websocket(&req) {
-        return Ok(plain(&shared, &req));
-    }
-    let response = match upgrade(&mut req, peer, &shared).await {
-        Ok(response) => response,
-        Err(refusal) => {
-            shared
-                .registry
-                .totals
-                .refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                target: "wspipe::access",
-                path = %req.uri().path(),
-                remote = %remote_text(peer),
-                status = refusal.status.as_u16(),
-                "refused: {}", refusal.reason
-            );
-            let mut response = text(refusal.status, &format!("{}\n", refusal.reason));
-            if refusal.status == StatusCode::UPGRADE_REQUIRED {
-                response.headers_mut().insert(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static("13"),
-                );
-            }
-            add_headers(&mut response, &shared.config.headers.all);
-            add_headers(&mut response, &shared.config.headers.http);
-            response
-        }
-    };
-    Ok(response)
-}
-
 /// A refused handshake: the status and a one-line reason for the client.
-struct Refusal {
-    status: StatusCode,
-    reason: String,
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: String,
 }
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
@@ -86,7 +43,7 @@ fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
 
 /// True if the request asks for a WebSocket (`Upgrade: websocket` and a
 /// `Connection` header listing `upgrade`).
-fn wants_websocket<B>(req: &Request<B>) -> bool {
+pub fn wants_websocket<B>(req: &Request<B>) -> bool {
     let has_token = |name, token: &str| {
         req.headers().get_all(name).iter().any(|v| {
             v.to_str()
@@ -97,28 +54,9 @@ fn wants_websocket<B>(req: &Request<B>) -> bool {
     has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
 }
 
-/// The answer to a request that is not a WebSocket handshake.
-fn plain<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
-    let mut response = if req.method() == Method::GET || req.method() == Method::HEAD {
-        let mut r = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "This is a WebSocket endpoint served by wspipe: connect with a WebSocket client (ws://).\n",
-        );
-        r.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        r
-    } else {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        r
-    };
-    add_headers(&mut response, &shared.config.headers.all);
-    add_headers(&mut response, &shared.config.headers.http);
-    response
-}
-
-async fn upgrade(
+/// Checks a handshake, spawns the child and answers 101; the session then
+/// runs in its own task.
+pub async fn upgrade(
     req: &mut Request<Incoming>,
     peer: Peer,
     shared: &Arc<Shared>,
@@ -163,7 +101,7 @@ async fn upgrade(
         .origin
         .check(origin, host, false)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
-    let resolved = route::resolve(&config.endpoint, req.uri().path())
+    let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
         .map_err(|e| refuse(e.status(), e.to_string()))?;
     let permit = match &shared.forks {
         None => None,
@@ -243,7 +181,7 @@ async fn upgrade(
         );
     });
 
-    let mut response = Response::new(Body::default());
+    let mut response = Response::new(crate::http::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -350,26 +288,10 @@ async fn reverse(ip: std::net::IpAddr) -> Option<String> {
     }
 }
 
-fn remote_text(peer: Peer) -> String {
+pub fn remote_text(peer: Peer) -> String {
     match peer {
         Peer::Tcp { remote, .. } => remote.to_string(),
         Peer::Unix => "unix".into(),
-    }
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(Body::new(Bytes::copy_from_slice(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn add_headers(response: &mut Response<Body>, extra: &[(http::HeaderName, HeaderValue)]) {
-    for (name, value) in extra {
-        response.headers_mut().append(name.clone(), value.clone());
     }
 }
 
