@@ -50,6 +50,28 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
+    /// Serve HTTPS and wss:// (needs --sslcert and --sslkey).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub ssl: bool,
+
+    /// Certificate chain (PEM) for --ssl.
+    #[arg(long, value_name = "FILE")]
+    pub sslcert: Option<PathBuf>,
+
+    /// Private key (PEM) for --ssl.
+    #[arg(long, value_name = "FILE")]
+    pub sslkey: Option<PathBuf>,
+
+    /// CA certificates (PEM): require client certificates signed by them.
+    #[arg(long, value_name = "FILE")]
+    pub sslca: Option<PathBuf>,
+
+    /// Also listen on this port and redirect plain HTTP to the main address.
+    #[arg(long, value_name = "PORT")]
+    pub redirport: Option<u16>,
+
     /// Serve static files from DIR over HTTP (same port as the WebSockets).
     #[arg(long, value_name = "DIR")]
     pub staticdir: Option<PathBuf>,

@@ -102,6 +102,10 @@ pub struct Config {
     pub control: Option<ControlSocket>,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// TLS for every TCP listener (`--ssl`).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `--redirport`: a plain HTTP port that redirects to the main one.
+    pub redirect_port: Option<u16>,
 }
 
 /// Where the control socket lives and who may use it.
@@ -138,6 +142,7 @@ impl Config {
             http: parse_headers("--header-http", &cli.header_http)?,
         };
         let control = control(&cli)?;
+        let tls = tls(&cli)?;
         let trusted_proxies = TrustedProxies::parse(&cli.trusted_proxy.join(","))
             .map_err(|e| bad(format!("--trusted-proxy: {e}")))?;
         let mut base_env = BaseEnv::from_parent(&cli.passenv);
@@ -164,6 +169,8 @@ impl Config {
             log_level: cli.loglevel,
             control,
             trusted_proxies,
+            tls,
+            redirect_port: cli.redirport,
         })
     }
 }
@@ -217,6 +224,17 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
     })))
 }
 
+fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+    match (cli.ssl, &cli.sslcert, &cli.sslkey) {
+        (false, None, None) if cli.sslca.is_none() => Ok(None),
+        (true, Some(cert), Some(key)) => crate::tls::server_config(cert, key, cli.sslca.as_deref())
+            .map(Some)
+            .map_err(bad),
+        (true, _, _) => Err(bad("--ssl needs both --sslcert and --sslkey")),
+        (false, _, _) => Err(bad("--sslcert, --sslkey and --sslca need --ssl")),
+    }
+}
+
 fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
     let Some(path) = &cli.control else {
         return Ok(None);
@@ -250,7 +268,7 @@ fn listen(cli: &Cli) -> Result<Vec<Listen>, ConfigError> {
             return Ok(out);
         }
     }
-    let port = cli.port.unwrap_or(80);
+    let port = cli.port.unwrap_or(if cli.ssl { 443 } else { 80 });
     if cli.address.is_empty() {
         out.push(Listen::Tcp(SocketAddr::new(IpAddr::from([0u16; 8]), port)));
         return Ok(out);

@@ -30,4 +30,5 @@ pub mod process;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upgrade;

@@ -29,7 +29,7 @@ use crate::control::registry::Registry;
 use crate::http::static_files::StaticFiles;
 
 /// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request head we buffer (hyper's own limit is larger).
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -61,8 +61,17 @@ pub enum Peer {
     Tcp {
         remote: SocketAddr,
         local: SocketAddr,
+        /// Whether the connection is TLS (`--ssl`).
+        tls: bool,
     },
     Unix,
+}
+
+impl Peer {
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Peer::Tcp { tls: true, .. })
+    }
 }
 
 impl Shared {
@@ -108,7 +117,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Listen::Tcp(addr) => {
                 let listener = bind_tcp(addr).await?;
                 let local = listener.local_addr()?;
-                tracing::info!("serving on ws://{local}/ ({})", describe(&shared.config));
+                let scheme = if shared.config.tls.is_some() {
+                    "wss"
+                } else {
+                    "ws"
+                };
+                tracing::info!(
+                    "serving on {scheme}://{local}/ ({})",
+                    describe(&shared.config)
+                );
+                if let Some(port) = shared.config.redirect_port {
+                    let redirect = bind_tcp(SocketAddr::new(addr.ip(), port)).await?;
+                    tracing::info!(
+                        "redirecting http://{}/ to port {}",
+                        redirect.local_addr()?,
+                        local.port()
+                    );
+                    shared.tasks.spawn(crate::http::redirect::serve(
+                        redirect,
+                        local.port(),
+                        shared.clone(),
+                    ));
+                }
                 shared.tasks.spawn(accept_tcp(listener, shared.clone()));
             }
             Listen::Unix(path) => {
@@ -169,7 +199,7 @@ fn describe(config: &Config) -> String {
     parts.join(", ")
 }
 
-async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let bind = || async { TcpListener::bind(addr).await };
     match bind().await {
         Ok(l) => Ok(l),
@@ -221,6 +251,11 @@ impl Signals {
 }
 
 async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    let tls = shared
+        .config
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -230,8 +265,30 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(remote);
-                let peer = Peer::Tcp { remote, local };
-                shared.tasks.spawn(serve(stream, peer, shared.clone()));
+                let Some(tls) = tls.clone() else {
+                    let peer = Peer::Tcp {
+                        remote,
+                        local,
+                        tls: false,
+                    };
+                    shared.tasks.spawn(serve(stream, peer, shared.clone()));
+                    continue;
+                };
+                let peer = Peer::Tcp {
+                    remote,
+                    local,
+                    tls: true,
+                };
+                let task_shared = shared.clone();
+                shared.tasks.spawn(async move {
+                    // The handshake is bounded like the request head is.
+                    let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve(stream, peer, task_shared).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake with {remote} failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake with {remote} timed out"),
+                    }
+                });
             }
             Err(e) => accept_error(e).await,
         }
@@ -263,7 +320,7 @@ async fn accept_error(e: std::io::Error) {
 }
 
 /// Serves HTTP/1.1 on one connection until it closes or is upgraded.
-async fn serve<IO>(io: IO, peer: Peer, shared: Arc<Shared>)
+pub(crate) async fn serve<IO>(io: IO, peer: Peer, shared: Arc<Shared>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

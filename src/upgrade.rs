@@ -99,7 +99,7 @@ pub async fn upgrade(
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     config
         .origin
-        .check(origin, host, false)
+        .check(origin, host, peer.is_tls())
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
     let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
         .map_err(|e| refuse(e.status(), e.to_string()))?;
@@ -128,7 +128,7 @@ pub async fn upgrade(
         version: req.version(),
         headers: req.headers(),
         remote: &remote,
-        tls: false,
+        tls: peer.is_tls(),
         local_port,
         script_name: &resolved.script_name,
         path_info: &resolved.path_info,

@@ -9,6 +9,8 @@
 //!                                  endpoint") or 405 / 404
 //! ```
 
+pub mod console;
+pub mod redirect;
 pub mod static_files;
 
 use std::convert::Infallible;
@@ -106,6 +108,12 @@ fn http_headers(shared: &Shared, mut response: Response<Body>) -> Response<Body>
 async fn plain(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
     if let Some(files) = &shared.static_files {
         return files.serve(req).await;
+    }
+    if shared.config.dev_console && console::wants_console(req.method()) {
+        return match crate::route::resolve(shared.config.endpoint.as_ref(), req.uri().path()) {
+            Ok(_) => console::page(),
+            Err(e) => text(e.status(), &format!("{e}\n")),
+        };
     }
     if req.method() == Method::GET || req.method() == Method::HEAD {
         let mut r = text(

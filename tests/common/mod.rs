@@ -87,10 +87,10 @@ impl Server {
             }
         });
         let line = log
-            .wait_for("serving on ws://", TIMEOUT)
+            .wait_for("serving on ws", TIMEOUT)
             .unwrap_or_else(|| panic!("server did not start: {:?}", log.lines()));
         let addr = line
-            .split("ws://")
+            .split("://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|a| a.parse().ok())
@@ -429,4 +429,333 @@ pub fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, head)
+}
+
+/// Starts a thread that collects `child`'s stderr (which must be piped) into
+/// a [`Log`].
+fn collect_stderr(child: &mut Child) -> Arc<Log> {
+    let log = Arc::new(Log::default());
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("WSPIPE_TEST_LOG").is_some() {
+                eprintln!("[wspipe] {line}");
+            }
+            sink.lines.lock().unwrap().push(line);
+            sink.changed.notify_all();
+        }
+    });
+    log
+}
+
+/// A `wspipe` started with exactly the arguments given (nothing added), for
+/// setups [`Server`] cannot express: Unix sockets only, Go-style flags.
+pub struct Daemon {
+    pub child: Child,
+    pub log: Arc<Log>,
+}
+
+impl Daemon {
+    pub fn spawn(args: &[&str]) -> Daemon {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wspipe");
+        let log = collect_stderr(&mut child);
+        Daemon { child, log }
+    }
+
+    /// Waits (bounded) for a log line containing `needle`; panics with the
+    /// log so far if none comes.
+    pub fn wait_log(&self, needle: &str) -> String {
+        self.log
+            .wait_for(needle, TIMEOUT)
+            .unwrap_or_else(|| panic!("no log line with {needle:?}: {:?}", self.log.lines()))
+    }
+
+    /// The TCP address from the "serving on ws://ADDR/" line.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        let line = self.wait_log("serving on ws://");
+        line.split("ws://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .expect("address in log line")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn children(&self) -> Vec<(u32, char)> {
+        children_of(self.pid())
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        signal(self.pid(), libc::SIGTERM);
+        self.wait_exit(TIMEOUT).expect("wspipe exits after SIGTERM")
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `wspipe ARGS...` to completion (bounded by [`TIMEOUT`]; killed and
+/// a panic if it does not exit) and returns its status and output.
+pub fn run_bin(args: &[&str]) -> std::process::Output {
+    let child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wspipe");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(output) => output.expect("wait for wspipe"),
+        Err(_) => {
+            signal(pid, libc::SIGKILL);
+            panic!("wspipe {args:?} did not exit within {TIMEOUT:?}");
+        }
+    }
+}
+
+/// Sends a raw HTTP request and returns the status code, the response head
+/// and the body (read by Content-Length).
+pub fn raw_response(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let head = read_head_retrying(&mut stream);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let len: usize = header_values(&head, "content-length")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).expect("response body");
+    (code, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The values of header `name` (case-insensitive) in a response head.
+pub fn header_values(head: &str, name: &str) -> Vec<String> {
+    head.lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// Connects a WebSocket client over a Unix socket.
+pub async fn connect_unix(path: &Path) -> WebSocketStream<tokio::net::UnixStream> {
+    let stream = tokio::time::timeout(TIMEOUT, tokio::net::UnixStream::connect(path))
+        .await
+        .expect("unix connect timed out")
+        .expect("unix connect");
+    let (ws, _) = tokio::time::timeout(
+        TIMEOUT,
+        tokio_tungstenite::client_async("ws://localhost/", stream),
+    )
+    .await
+    .expect("handshake timed out")
+    .expect("handshake");
+    ws
+}
+
+/// [`next_event`] for a WebSocket over any stream.
+pub async fn next_event_on<S>(ws: &mut WebSocketStream<S>) -> Event
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("no message within the timeout");
+        match msg {
+            None | Some(Err(_)) => return Event::End,
+            Some(Ok(Message::Text(t))) => return Event::Text(t.to_string()),
+            Some(Ok(Message::Binary(b))) => return Event::Binary(b.to_vec()),
+            Some(Ok(Message::Close(f))) => {
+                return Event::Close(
+                    f.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string())),
+                )
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// [`texts_until_close`] for a WebSocket over any stream.
+pub async fn texts_until_close_on<S>(ws: &mut WebSocketStream<S>) -> (Vec<String>, (u16, String))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut texts = Vec::new();
+    loop {
+        match next_event_on(ws).await {
+            Event::Text(t) => texts.push(t),
+            Event::Close(c) => return (texts, c.unwrap_or((1005, String::new()))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// `VAR=value` lines (as `env` prints them) into (name, value) pairs.
+pub fn parse_env(lines: &[String]) -> std::collections::BTreeMap<String, String> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// [`read_head`] that retries reads interrupted by a signal. A socket with a
+/// receive timeout (SO_RCVTIMEO) returns EINTR instead of restarting when
+/// any signal wakes the thread, e.g. a SIGCHLD from another test's child
+/// queued while some thread had it blocked; `read_head` takes that for the
+/// end of the response.
+pub fn read_head_retrying(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// [`raw_request`] that survives EINTR (see [`read_head_retrying`]).
+pub fn raw_request_retrying(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let head = read_head_retrying(&mut stream);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head)
+}
+
+/// The process group of `pid`, from /proc/PID/stat.
+pub fn pgrp(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    // state, ppid, pgrp
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Live (non-zombie) processes in process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pgrp(pid) == Some(pgid) && alive(pid))
+        .collect()
+}
+
+/// Waits (bounded) until `path` holds a whole line with a pid, as written by
+/// `echo $$ > path` in a script, and returns it.
+pub fn read_pid(path: &Path) -> u32 {
+    let mut pid = None;
+    let found = wait_until(TIMEOUT, || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+            .and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    });
+    assert!(found, "no pid written to {}", path.display());
+    pid.unwrap()
+}
+
+/// After a close frame was sent or received: keeps reading (which flushes
+/// our reply to the peer's close) until the connection ends. Bounded.
+pub async fn finish_close(ws: &mut Ws) {
+    loop {
+        match tokio::time::timeout(TIMEOUT, ws.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => return,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("connection still open {TIMEOUT:?} after the close"),
+        }
+    }
+}
+
+/// The access log's `disconnect` line for the session of child `pid`.
+pub fn disconnect_line(log: &Log, pid: u32, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let needle = format!(" pid={pid} ");
+    loop {
+        if let Some(line) = log
+            .lines()
+            .into_iter()
+            .find(|l| l.contains("disconnect") && l.contains(&needle))
+        {
+            return Some(line);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl RawClient {
+    /// Drops the connection with a TCP reset (SO_LINGER 0) instead of a FIN.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(self);
+    }
 }
