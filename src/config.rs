@@ -78,6 +78,8 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// `--cgidir`, canonical.
     pub cgi_dir: Option<PathBuf>,
+    /// `--cgitimeout`: how long a CGI script has to send its headers.
+    pub cgi_timeout: Duration,
     pub dev_console: bool,
     pub mode: Mode,
     /// Most live sessions; `None` is unlimited.
@@ -128,6 +130,9 @@ impl Config {
                 "--devconsole cannot be used with --staticdir or --cgidir",
             ));
         }
+        if cli.cgitimeout == 0 {
+            return Err(bad("--cgitimeout must be at least 1 ms"));
+        }
         if cli.maxframesize < 16 {
             return Err(bad("--maxframesize must be at least 16 bytes"));
         }
@@ -147,13 +152,19 @@ impl Config {
             .map_err(|e| bad(format!("--trusted-proxy: {e}")))?;
         let mut base_env = BaseEnv::from_parent(&cli.passenv);
         if let Some(c) = &control {
+            // Children reach the server with `"$WSPIPE_BIN" ctl ...` even
+            // when wspipe is not on their PATH.
             base_env.set("WSPIPE_CONTROL", c.path.as_os_str());
+            if let Ok(exe) = std::env::current_exe() {
+                base_env.set("WSPIPE_BIN", exe.as_os_str());
+            }
         }
         Ok(Config {
             listen: listen(&cli)?,
             endpoint,
             static_dir,
             cgi_dir,
+            cgi_timeout: Duration::from_millis(cli.cgitimeout),
             dev_console: cli.devconsole,
             mode: if cli.binary { Mode::Binary } else { Mode::Text },
             max_forks: (cli.maxforks > 0).then_some(cli.maxforks),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use futures_util::SinkExt;
 
 /// A server with a control socket in a temp dir.
 struct Ctl {
@@ -430,4 +431,58 @@ fn bad_control_mode_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn chat_example_serves_its_page_and_relays_between_clients() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let public = format!("{root}/examples/chat/public");
+    let chat = format!("{root}/examples/chat/chat.sh");
+    // No wspipe on PATH: the script finds the binary through WSPIPE_BIN.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("chat.sock");
+    let mut cmd = Command::new(bin());
+    cmd.env("PATH", "/usr/bin:/bin");
+    let server = Server::start_cmd(
+        cmd,
+        // A generous grace: the "left" notice is sent after stdin closes.
+        &[
+            "--closems",
+            "2000",
+            "--control",
+            socket.to_str().unwrap(),
+            "--staticdir",
+            &public,
+            &chat,
+        ],
+    );
+    let (status, head) = raw_request(server.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{head}"
+    );
+
+    let mut alice = connect(&server.url("/chat")).await;
+    let alice_id = next_text(&mut alice)
+        .await
+        .trim_start_matches("* you are ")
+        .to_string();
+    assert_eq!(next_text(&mut alice).await, format!("* {alice_id} joined"));
+    let mut bob = connect(&server.url("/chat")).await;
+    let bob_id = next_text(&mut bob)
+        .await
+        .trim_start_matches("* you are ")
+        .to_string();
+    assert_eq!(next_text(&mut bob).await, format!("* {bob_id} joined"));
+    assert_eq!(next_text(&mut alice).await, format!("* {bob_id} joined"));
+
+    send_text(&mut alice, "hello bob").await;
+    let said = format!("{alice_id}: hello bob");
+    assert_eq!(next_text(&mut bob).await, said);
+    assert_eq!(next_text(&mut alice).await, said);
+
+    bob.close(None).await.unwrap();
+    assert_eq!(next_text(&mut alice).await, format!("* {bob_id} left"));
 }
