@@ -133,12 +133,12 @@ pub async fn upgrade(
         script_name: &resolved.script_name,
         path_info: &resolved.path_info,
     });
-    let spawned = process::spawn(&SpawnSpec {
+    let spec = SpawnSpec {
         program: &resolved.program,
         args: &resolved.args,
         env: [config.base_env.vars(), &vars],
-    })
-    .map_err(|e| {
+    };
+    let spawned = spawn_retrying(&spec).await.map_err(|e| {
         tracing::error!("cannot start {}: {e}", resolved.program.display());
         spawn_refusal(&e)
     })?;
@@ -230,9 +230,26 @@ fn is_valid_key(key: &[u8]) -> bool {
         .is_ok_and(|k| k.len() == 16)
 }
 
+/// Spawns, retrying briefly on ETXTBSY: a script that was just written may
+/// still be open for writing in a process that is between fork and exec
+/// (a deploy in progress, or any fork elsewhere), which makes exec fail for
+/// an instant.
+pub async fn spawn_retrying(spec: &SpawnSpec<'_>) -> std::io::Result<process::Spawned> {
+    let mut attempt = 0;
+    loop {
+        match process::spawn(spec) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Out of processes, fds or memory is temporary (503); anything else, like a
 /// missing or non-executable program, is a server misconfiguration (500).
-fn spawn_refusal(e: &std::io::Error) -> Refusal {
+pub(crate) fn spawn_refusal(e: &std::io::Error) -> Refusal {
     let temporary = matches!(
         e.raw_os_error(),
         Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
@@ -252,7 +269,7 @@ fn spawn_refusal(e: &std::io::Error) -> Refusal {
 
 /// REMOTE_ADDR, REMOTE_HOST, REMOTE_PORT: the peer, or the client named by
 /// a trusted proxy (whose port we do not know).
-async fn remote_info(
+pub(crate) async fn remote_info(
     peer: Peer,
     headers: &http::HeaderMap,
     config: &crate::config::Config,

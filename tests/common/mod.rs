@@ -404,12 +404,16 @@ impl RawClient {
 }
 
 /// Reads an HTTP response head (up to the blank line).
+///
+/// Retries reads interrupted by a signal (a SIGCHLD from another test's
+/// child interrupts a read that has a timeout).
 pub fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             _ => break,
         }
     }
@@ -647,30 +651,35 @@ pub fn parse_env(lines: &[String]) -> std::collections::BTreeMap<String, String>
 /// queued while some thread had it blocked; `read_head` takes that for the
 /// end of the response.
 pub fn read_head_retrying(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
+    read_head(stream)
 }
 
 /// [`raw_request`] that survives EINTR (see [`read_head_retrying`]).
 pub fn raw_request_retrying(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let head = read_head_retrying(&mut stream);
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, head)
+    raw_request(addr, request)
+}
+
+/// Like [`script`], but the file is written by a separate `sh`, so this
+/// (multi-threaded) test process never holds a writable fd to it. With
+/// [`script`], a child that another test thread is forking at that moment
+/// inherits the fd until its exec, and executing the script then fails
+/// with ETXTBSY.
+pub fn script_external(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write script");
+    assert!(child.wait().expect("wait for sh").success(), "{path:?}");
+    path
 }
 
 /// The process group of `pid`, from /proc/PID/stat.
