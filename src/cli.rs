@@ -80,6 +80,12 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub cgidir: Option<PathBuf>,
 
+    /// Milliseconds a CGI script has to send its response headers once it
+    /// has the whole request body; after that it is ended and the client
+    /// gets 502 Bad Gateway.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub cgitimeout: u64,
+
     /// A plain GET on an endpoint shows an interactive console page (cannot
     /// be used with --staticdir or --cgidir).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
@@ -174,6 +180,11 @@ pub struct Cli {
     /// broadcast, close, kill, stats).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+
+    /// Serve Prometheus/OpenMetrics statistics on HOST:PORT or a Unix socket
+    /// PATH (apart from the public port).
+    #[arg(long, value_name = "ADDR|PATH")]
+    pub metrics: Option<String>,
 
     /// Permission bits of the control socket, in octal.
     #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]

@@ -108,6 +108,8 @@ pub struct Config {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// `--redirport`: a plain HTTP port that redirects to the main one.
     pub redirect_port: Option<u16>,
+    /// `--metrics`: where statistics are served.
+    pub metrics: Option<crate::control::metrics::MetricsAddr>,
 }
 
 /// Where the control socket lives and who may use it.
@@ -182,6 +184,10 @@ impl Config {
             trusted_proxies,
             tls,
             redirect_port: cli.redirport,
+            metrics: cli
+                .metrics
+                .as_deref()
+                .map(crate::control::metrics::MetricsAddr::parse),
         })
     }
 }

@@ -163,6 +163,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .tasks
             .spawn(crate::control::listener::serve(listener, shared.clone()));
     }
+    if let Some(addr) = shared.config.metrics.clone() {
+        serve_metrics(addr, &shared, &mut unix_paths).await?;
+    }
     signals.wait().await;
     tracing::info!("shutting down: closing sessions and ending children");
     shared.shutdown.cancel();
@@ -227,6 +230,43 @@ fn bind_unix(path: &PathBuf) -> anyhow::Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
 }
 
+/// Binds the `--metrics` listener and serves it until shutdown.
+async fn serve_metrics(
+    addr: crate::control::metrics::MetricsAddr,
+    shared: &Arc<Shared>,
+    unix_paths: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::control::metrics::{serve, MetricsAddr};
+    match addr {
+        MetricsAddr::Tcp(addr) => {
+            let listener = bind_tcp(addr).await?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            let shared = shared.clone();
+            shared.tasks.clone().spawn(async move {
+                let accept = || listener.accept();
+                accept_loop(&shared.shutdown, accept, |(stream, _)| {
+                    tokio::spawn(serve(stream, shared.clone()));
+                })
+                .await;
+            });
+        }
+        MetricsAddr::Unix(path) => {
+            let listener = bind_unix(&path)?;
+            tracing::info!("metrics on unix:{}", path.display());
+            unix_paths.push(path);
+            let shared = shared.clone();
+            shared.tasks.clone().spawn(async move {
+                let accept = || listener.accept();
+                accept_loop(&shared.shutdown, accept, |(stream, _)| {
+                    tokio::spawn(serve(stream, shared.clone()));
+                })
+                .await;
+            });
+        }
+    }
+    Ok(())
+}
+
 /// SIGTERM and SIGINT, both meaning "shut down gracefully".
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -250,66 +290,73 @@ impl Signals {
     }
 }
 
+/// Calls `on_accept` for every connection `accept` yields, until shutdown.
+pub(crate) async fn accept_loop<S, A, F>(
+    shutdown: &CancellationToken,
+    accept: A,
+    mut on_accept: impl FnMut(S),
+) where
+    A: Fn() -> F,
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = accept() => a,
+        };
+        match accepted {
+            Ok(stream) => on_accept(stream),
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
 async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
     let tls = shared
         .config
         .tls
         .clone()
         .map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            a = listener.accept() => a,
+    let accept = || listener.accept();
+    accept_loop(&shared.shutdown, accept, |(stream, remote)| {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(remote);
+        let Some(tls) = tls.clone() else {
+            let peer = Peer::Tcp {
+                remote,
+                local,
+                tls: false,
+            };
+            shared.tasks.spawn(serve(stream, peer, shared.clone()));
+            return;
         };
-        match accepted {
-            Ok((stream, remote)) => {
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().unwrap_or(remote);
-                let Some(tls) = tls.clone() else {
-                    let peer = Peer::Tcp {
-                        remote,
-                        local,
-                        tls: false,
-                    };
-                    shared.tasks.spawn(serve(stream, peer, shared.clone()));
-                    continue;
-                };
-                let peer = Peer::Tcp {
-                    remote,
-                    local,
-                    tls: true,
-                };
-                let task_shared = shared.clone();
-                shared.tasks.spawn(async move {
-                    // The handshake is bounded like the request head is.
-                    let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(stream)) => serve(stream, peer, task_shared).await,
-                        Ok(Err(e)) => tracing::debug!("TLS handshake with {remote} failed: {e}"),
-                        Err(_) => tracing::debug!("TLS handshake with {remote} timed out"),
-                    }
-                });
+        let peer = Peer::Tcp {
+            remote,
+            local,
+            tls: true,
+        };
+        let task_shared = shared.clone();
+        shared.tasks.spawn(async move {
+            // The handshake is bounded like the request head is.
+            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => serve(stream, peer, task_shared).await,
+                Ok(Err(e)) => tracing::debug!("TLS handshake with {remote} failed: {e}"),
+                Err(_) => tracing::debug!("TLS handshake with {remote} timed out"),
             }
-            Err(e) => accept_error(e).await,
-        }
-    }
+        });
+    })
+    .await;
 }
 
 async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                shared
-                    .tasks
-                    .spawn(serve(stream, Peer::Unix, shared.clone()));
-            }
-            Err(e) => accept_error(e).await,
-        }
-    }
+    let accept = || listener.accept();
+    accept_loop(&shared.shutdown, accept, |(stream, _)| {
+        shared
+            .tasks
+            .spawn(serve(stream, Peer::Unix, shared.clone()));
+    })
+    .await;
 }
 
 /// Out of fds (or similar): say so and back off briefly instead of spinning;

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
-use futures_util::SinkExt;
 
 /// A server with a control socket in a temp dir.
 struct Ctl {
@@ -485,4 +484,49 @@ async fn chat_example_serves_its_page_and_relays_between_clients() {
 
     bob.close(None).await.unwrap();
     assert_eq!(next_text(&mut alice).await, format!("* {bob_id} left"));
+}
+
+#[tokio::test]
+async fn metrics_expose_the_same_counters_for_prometheus() {
+    let ctl = start(&["--metrics", "127.0.0.1:0", "cat"]);
+    let line = ctl
+        .server
+        .log
+        .wait_for("metrics on http://", TIMEOUT)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap();
+    let mut ws = connect(&ctl.server.url("/")).await;
+    send_text(&mut ws, "hello").await;
+    assert_eq!(next_text(&mut ws).await, "hello");
+    let metrics = |path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+        body
+    };
+    let text = metrics("/metrics");
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    for line in [
+        "wspipe_connections 1",
+        "wspipe_connections_opened_total 1",
+        "wspipe_messages_in_total 1",
+        "wspipe_messages_out_total 1",
+        "wspipe_bytes_in_total 5",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    // The public port knows nothing of it.
+    let (status, _) = raw_request(ctl.server.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 426);
 }

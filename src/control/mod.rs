@@ -16,5 +16,6 @@
 pub mod client;
 pub mod commands;
 pub mod listener;
+pub mod metrics;
 pub mod protocol;
 pub mod registry;

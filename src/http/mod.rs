@@ -9,6 +9,7 @@
 //!                                  endpoint") or 405 / 404
 //! ```
 
+pub mod cgi;
 pub mod console;
 pub mod redirect;
 pub mod static_files;
@@ -93,7 +94,7 @@ pub async fn handle(
             }
         });
     }
-    let response = plain(req, &shared).await;
+    let response = plain(req, peer, &shared).await;
     Ok(http_headers(&shared, response))
 }
 
@@ -105,7 +106,10 @@ fn http_headers(shared: &Shared, mut response: Response<Body>) -> Response<Body>
 }
 
 /// A request that is not a WebSocket handshake.
-async fn plain(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+async fn plain(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Response<Body> {
+    if let Some(script) = cgi::script_for(shared, req.uri().path()) {
+        return cgi::serve(req, peer, shared, script).await;
+    }
     if let Some(files) = &shared.static_files {
         return files.serve(req).await;
     }

@@ -11,18 +11,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::{text, Body};
-use crate::server::{Shared, HEADER_READ_TIMEOUT};
+use crate::server::{accept_loop, Shared, HEADER_READ_TIMEOUT};
 
 /// Accepts on `listener` and redirects every request to `port`.
 pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>) {
     let https = shared.config.tls.is_some();
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, local)) = accepted.and_then(|(s, _)| s.local_addr().map(|l| (s, l))) else {
-            continue;
+    let accept = || listener.accept();
+    accept_loop(&shared.shutdown, accept, |(stream, _)| {
+        let Ok(local) = stream.local_addr() else {
+            return;
         };
         let service = service_fn(move |req| async move {
             Ok::<_, std::convert::Infallible>(redirect(&req, https, port, &local.ip().to_string()))
@@ -34,7 +31,8 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
-    }
+    })
+    .await;
 }
 
 /// The 301 for one request.
