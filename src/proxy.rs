@@ -51,15 +51,44 @@ impl TrustedProxies {
         self.nets.iter().any(|n| n.contains(&ip))
     }
 
+    fn trusts_peer(&self, peer: Option<IpAddr>) -> bool {
+        match peer {
+            Some(ip) => self.trusts(ip),
+            None => self.unix,
+        }
+    }
+
+    /// True when a trusted proxy says the client spoke HTTPS to it
+    /// (`X-Forwarded-Proto: https`, or `proto=https` in `Forwarded`): TLS
+    /// ended at the proxy, and origins and HTTPS=on should say so.
+    pub fn forwarded_https(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> bool {
+        if !self.trusts_peer(peer) {
+            return false;
+        }
+        let nearest = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .last()
+                .map(|v| v.trim().to_ascii_lowercase())
+        };
+        if let Some(proto) = nearest("x-forwarded-proto") {
+            return proto == "https" || proto == "wss";
+        }
+        nearest("forwarded").is_some_and(|stanza| {
+            stanza
+                .split(';')
+                .any(|pair| matches!(pair.trim(), "proto=https" | "proto=\"https\""))
+        })
+    }
+
     /// The client's address for a request from `peer` (`None`: a Unix socket
     /// peer), or `None` when the headers are not to be believed or name no
     /// address.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let peer_trusted = match peer {
-            Some(ip) => self.trusts(ip),
-            None => self.unix,
-        };
-        if !peer_trusted {
+        if !self.trusts_peer(peer) {
             return None;
         }
         let chain = forwarded_chain(headers)?;
@@ -76,8 +105,9 @@ impl TrustedProxies {
     }
 }
 
-/// The forwarding chain: `Forwarded` if present, else `X-Forwarded-For`
-/// (several header lines are one list).
+/// The forwarding chain: `X-Forwarded-For` if present (what nginx and apache
+/// append to by default, while they pass a client's `Forwarded` through
+/// untouched), else `Forwarded`. Several header lines are one list.
 fn forwarded_chain(headers: &HeaderMap) -> Option<ForwardedHeaderValue> {
     let joined = |name: &str| {
         let values: Vec<&str> = headers
@@ -87,11 +117,11 @@ fn forwarded_chain(headers: &HeaderMap) -> Option<ForwardedHeaderValue> {
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
-    if let Some(value) = joined("forwarded") {
-        return ForwardedHeaderValue::from_forwarded(&value).ok();
+    if let Some(value) = joined("x-forwarded-for") {
+        return ForwardedHeaderValue::from_x_forwarded_for(&value).ok();
     }
-    let value = joined("x-forwarded-for")?;
-    ForwardedHeaderValue::from_x_forwarded_for(&value).ok()
+    let value = joined("forwarded")?;
+    ForwardedHeaderValue::from_forwarded(&value).ok()
 }
 
 #[cfg(test)]
@@ -139,13 +169,26 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_header_is_preferred() {
+    fn x_forwarded_for_wins_over_a_forwarded_header_a_client_may_have_sent() {
         let t = TrustedProxies::parse("unix").unwrap();
         let h = headers(&[
-            ("forwarded", "for=\"[2001:db8::1]:4711\";proto=https"),
+            ("forwarded", "for=198.51.100.9"),
             ("x-forwarded-for", "9.9.9.9"),
         ]);
+        assert_eq!(t.client_ip(None, &h), Some(ip("9.9.9.9")));
+        let h = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")]);
         assert_eq!(t.client_ip(None, &h), Some(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn https_at_the_proxy_counts_only_from_trusted_peers() {
+        let t = TrustedProxies::parse("127.0.0.1").unwrap();
+        let h = headers(&[("x-forwarded-proto", "https")]);
+        assert!(t.forwarded_https(Some(ip("127.0.0.1")), &h));
+        assert!(!t.forwarded_https(Some(ip("10.1.1.1")), &h));
+        let h = headers(&[("forwarded", "for=1.2.3.4;proto=https")]);
+        assert!(t.forwarded_https(Some(ip("127.0.0.1")), &h));
+        assert!(!t.forwarded_https(Some(ip("127.0.0.1")), &HeaderMap::new()));
     }
 
     #[test]

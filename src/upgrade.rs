@@ -97,9 +97,10 @@ pub async fn upgrade(
         .clone();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let https = is_https(peer, headers, config);
     config
         .origin
-        .check(origin, host, peer.is_tls())
+        .check(origin, host, https)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
     let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
         .map_err(|e| refuse(e.status(), e.to_string()))?;
@@ -128,7 +129,7 @@ pub async fn upgrade(
         version: req.version(),
         headers: req.headers(),
         remote: &remote,
-        tls: peer.is_tls(),
+        tls: https,
         local_port,
         script_name: &resolved.script_name,
         path_info: &resolved.path_info,
@@ -143,6 +144,7 @@ pub async fn upgrade(
         spawn_refusal(&e)
     })?;
 
+    let client = client_text(peer, &remote);
     let path = req.uri().path().to_owned();
     let on_upgrade = hyper::upgrade::on(req);
     let session_shared = shared.clone();
@@ -161,7 +163,7 @@ pub async fn upgrade(
         };
         let io = TokioIo::new(upgraded);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(shared.ws_config)).await;
-        let remote = remote_text(peer);
+        let remote = client;
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         let started = Instant::now();
         let (links, handle) = session_links(id_num, remote.clone(), path.clone(), pid);
@@ -302,6 +304,31 @@ async fn reverse(ip: std::net::IpAddr) -> Option<String> {
     match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
         Ok(Ok(name)) => name,
         _ => None,
+    }
+}
+
+/// Whether the client spoke HTTPS: to us (`--ssl`), or to a trusted proxy
+/// that ended TLS and says so.
+pub(crate) fn is_https(
+    peer: Peer,
+    headers: &http::HeaderMap,
+    config: &crate::config::Config,
+) -> bool {
+    let peer_ip = match peer {
+        Peer::Tcp { remote, .. } => Some(remote.ip()),
+        Peer::Unix => None,
+    };
+    peer.is_tls() || config.trusted_proxies.forwarded_https(peer_ip, headers)
+}
+
+/// The client as the access log and `wspipe ctl list` show it: the address
+/// a trusted proxy forwarded (with the proxy), or else the peer.
+pub(crate) fn client_text(peer: Peer, remote: &RemoteInfo) -> String {
+    let peer_text = remote_text(peer);
+    if remote.port.is_empty() && !remote.addr.is_empty() {
+        format!("{} via {peer_text}", remote.addr)
+    } else {
+        peer_text
     }
 }
 

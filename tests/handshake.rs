@@ -709,3 +709,18 @@ async fn go_style_single_dash_flags_start_a_server() {
     echo_works(&mut ws, "go style").await;
     assert_eq!(daemon.children().len(), 1);
 }
+
+#[tokio::test]
+async fn sameorigin_behind_a_tls_terminating_proxy_trusts_its_forwarded_proto() {
+    // TLS ends at the proxy: the browser's Origin is https (port 443) while
+    // the hop to wspipe is plain HTTP. Only a trusted proxy may say so.
+    let headers = [
+        ("Origin", "https://chat.example"),
+        ("Host", "chat.example"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let trusted = Server::start(&["--sameorigin", "--trusted-proxy", "127.0.0.1", "cat"]);
+    assert_eq!(handshake_status(&trusted.url("/"), &headers).await, 101);
+    let untrusted = Server::start(&["--sameorigin", "cat"]);
+    assert_eq!(handshake_status(&untrusted.url("/"), &headers).await, 403);
+}

@@ -57,7 +57,7 @@ use crate::lines::{LineSplitter, READ_CHUNK};
 use crate::process::{self, Child, Exit, SpawnSpec, Spawned};
 use crate::route::{self, Resolved};
 use crate::server::{Peer, Shared};
-use crate::upgrade::{remote_info, remote_text, spawn_refusal};
+use crate::upgrade::{is_https, remote_info, remote_text, spawn_refusal};
 
 /// Largest request body passed to a script (bigger: 413).
 pub const MAX_REQUEST_BODY: u64 = 16 * 1024 * 1024;
@@ -207,7 +207,7 @@ pub async fn serve(
         version: parts.version,
         headers: &parts.headers,
         remote: &remote,
-        tls: peer.is_tls(),
+        tls: is_https(peer, &parts.headers, config),
         local_port,
         script_name: &script.script_name,
         path_info: &script.path_info,

@@ -1,0 +1,775 @@
+//! End to end behind real reverse proxies: Debian's nginx and apache2 run on
+//! loopback with the files in deploy/ and examples/php-push/ used verbatim,
+//! except for the ports and paths substituted at test time, in front of the
+//! real wspipe binary.
+//!
+//! Without nginx or apache2 installed the tests say so on stderr and return;
+//! with `WSPIPE_DEPLOY_TESTS=1` (as .ci/run sets) a missing proxy is a
+//! failure instead.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
+
+const NGINX_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/wspipe.conf");
+const APACHE_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/apache/wspipe.conf");
+const PUSH_CGI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/php-push/push.cgi");
+const DUMP_ENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dump-env.sh");
+
+const NGINX_BIN: &str = "/usr/sbin/nginx";
+const APACHE_BIN: &str = "/usr/sbin/apache2";
+const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+/// What the test httpd.conf loads (mod_unixd and mod_log_config are built
+/// into Debian's apache2).
+const APACHE_MODULE_LIST: &[(&str, &str)] = &[
+    ("mpm_event_module", "mod_mpm_event.so"),
+    ("authz_core_module", "mod_authz_core.so"),
+    ("authz_host_module", "mod_authz_host.so"),
+    ("alias_module", "mod_alias.so"),
+    ("env_module", "mod_env.so"),
+    ("headers_module", "mod_headers.so"),
+    ("cgid_module", "mod_cgid.so"),
+    ("proxy_module", "mod_proxy.so"),
+    ("proxy_http_module", "mod_proxy_http.so"),
+    ("proxy_wstunnel_module", "mod_proxy_wstunnel.so"),
+];
+
+/// A client address on loopback that is neither the proxy's address nor in
+/// any --trusted-proxy list, so the three addresses a test looks at (the
+/// real client, the proxy, and a forged header) are all different.
+const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const FORGED_XFF: &str = "203.0.113.7";
+const FORGED_FORWARDED: &str = "for=198.51.100.9";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nginx,
+    Apache,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Nginx => "nginx",
+            Kind::Apache => "apache2",
+        }
+    }
+
+    /// The binary, if everything this proxy needs is installed. Otherwise a
+    /// skip line on stderr and `None`, or, with WSPIPE_DEPLOY_TESTS=1, a
+    /// panic: a CI that is meant to run these tests must not pass without.
+    fn find(self, test: &str) -> Option<PathBuf> {
+        let bin = match self {
+            Kind::Nginx => NGINX_BIN,
+            Kind::Apache => APACHE_BIN,
+        };
+        let modules: &[(&str, &str)] = match self {
+            Kind::Nginx => &[],
+            Kind::Apache => APACHE_MODULE_LIST,
+        };
+        let missing = std::iter::once(bin.to_string())
+            .chain(
+                modules
+                    .iter()
+                    .map(|(_, file)| format!("{APACHE_MODULES}/{file}")),
+            )
+            .find(|p| !Path::new(p).exists());
+        let Some(missing) = missing else {
+            return Some(PathBuf::from(bin));
+        };
+        let hint = "install it with `apt-get install -y nginx apache2`";
+        if std::env::var("WSPIPE_DEPLOY_TESTS").as_deref() == Ok("1") {
+            panic!(
+                "{test}: {} is not installed ({missing} is missing) and WSPIPE_DEPLOY_TESTS=1 \
+                 requires it: {hint}",
+                self.name()
+            );
+        }
+        // Straight to fd 2, not eprintln!: the test harness captures that
+        // for passing tests, and a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED deploy::{test}: {} is not installed ({missing} is missing); {hint}, \
+             or set WSPIPE_DEPLOY_TESTS=1 to make this a failure",
+            self.name()
+        );
+        None
+    }
+}
+
+/// A temp dir that other users can enter: a proxy running as root hands
+/// its requests to workers (and CGI scripts) running as www-data or nobody.
+fn site_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `text` with every `from` replaced; panics when `from` is not there, so
+/// that an edit of a deploy file cannot silently break a substitution.
+fn substitute(text: &str, file: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = text.to_string();
+    for (from, to) in pairs {
+        assert!(out.contains(from), "{file} no longer contains {from:?}");
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// A port nobody listens on right now (the proxy binds it a moment later;
+/// a lost race is retried by [`Proxy::start`]).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running nginx or apache2, in its own process group.
+struct Proxy {
+    kind: Kind,
+    child: Child,
+    port: u16,
+    error_log: PathBuf,
+}
+
+impl Proxy {
+    /// Starts `kind` (its binary: `bin`) on a free loopback port in front of
+    /// wspipe at `upstream`; `control` is the control socket the push CGI
+    /// talks to.
+    fn start(kind: Kind, bin: &Path, site: &Path, upstream: SocketAddr, control: &Path) -> Proxy {
+        let mut last_log = String::new();
+        for attempt in 0..5 {
+            let dir = site.join(format!("{}-{attempt}", kind.name()));
+            std::fs::create_dir(&dir).unwrap();
+            let port = free_port();
+            let (mut cmd, error_log) = match kind {
+                Kind::Nginx => nginx_command(bin, &dir, port, upstream),
+                Kind::Apache => apache_command(bin, &dir, port, upstream, control),
+            };
+            use std::os::unix::process::CommandExt;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let mut proxy = Proxy {
+                kind,
+                child,
+                port,
+                error_log,
+            };
+            match proxy.wait_ready() {
+                Ok(()) => return proxy,
+                Err(log) if log.contains("Address already in use") => {
+                    last_log = log;
+                    continue;
+                }
+                Err(log) => panic!("{} did not start:\n{log}", kind.name()),
+            }
+        }
+        panic!("{} found no free port:\n{last_log}", kind.name());
+    }
+
+    /// Waits until the port accepts connections; the error log if the
+    /// proxy exited or never listened.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}\n{}", self.log()));
+            }
+            if TcpStream::connect(self.addr()).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not listening after {TIMEOUT:?}\n{}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The proxy's error log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.error_log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- {} error log\n{}", self.kind.name(), self.log());
+        }
+        // The master was started as a process group leader; its workers
+        // and CGI children are in its group. Until the master is reaped
+        // (below) its pid, and so the group id, cannot be reused.
+        let pgid = self.child.id();
+        if self.child.try_wait().ok().flatten().is_none() {
+            // The master alone gets SIGTERM and stops its children.
+            signal(pgid, libc::SIGTERM);
+            let gone = |t| wait_until(t, || group_members(pgid).is_empty());
+            if !gone(Duration::from_secs(2)) {
+                // An Apache child that was still lingering on a connection
+                // just closed can take seconds (Apache escalates by itself
+                // after 3 s). Not what these tests are about: kill the
+                // children, not the master, so that the master reaps them
+                // rather than leaving orphans to init, and exits.
+                for pid in group_members(pgid).into_iter().filter(|&p| p != pgid) {
+                    signal(pid, libc::SIGKILL);
+                }
+                if !gone(TIMEOUT) {
+                    // SAFETY: plain kill(2) on the group we created.
+                    unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
+                    gone(TIMEOUT);
+                }
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx with a minimal main config that includes deploy/nginx/wspipe.conf
+/// (Debian's nginx.conf includes conf.d/*.conf in its http block the same way).
+fn nginx_command(bin: &Path, dir: &Path, port: u16, upstream: SocketAddr) -> (Command, PathBuf) {
+    let site = substitute(
+        &std::fs::read_to_string(NGINX_CONF).unwrap(),
+        NGINX_CONF,
+        &[
+            ("127.0.0.1:8080", &upstream.to_string()),
+            ("listen 8081;", &format!("listen 127.0.0.1:{port};")),
+        ],
+    );
+    std::fs::write(dir.join("wspipe.conf"), site).unwrap();
+    std::fs::create_dir(dir.join("tmp")).unwrap();
+    let d = dir.display();
+    let main = format!(
+        "worker_processes 1;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+         \x20   access_log {d}/access.log;\n\
+         \x20   client_body_temp_path {d}/tmp/body;\n\
+         \x20   proxy_temp_path {d}/tmp/proxy;\n\
+         \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
+         \x20   scgi_temp_path {d}/tmp/scgi;\n\
+         \x20   include {d}/wspipe.conf;\n\
+         }}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), main).unwrap();
+    let error_log = dir.join("error.log");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(&error_log)
+        .arg("-g")
+        .arg(format!(
+            "daemon off; pid {d}/nginx.pid; error_log {} info;",
+            error_log.display()
+        ));
+    (cmd, error_log)
+}
+
+/// apache2 with a minimal httpd.conf that loads the modules and includes
+/// deploy/apache/wspipe.conf; push.cgi is installed beside it.
+fn apache_command(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    upstream: SocketAddr,
+    control: &Path,
+) -> (Command, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let cgi_dir = dir.join("cgi-bin");
+    std::fs::create_dir(&cgi_dir).unwrap();
+    std::fs::copy(PUSH_CGI, cgi_dir.join("push.cgi")).unwrap();
+    std::fs::set_permissions(
+        cgi_dir.join("push.cgi"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let wspipe = wspipe_for_others(dir);
+    let site = substitute(
+        &std::fs::read_to_string(APACHE_CONF).unwrap(),
+        APACHE_CONF,
+        &[
+            ("127.0.0.1:8080", &upstream.to_string()),
+            ("Listen 8081", &format!("Listen 127.0.0.1:{port}")),
+            ("*:8081", &format!("*:{port}")),
+            ("/usr/local/lib/wspipe", cgi_dir.to_str().unwrap()),
+            ("/usr/local/bin/wspipe", wspipe.to_str().unwrap()),
+            ("/run/wspipe/control.sock", control.to_str().unwrap()),
+        ],
+    );
+    std::fs::write(dir.join("wspipe.conf"), site).unwrap();
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    let d = dir.display();
+    let mut conf = format!(
+        "ServerRoot {d}\n\
+         ServerName 127.0.0.1\n\
+         DefaultRuntimeDir {d}/run\n\
+         PidFile {d}/run/apache2.pid\n\
+         ScriptSock {d}/run/cgisock\n\
+         ErrorLog {d}/error.log\n\
+         LogLevel warn proxy:info\n\
+         StartServers 1\n\
+         ServerLimit 2\n\
+         ThreadsPerChild 16\n\
+         MaxRequestWorkers 32\n"
+    );
+    for (name, file) in APACHE_MODULE_LIST {
+        conf.push_str(&format!("LoadModule {name} {APACHE_MODULES}/{file}\n"));
+    }
+    if is_root() {
+        // Apache refuses to serve as root: its children, and so push.cgi,
+        // run as this user, as they would on a Debian server.
+        let user = if std::fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("www-data:"))
+        {
+            "www-data"
+        } else {
+            "#65534"
+        };
+        conf.push_str(&format!("User {user}\nGroup {user}\n"));
+    }
+    // As Debian's apache2.conf: nothing is served unless a section allows it.
+    conf.push_str(&format!(
+        "<Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n\
+         Include {d}/wspipe.conf\n"
+    ));
+    std::fs::write(dir.join("httpd.conf"), conf).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-f")
+        .arg(dir.join("httpd.conf"))
+        .arg("-DFOREGROUND");
+    (cmd, dir.join("error.log"))
+}
+
+/// The wspipe binary at a path Apache's user can run: the build's own when
+/// every directory above it is open to others, else a copy in `dir`.
+fn wspipe_for_others(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = Path::new(bin());
+    let open = bin
+        .ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if open || !is_root() {
+        return bin.to_path_buf();
+    }
+    let copy = dir.join("wspipe");
+    std::fs::copy(bin, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+/// wspipe on 127.0.0.1 with the given flags, and a control socket in
+/// `site` open to Apache's user (in production: --control-mode 660 and
+/// Apache's user in wspipe's group; see docs/deploy.md).
+fn wspipe(site: &Path, args: &[&str]) -> (Server, PathBuf) {
+    let control = site.join("control.sock");
+    let mut all = vec![
+        "--control",
+        control.to_str().unwrap(),
+        "--control-mode",
+        "666",
+    ];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    server
+        .log
+        .wait_for("control socket at", TIMEOUT)
+        .expect("control socket up");
+    (server, control)
+}
+
+/// A WebSocket client whose connection comes from `source` (any loopback
+/// address), with extra request headers.
+async fn connect_from(source: IpAddr, url: &str, headers: &[(&str, &str)]) -> Ws {
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let uri = req.uri().clone();
+    let target = SocketAddr::new(
+        uri.host().unwrap().parse().unwrap(),
+        uri.port_u16().unwrap(),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = tokio::time::timeout(TIMEOUT, socket.connect(target))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let (ws, _) = tokio::time::timeout(
+        TIMEOUT,
+        tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("handshake timed out")
+    .unwrap_or_else(|e| panic!("handshake with {url} failed: {e}"));
+    ws
+}
+
+/// The CGI environment dump-env.sh sent over a connection through `url`.
+async fn env_through(
+    source: IpAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, String> {
+    let mut ws = connect_from(source, url, headers).await;
+    let (lines, close) = texts_until_close(&mut ws).await;
+    assert_eq!(close.0, 1000, "dump-env.sh exits 0: {close:?}");
+    parse_env(&lines)
+}
+
+/// A plain HTTP/1.1 request with `Connection: close`; (status, head, body)
+/// with a chunked body decoded. Bounded by [`TIMEOUT`].
+fn http_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading the response to {method} {path}: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "response to {method} {path} never ended"
+        );
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = &raw[split + 4..];
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = header_values(&head, "transfer-encoding")
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Decodes a chunked body (chunk extensions and trailers ignored).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&rest[..eol]);
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        if size == 0 {
+            break;
+        }
+        let data = &rest[eol + 2..];
+        out.extend_from_slice(&data[..size]);
+        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
+    }
+    out
+}
+
+// ---- (a), (b): WebSockets through the proxy ----------------------------
+
+async fn echo_through(kind: Kind, test: &str) {
+    let Some(bin) = kind.find(test) else {
+        return;
+    };
+    let site = site_dir();
+    let (server, control) = wspipe(site.path(), &["cat"]);
+    let proxy = Proxy::start(kind, &bin, site.path(), server.addr, &control);
+
+    let mut ws = connect(&proxy.url("/echo?x=1")).await;
+    send_text(&mut ws, "hello through the proxy").await;
+    assert_eq!(next_text(&mut ws).await, "hello through the proxy");
+    // Several messages in a row, UTF-8, and one much larger than any proxy
+    // buffer (nginx's are 4-8 KiB): all arrive whole and in order.
+    let big = "x".repeat(300 * 1024);
+    for msg in ["één", "two", &big, "last"] {
+        send_text(&mut ws, msg).await;
+    }
+    for msg in ["één", "two", &big, "last"] {
+        assert_eq!(next_text(&mut ws).await, msg);
+    }
+    // A close from the client reaches wspipe (which ends `cat`) and the
+    // answer comes back through the proxy.
+    tokio::time::timeout(
+        TIMEOUT,
+        futures_util::SinkExt::send(
+            &mut ws,
+            Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            })),
+        ),
+    )
+    .await
+    .expect("send close timed out")
+    .expect("send close");
+    assert_eq!(expect_close(&mut ws).await.0, 1000);
+    assert!(
+        server.log.wait_for("disconnect", TIMEOUT).is_some(),
+        "wspipe saw the session end: {:?}",
+        server.log.lines()
+    );
+
+    // Plain HTTP goes through too: wspipe's own answer to a non-upgrade GET.
+    let (status, head, body) = http_request(proxy.addr(), "GET", "/", "");
+    assert_eq!(status, 426, "{head}\n{body}");
+    assert!(body.contains("WebSocket"), "{body}");
+}
+
+#[tokio::test]
+async fn nginx_proxies_websockets() {
+    echo_through(Kind::Nginx, "nginx_proxies_websockets").await;
+}
+
+#[tokio::test]
+async fn apache_proxies_websockets() {
+    echo_through(Kind::Apache, "apache_proxies_websockets").await;
+}
+
+// ---- (c): REMOTE_ADDR behind the proxy -----------------------------------
+
+/// With `--trusted-proxy 127.0.0.1`, the client's address is what the proxy
+/// saw, whatever the client claimed.
+///
+/// The client connects from 127.0.0.2 with a forged `X-Forwarded-For:
+/// 203.0.113.7` and a forged `Forwarded: for=198.51.100.9`. The proxy
+/// appends the address it saw: wspipe gets `X-Forwarded-For: 203.0.113.7,
+/// 127.0.0.2` from 127.0.0.1. The peer is trusted, so the list is walked
+/// from the right: 127.0.0.2 is not a trusted proxy, so it is the client,
+/// and the forged entry to its left is never looked at. The forged
+/// `Forwarded` header, which wspipe would prefer, is removed by both
+/// configurations.
+async fn trusted_proxy_names_the_client(kind: Kind, test: &str) {
+    let Some(bin) = kind.find(test) else {
+        return;
+    };
+    let site = site_dir();
+    let (server, control) = wspipe(site.path(), &["--trusted-proxy", "127.0.0.1", DUMP_ENV]);
+    let proxy = Proxy::start(kind, &bin, site.path(), server.addr, &control);
+    let forged = [
+        ("X-Forwarded-For", FORGED_XFF),
+        ("Forwarded", FORGED_FORWARDED),
+    ];
+    let env = env_through(CLIENT_IP, &proxy.url("/"), &forged).await;
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.2", "{env:#?}");
+    assert_eq!(env["REMOTE_HOST"], "127.0.0.2");
+    assert_eq!(env["REMOTE_PORT"], "", "the client's port is not known");
+    assert_eq!(
+        env["HTTP_X_FORWARDED_FOR"],
+        format!("{FORGED_XFF}, 127.0.0.2")
+    );
+    assert_eq!(env["HTTP_X_REAL_IP"], "127.0.0.2");
+    assert_eq!(env["HTTP_X_FORWARDED_PROTO"], "http");
+    assert!(
+        !env.contains_key("HTTP_FORWARDED"),
+        "the client's Forwarded header must not reach wspipe: {env:#?}"
+    );
+    // The public host and port, as the client sent them.
+    assert_eq!(env["HTTP_HOST"], format!("127.0.0.1:{}", proxy.port));
+
+    // Trust is per address: a client connecting from an address listed in
+    // --trusted-proxy is indistinguishable from a proxy, so its own
+    // X-Forwarded-For entry is believed. This is why the list must name
+    // only the proxies, never a range that holds clients (docs/deploy.md).
+    let env = env_through(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &proxy.url("/"),
+        &[("X-Forwarded-For", FORGED_XFF)],
+    )
+    .await;
+    assert_eq!(env["REMOTE_ADDR"], FORGED_XFF, "{env:#?}");
+}
+
+/// Without `--trusted-proxy` the forwarding headers are never believed:
+/// REMOTE_ADDR is the proxy itself, and the headers reach the program only
+/// as HTTP_* variables.
+async fn untrusted_proxy_is_the_client(kind: Kind, test: &str) {
+    let Some(bin) = kind.find(test) else {
+        return;
+    };
+    let site = site_dir();
+    let (server, control) = wspipe(site.path(), &[DUMP_ENV]);
+    let proxy = Proxy::start(kind, &bin, site.path(), server.addr, &control);
+    let env = env_through(
+        CLIENT_IP,
+        &proxy.url("/"),
+        &[("X-Forwarded-For", FORGED_XFF)],
+    )
+    .await;
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1", "{env:#?}");
+    assert!(
+        env["REMOTE_PORT"].parse::<u16>().is_ok(),
+        "the proxy's own port: {env:#?}"
+    );
+    assert_eq!(
+        env["HTTP_X_FORWARDED_FOR"],
+        format!("{FORGED_XFF}, 127.0.0.2")
+    );
+}
+
+#[tokio::test]
+async fn nginx_trusted_proxy_names_the_client() {
+    trusted_proxy_names_the_client(Kind::Nginx, "nginx_trusted_proxy_names_the_client").await;
+}
+
+#[tokio::test]
+async fn apache_trusted_proxy_names_the_client() {
+    trusted_proxy_names_the_client(Kind::Apache, "apache_trusted_proxy_names_the_client").await;
+}
+
+#[tokio::test]
+async fn nginx_without_trusted_proxy_headers_are_ignored() {
+    untrusted_proxy_is_the_client(
+        Kind::Nginx,
+        "nginx_without_trusted_proxy_headers_are_ignored",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn apache_without_trusted_proxy_headers_are_ignored() {
+    untrusted_proxy_is_the_client(
+        Kind::Apache,
+        "apache_without_trusted_proxy_headers_are_ignored",
+    )
+    .await;
+}
+
+// ---- Origin checks see the public host -----------------------------------
+
+/// `--sameorigin` behind the proxy: the browser's Origin names the proxy's
+/// host and port, and so must the Host header wspipe compares it with
+/// (nginx: `Host $http_host`; Apache: `ProxyPreserveHost On`).
+async fn same_origin_through(kind: Kind, test: &str) {
+    let Some(bin) = kind.find(test) else {
+        return;
+    };
+    let site = site_dir();
+    let (server, control) = wspipe(site.path(), &["--sameorigin", "cat"]);
+    let proxy = Proxy::start(kind, &bin, site.path(), server.addr, &control);
+    let origin = format!("http://127.0.0.1:{}", proxy.port);
+    let url = proxy.url("/");
+    assert_eq!(handshake_status(&url, &[("Origin", &origin)]).await, 101);
+    assert_eq!(
+        handshake_status(&url, &[("Origin", "http://evil.example")]).await,
+        403
+    );
+}
+
+#[tokio::test]
+async fn nginx_keeps_the_host_for_origin_checks() {
+    same_origin_through(Kind::Nginx, "nginx_keeps_the_host_for_origin_checks").await;
+}
+
+#[tokio::test]
+async fn apache_keeps_the_host_for_origin_checks() {
+    same_origin_through(Kind::Apache, "apache_keeps_the_host_for_origin_checks").await;
+}
+
+// ---- (d): server-side push through Apache's CGI ---------------------------
+
+/// A POST to Apache's /push runs examples/php-push/push.cgi (as Apache's
+/// user), which hands the body to `wspipe ctl broadcast -` on wspipe's
+/// control socket: every client, through Apache or direct, gets it.
+#[tokio::test]
+async fn apache_cgi_push_reaches_every_client() {
+    let test = "apache_cgi_push_reaches_every_client";
+    let Some(bin) = Kind::Apache.find(test) else {
+        return;
+    };
+    let site = site_dir();
+    let (mut server, control) = wspipe(site.path(), &["cat"]);
+    let apache = Proxy::start(Kind::Apache, &bin, site.path(), server.addr, &control);
+    let mut proxied = connect(&apache.url("/feed")).await;
+    let mut direct = connect(&server.url("/feed")).await;
+    // An echo each: both sessions are up (and registered) before the push.
+    for ws in [&mut proxied, &mut direct] {
+        send_text(ws, "ready?").await;
+        assert_eq!(next_text(ws).await, "ready?");
+    }
+
+    let message = "breaking: \"quotes\", ünïcode & <tags>";
+    let (status, head, body) = http_request(apache.addr(), "POST", "/push", message);
+    assert_eq!(status, 200, "{head}\n{body}\n{}", apache.log());
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply, serde_json::json!({"ok": true, "delivered": 2}));
+    assert!(header_values(&head, "content-type")[0].starts_with("application/json"));
+    for ws in [&mut proxied, &mut direct] {
+        assert_eq!(next_text(ws).await, message);
+    }
+
+    // Only POST pushes.
+    let (status, _, body) = http_request(apache.addr(), "GET", "/push", "");
+    assert_eq!(status, 405, "{body}");
+
+    // With wspipe gone the script says so, with a status a caller can act on.
+    drop(proxied);
+    drop(direct);
+    server.terminate();
+    let (status, _, body) = http_request(apache.addr(), "POST", "/push", "anyone?");
+    assert_eq!(status, 503, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["ok"], false);
+    assert!(
+        reply["error"].as_str().unwrap().contains("no server"),
+        "{reply}"
+    );
+}
