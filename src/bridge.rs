@@ -38,10 +38,15 @@ use crate::config::Mode;
 use crate::control::registry::{SessionCtl, SessionStats};
 use crate::lines::{to_text, LineSplitter, READ_CHUNK};
 use crate::process::{Child, Exit, Spawned};
+use crate::server::PeerSocket;
 
 /// How long we wait for the client's half of a close handshake, or for a
 /// stalled socket to take our close frame, before dropping the connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a connection whose child is not reading stdin checks whether
+/// its client is still there.
+const STALL_PROBE: Duration = Duration::from_secs(1);
 
 /// Largest read from a child's stdout in binary mode (one binary message).
 const BINARY_CHUNK: usize = 64 * 1024;
@@ -121,6 +126,7 @@ pub async fn run<S>(
     shutdown: &CancellationToken,
     id: &str,
     links: Links,
+    socket: Option<PeerSocket>,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -160,7 +166,7 @@ where
         cause: "",
     };
     {
-        let inbound = inbound(stream, stdin, opts.mode, &pong, &stats);
+        let inbound = inbound(stream, stdin, opts.mode, &pong, &stats, socket);
         let outbound = outbound(
             sink,
             Sources {
@@ -487,6 +493,7 @@ async fn inbound<S>(
     mode: Mode,
     pong: &AtomicBool,
     stats: &SessionStats,
+    socket: Option<PeerSocket>,
 ) -> InEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -520,7 +527,24 @@ where
             continue; // the child closed its stdin; nobody to give this to
         };
         let newline = mode == Mode::Text;
-        if let Err(e) = write_message(pipe, &data, newline, &mut scratch).await {
+        // While the child is not reading, the socket is not read either, so
+        // a client that vanished would go unnoticed: ask the kernel now and
+        // then whether the peer is still there.
+        let written = {
+            let write = write_message(pipe, &data, newline, &mut scratch);
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    r = &mut write => break r,
+                    () = tokio::time::sleep(STALL_PROBE), if socket.is_some() => {
+                        if socket.is_some_and(|s| s.peer_closed()) {
+                            return InEnd::Gone;
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(e) = written {
             tracing::debug!(error = %e, "child stopped reading stdin");
             stdin = None;
         }

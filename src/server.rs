@@ -63,8 +63,49 @@ pub enum Peer {
         local: SocketAddr,
         /// Whether the connection is TLS (`--ssl`).
         tls: bool,
+        /// The TCP socket, for asking the kernel whether the peer has gone.
+        socket: PeerSocket,
     },
     Unix,
+}
+
+/// A connection's TCP socket, by descriptor number: only used to ask the
+/// kernel about the connection's state while the connection (which owns
+/// the descriptor) is alive.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerSocket(std::os::fd::RawFd);
+
+impl PeerSocket {
+    /// True once the peer has closed or reset the connection, even while
+    /// unread data is still queued in front of its FIN (which a read would
+    /// only reach after that data).
+    pub fn peer_closed(&self) -> bool {
+        // SAFETY: tcp_info is plain old data; getsockopt writes at most
+        // `len` bytes into it and the fd is owned by a live connection.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                self.0,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // Linux tcp_states.h: TCP_CLOSE = 7, TCP_CLOSE_WAIT = 8.
+        rc == 0 && matches!(info.tcpi_state, 7 | 8)
+    }
+}
+
+impl Peer {
+    /// The TCP socket, if this is a TCP peer.
+    pub fn socket(&self) -> Option<PeerSocket> {
+        match self {
+            Peer::Tcp { socket, .. } => Some(*socket),
+            Peer::Unix => None,
+        }
+    }
 }
 
 impl Peer {
@@ -321,11 +362,13 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
     accept_loop(&shared.shutdown, accept, |(stream, remote)| {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
+        let socket = PeerSocket(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let Some(tls) = tls.clone() else {
             let peer = Peer::Tcp {
                 remote,
                 local,
                 tls: false,
+                socket,
             };
             shared.tasks.spawn(serve(stream, peer, shared.clone()));
             return;
@@ -334,6 +377,7 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
             remote,
             local,
             tls: true,
+            socket,
         };
         let task_shared = shared.clone();
         shared.tasks.spawn(async move {

@@ -168,7 +168,7 @@ pub async fn upgrade(
         let started = Instant::now();
         let (links, handle) = session_links(id_num, remote.clone(), path.clone(), pid);
         let _registration = shared.registry.register(handle);
-        let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id, links).await;
+        let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id, links, peer.socket()).await;
         tracing::info!(
             target: "wspipe::access",
             id = %id,

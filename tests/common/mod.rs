@@ -48,11 +48,11 @@ impl Log {
     }
 }
 
-/// A running `wspipe` listening on 127.0.0.1.
+/// A running `wspipe` listening on 127.0.0.1 (a [`Daemon`] with the
+/// address it reported).
 pub struct Server {
-    pub child: Child,
+    pub daemon: Daemon,
     pub addr: SocketAddr,
-    pub log: Arc<Log>,
 }
 
 pub fn bin() -> &'static str {
@@ -66,93 +66,29 @@ impl Server {
     }
 
     /// Same with a prepared command (environment, limits...).
-    pub fn start_cmd(mut cmd: Command, args: &[&str]) -> Server {
-        cmd.args(["--port", "0", "--address", "127.0.0.1"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start wspipe");
-        let log = Arc::new(Log::default());
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("WSPIPE_TEST_LOG").is_some() {
-                    eprintln!("[wspipe] {line}");
-                }
-                sink.lines.lock().unwrap().push(line);
-                sink.changed.notify_all();
-            }
-        });
-        let line = log
-            .wait_for("serving on ws", TIMEOUT)
-            .unwrap_or_else(|| panic!("server did not start: {:?}", log.lines()));
-        let addr = line
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .expect("address in log line");
-        Server { child, addr, log }
+    pub fn start_cmd(cmd: Command, args: &[&str]) -> Server {
+        let mut all = vec!["--port", "0", "--address", "127.0.0.1"];
+        all.extend_from_slice(args);
+        let daemon = Daemon::spawn_cmd(cmd, &all);
+        let addr = daemon.tcp_addr();
+        Server { daemon, addr }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
+}
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
-        signal(self.pid(), libc::SIGTERM);
-        self.wait_exit(TIMEOUT).expect("server exits after SIGTERM")
-    }
-
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Open file descriptors of the server process.
-    pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    /// Resident memory of the server process, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Direct children of the server: (pid, state letter).
-    pub fn children(&self) -> Vec<(u32, char)> {
-        children_of(self.pid())
+impl std::ops::Deref for Server {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
     }
 }
 
@@ -454,8 +390,8 @@ fn collect_stderr(child: &mut Child) -> Arc<Log> {
     log
 }
 
-/// A `wspipe` started with exactly the arguments given (nothing added), for
-/// setups [`Server`] cannot express: Unix sockets only, Go-style flags.
+/// A `wspipe` process started with exactly the arguments given, its
+/// stderr collected into a [`Log`]. Dropping it stops it gracefully.
 pub struct Daemon {
     pub child: Child,
     pub log: Arc<Log>,
@@ -463,7 +399,12 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(args: &[&str]) -> Daemon {
-        let mut child = Command::new(bin())
+        Self::spawn_cmd(Command::new(bin()), args)
+    }
+
+    /// Same with a prepared command (environment, limits...).
+    pub fn spawn_cmd(mut cmd: Command, args: &[&str]) -> Daemon {
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -482,10 +423,10 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no log line with {needle:?}: {:?}", self.log.lines()))
     }
 
-    /// The TCP address from the "serving on ws://ADDR/" line.
+    /// The TCP address from the "serving on ws://ADDR/" (or wss://) line.
     pub fn tcp_addr(&self) -> SocketAddr {
-        let line = self.wait_log("serving on ws://");
-        line.split("ws://")
+        let line = self.wait_log("serving on ws");
+        line.split("://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|a| a.parse().ok())
@@ -496,6 +437,7 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Direct children of the server: (pid, state letter).
     pub fn children(&self) -> Vec<(u32, char)> {
         children_of(self.pid())
     }
@@ -518,11 +460,36 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // A graceful stop, so the server ends its own children; SIGKILL
+        // would orphan them (each runs in a process group of its own).
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.pid(), libc::SIGTERM);
+            if self.wait_exit(TIMEOUT).is_none() {
+                let _ = self.child.kill();
+            }
+        }
         let _ = self.child.wait();
     }
 }
