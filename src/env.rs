@@ -274,3 +274,115 @@ mod tests {
         assert_eq!(join_values([&b" a\r\nb "[..]].into_iter()), b"a  b");
     }
 }
+
+/// Property tests: whatever headers a client sends, the environment built
+/// from them is well formed and honours the `_` and `Proxy` exclusions.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// Header names as bytes: token characters (with `_` and `-` often),
+    /// the famous ones, and arbitrary bytes (most are refused by `http`).
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => "[A-Za-z0-9_!#$%&'*+.^`|~-]{1,12}".prop_map(String::into_bytes),
+            1 => prop::sample::select(vec![
+                "Proxy", "proxy", "PROXY", "Host", "x_forwarded_for", "X-Forwarded-For",
+                "x-forwarded_for", "_", "-", "content-length", "origin",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            1 => prop::collection::vec(any::<u8>(), 0..8),
+        ]
+    }
+
+    /// Header values as bytes: anything `http` may accept (obs-text, tabs,
+    /// spaces at the edges) plus bytes it refuses.
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => prop::collection::vec(prop_oneof![Just(b' '), Just(b'\t'), 0x21u8..0x7f, 0x80u8..=0xff], 0..16),
+            1 => prop::collection::vec(any::<u8>(), 0..16),
+            1 => "[a-z0-9.:\\[\\]-]{0,20}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn headers() -> impl Strategy<Value = HeaderMap> {
+        prop::collection::vec((name(), value()), 0..12).prop_map(|pairs| {
+            let mut map = HeaderMap::new();
+            for (n, v) in pairs {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(&n), HeaderValue::from_bytes(&v)) {
+                    map.append(n, v);
+                }
+            }
+            map
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn request_vars_are_well_formed(
+            headers in headers(),
+            tls in any::<bool>(),
+            local_port in any::<Option<u16>>(),
+            uri in prop::sample::select(vec!["/", "/a%20b?x=1", "/%ff%fe?", "*", "http://h:1/p?q"]),
+        ) {
+            let uri: Uri = uri.parse().unwrap();
+            let remote = RemoteInfo::default();
+            let vars = request_vars(&RequestEnv {
+                id: "1",
+                method: &Method::GET,
+                uri: &uri,
+                version: Version::HTTP_11,
+                headers: &headers,
+                remote: &remote,
+                tls,
+                local_port,
+                script_name: "/",
+                path_info: "",
+            });
+            let mut seen = HashSet::new();
+            for (name, value) in &vars {
+                let name = name.as_bytes();
+                prop_assert!(!name.is_empty());
+                prop_assert!(!name.contains(&b'=') && !name.contains(&0), "{:?}", name);
+                prop_assert!(seen.insert(name.to_vec()), "duplicate {:?}", name);
+                if name.starts_with(b"HTTP_") {
+                    let v = value.as_bytes();
+                    prop_assert!(!v.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')), "{:?}", v);
+                }
+            }
+            // HTTP_* variables are exactly those of the headers without `_`
+            // that are not Proxy.
+            let http: HashSet<Vec<u8>> = vars
+                .iter()
+                .map(|(n, _)| n.as_bytes().to_vec())
+                .filter(|n| n.starts_with(b"HTTP_"))
+                .collect();
+            let want: HashSet<Vec<u8>> = headers
+                .keys()
+                .map(|n| n.as_str())
+                .filter(|n| !n.contains('_') && *n != "proxy")
+                .map(|n| format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_")).into_bytes())
+                .collect();
+            prop_assert_eq!(http, want);
+        }
+
+        #[test]
+        fn header_var_excludes_underscores_and_proxy(name in "[A-Za-z0-9_-]{0,10}|[Pp][Rr][Oo][Xx][Yy]") {
+            match header_var(&name) {
+                Some(var) => {
+                    prop_assert!(!name.contains('_'));
+                    prop_assert!(!name.eq_ignore_ascii_case("proxy"));
+                    prop_assert!(var.starts_with("HTTP_"));
+                    prop_assert!(!var.contains('=') && !var.contains('\0') && !var.contains('-'));
+                }
+                None => prop_assert!(name.contains('_') || name.eq_ignore_ascii_case("proxy")),
+            }
+        }
+    }
+}

@@ -272,3 +272,172 @@ mod tests {
         assert_eq!(text.as_str(), "ünïcode");
     }
 }
+
+/// Property tests: the splitter against a reference model that sees the
+/// whole input at once, over arbitrary bytes and arbitrary read boundaries.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a piece lost on the way out: its line terminator, if any.
+    type Piece = (Vec<u8>, &'static [u8]);
+
+    /// The documented rules, written for a slice held whole:
+    /// - a line ends at the first `\n`; one `\r` right before it goes too;
+    /// - at the end of input, what is left is a last line (one trailing
+    ///   `\r` dropped);
+    /// - a line whose content (terminator excluded) is longer than `max` is
+    ///   handed out in pieces: each piece ends at the last UTF-8 character
+    ///   start among byte offsets `max-3..=max`, or at `max` when all four
+    ///   are continuation bytes (not UTF-8: cut anywhere).
+    fn model(input: &[u8], max: usize) -> Vec<Piece> {
+        let is_continuation = |b: u8| b & 0xC0 == 0x80;
+        let mut out = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let (content, term): (usize, &'static [u8]) =
+                match rest.iter().position(|&b| b == b'\n') {
+                    Some(pos) if pos > 0 && rest[pos - 1] == b'\r' => (pos - 1, b"\r\n"),
+                    Some(pos) => (pos, b"\n"),
+                    None if rest.last() == Some(&b'\r') => (rest.len() - 1, b"\r"),
+                    None => (rest.len(), b""),
+                };
+            if content <= max {
+                out.push((rest[..content].to_vec(), term));
+                rest = &rest[content + term.len()..];
+                continue;
+            }
+            let cut = (max - 3..=max)
+                .rev()
+                .find(|&c| !is_continuation(rest[c]))
+                .unwrap_or(max);
+            out.push((rest[..cut].to_vec(), b""));
+            rest = &rest[cut..];
+        }
+        out
+    }
+
+    /// Feeds `input` in reads of the given sizes (cycled), alternating
+    /// between `push` and `read_buf`, draining after each read.
+    fn run(input: &[u8], reads: &[usize], max: usize) -> Vec<Vec<u8>> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        let mut rest = input;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = reads[i % reads.len()].min(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            if i % 2 == 0 {
+                s.push(chunk);
+            } else {
+                s.read_buf().extend_from_slice(chunk);
+            }
+            rest = tail;
+            i += 1;
+            while let Some(line) = s.next_line() {
+                out.push(line.to_vec());
+                if s.is_empty() {
+                    assert_eq!(s.buf.capacity(), 0, "idle splitter keeps a buffer");
+                }
+            }
+            // What is held back is never more than max bytes plus a `\r`
+            // that may yet start a "\r\n".
+            assert!(s.buf.len() <= max + 1, "holds {} > {max} + 1", s.buf.len());
+            if s.buf.len() == max + 1 {
+                assert_eq!(s.buf[max], b'\r');
+            }
+        }
+        while let Some(line) = s.finish() {
+            out.push(line.to_vec());
+        }
+        assert!(s.is_empty());
+        out
+    }
+
+    /// Bytes rich in what matters here: newlines, carriage returns, UTF-8
+    /// characters of every width, stray continuation and lead bytes.
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop_oneof![
+            4 => any::<u8>().prop_map(|b| vec![b]),
+            3 => (b'a'..=b'z').prop_map(|b| vec![b]),
+            2 => Just(b"\n".to_vec()),
+            2 => Just(b"\r".to_vec()),
+            2 => Just(b"\r\n".to_vec()),
+            1 => Just("é".as_bytes().to_vec()),
+            1 => Just("€".as_bytes().to_vec()),
+            1 => Just("😀".as_bytes().to_vec()),
+            1 => (0x80u8..0xC0).prop_map(|b| vec![b]),
+            1 => (0xC0u8..=0xFF).prop_map(|b| vec![b]),
+            1 => (1usize..80).prop_map(|n| vec![b'x'; n]),
+        ];
+        prop::collection::vec(token, 0..120).prop_map(|t| t.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn splitter_matches_model(
+            input in input(),
+            reads in prop::collection::vec(1usize..40, 1..8),
+            max in 4usize..64,
+        ) {
+            let want = model(&input, max);
+            let got = run(&input, &reads, max);
+            let want_pieces: Vec<Vec<u8>> = want.iter().map(|(p, _)| p.clone()).collect();
+            prop_assert_eq!(&got, &want_pieces);
+            for piece in &got {
+                prop_assert!(piece.len() <= max);
+            }
+            // Nothing is lost: pieces plus the terminators they lost are the input.
+            let rebuilt: Vec<u8> = want.iter().flat_map(|(p, t)| p.iter().chain(t.iter())).copied().collect();
+            prop_assert_eq!(rebuilt, input);
+        }
+
+        #[test]
+        fn one_read_or_byte_by_byte_agree(input in input(), max in 4usize..64) {
+            prop_assert_eq!(run(&input, &[usize::MAX], max), run(&input, &[1], max));
+        }
+
+        #[test]
+        fn cuts_keep_valid_utf8_whole(
+            text in "[a-z\r\n\u{e9}\u{20ac}\u{1F600}]{0,200}",
+            max in 4usize..64,
+        ) {
+            // Valid UTF-8 in, every piece valid UTF-8 out: no character is split.
+            for piece in run(text.as_bytes(), &[7, 3, 11], max) {
+                prop_assert!(std::str::from_utf8(&piece).is_ok(), "{:?}", piece);
+            }
+        }
+
+        #[test]
+        fn to_text_is_lossy_utf8(bytes in input()) {
+            let text = to_text(Bytes::from(bytes.clone()));
+            prop_assert!(std::str::from_utf8(text.as_str().as_bytes()).is_ok());
+            let lossy = String::from_utf8_lossy(&bytes);
+            prop_assert_eq!(text.as_str(), lossy.as_ref());
+        }
+    }
+
+    #[test]
+    fn model_agrees_with_the_examples() {
+        let pieces = |input: &[u8], max| -> Vec<Vec<u8>> {
+            model(input, max).into_iter().map(|(p, _)| p).collect()
+        };
+        assert_eq!(pieces(b"abcd\r\n", 4), [b"abcd".to_vec()]);
+        assert_eq!(pieces(b"abcd\r", 4), [b"abcd".to_vec()]);
+        assert_eq!(
+            pieces(b"abcd\rx", 4),
+            [b"abcd".to_vec(), b"\rx".to_vec()]
+        );
+        assert_eq!(
+            pieces("aaaééé\n".as_bytes(), 4),
+            ["aaa", "éé", "é"].map(|s| s.as_bytes().to_vec())
+        );
+        assert_eq!(
+            pieces(b"\x80\x80\x80\x80\x80\x80", 4),
+            [b"\x80\x80\x80\x80".to_vec(), b"\x80\x80".to_vec()]
+        );
+    }
+}

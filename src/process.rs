@@ -21,6 +21,15 @@ use tokio::net::unix::pipe;
 
 use crate::env::Var;
 
+/// How a child that should stop is closed in on: each signal goes to its
+/// process group after waiting this multiple of the grace (`--closems`)
+/// since the previous step.
+pub const ESCALATION: [(Signal, f32); 3] = [
+    (Signal::SIGINT, 1.0),
+    (Signal::SIGTERM, 1.5),
+    (Signal::SIGKILL, 2.5),
+];
+
 /// What to run.
 #[derive(Debug)]
 pub struct SpawnSpec<'a> {
@@ -182,19 +191,17 @@ impl Child {
         status
     }
 
-    /// Closes in on a child that should stop: wait `grace`, SIGINT, wait
-    /// 1.5x `grace`, SIGTERM, wait 2.5x `grace`, SIGKILL (websocketd's
-    /// 100/250/500 ms at the default 100 ms), all to the process group.
-    /// Returns the signal that ended it, if one was needed, and the status.
+    /// Closes in on a child that should stop, climbing [`ESCALATION`]
+    /// (websocketd's 100/250/500 ms at the default 100 ms grace), all to the
+    /// process group. Returns the signal that ended it, if one was needed,
+    /// and the status.
     pub async fn terminate(&mut self, grace: Duration) -> (Option<Signal>, ExitStatus) {
-        let steps = [
-            (grace, Signal::SIGINT),
-            (grace.mul_f32(1.5), Signal::SIGTERM),
-            (grace.mul_f32(2.5), Signal::SIGKILL),
-        ];
         let mut sent = None;
-        for (wait, sig) in steps {
-            if tokio::time::timeout(wait, self.exited()).await.is_ok() {
+        for (sig, factor) in ESCALATION {
+            if tokio::time::timeout(grace.mul_f32(factor), self.exited())
+                .await
+                .is_ok()
+            {
                 break;
             }
             self.kill_group(sig);

@@ -276,3 +276,127 @@ mod tests {
         assert_eq!(r.args, ["-u"]);
     }
 }
+
+/// Property tests: no spelling of a URL path decodes to anything that could
+/// leave the directory, and whatever `resolve` finds lies inside it.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use std::fs;
+    use std::path::Component;
+
+    /// URL paths built from the pieces traversal attempts are made of.
+    fn raw_path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/".to_string()),
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just("%2e".to_string()),
+            Just("%2E".to_string()),
+            Just("%2f".to_string()),
+            Just("%2F".to_string()),
+            Just("%5c".to_string()),
+            Just("%5C".to_string()),
+            Just("%00".to_string()),
+            Just("%".to_string()),
+            Just("%zz".to_string()),
+            Just("%c3%a9".to_string()),
+            Just("%ff".to_string()),
+            Just("\\".to_string()),
+            Just("sub".to_string()),
+            Just("chat".to_string()),
+            Just("echo".to_string()),
+            Just("escape".to_string()),
+            "[a-z]{1,3}",
+            any::<char>().prop_map(String::from),
+            (any::<u8>()).prop_map(|b| format!("%{b:02x}")),
+        ];
+        prop::collection::vec(piece, 0..12).prop_map(|p| p.concat())
+    }
+
+    fn check_decoded(raw: &str, path: &Path) -> Result<(), TestCaseError> {
+        let segments = raw.split('/').filter(|s| !s.is_empty()).count();
+        let mut components = 0;
+        for c in path.components() {
+            components += 1;
+            let Component::Normal(name) = c else {
+                return Err(TestCaseError::fail(format!("{raw:?} -> {c:?}")));
+            };
+            let name = name.as_encoded_bytes();
+            prop_assert!(!name.is_empty());
+            prop_assert!(!name.contains(&b'/') && !name.contains(&0) && !name.contains(&b'\\'));
+            prop_assert!(name[0] != b'.', "{:?} -> hidden {:?}", raw, path);
+        }
+        // One component per segment: no decoded segment split or vanished.
+        prop_assert_eq!(components, segments, "{:?} -> {:?}", raw, path);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn decode_path_stays_inside(raw in raw_path()) {
+            if let Ok(path) = decode_path(&raw) {
+                check_decoded(&raw, &path)?;
+            }
+        }
+
+        #[test]
+        fn decode_path_never_panics_on_any_string(raw in any::<String>()) {
+            if let Ok(path) = decode_path(&raw) {
+                check_decoded(&raw, &path)?;
+            }
+        }
+
+        #[test]
+        fn decode_segment_refuses_escapes(raw in "[^/]{0,8}|(%2[eEfF]|%5[cC]|%00|\\.|[a-z])*") {
+            if let Ok(seg) = decode_segment(&raw) {
+                let b = seg.as_encoded_bytes();
+                prop_assert!(b.first() != Some(&b'.'));
+                prop_assert!(!b.iter().any(|c| matches!(c, b'/' | b'\\' | 0)));
+            }
+        }
+    }
+
+    /// `resolve` over a small tree with escaping and inner symlinks: any
+    /// program it returns is an executable regular file inside the
+    /// (canonical) root, and SCRIPT_NAME + PATH_INFO account for the path.
+    #[test]
+    fn resolve_stays_inside_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("sub/inner")).unwrap();
+        let script = |p: &Path, mode: u32| {
+            fs::write(p, "#!/bin/sh\n").unwrap();
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        script(&root.join("chat"), 0o755);
+        script(&root.join("echo.sh"), 0o755);
+        script(&root.join("sub/deep"), 0o755);
+        script(&root.join("sub/inner/x.py"), 0o755);
+        script(&root.join("plain"), 0o644);
+        script(&tmp.path().join("outside"), 0o755);
+        std::os::unix::fs::symlink(tmp.path().join("outside"), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), root.join("up")).unwrap();
+        std::os::unix::fs::symlink(root.join("chat"), root.join("alias")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let endpoint = Endpoint::Dir(root.clone());
+
+        let mut runner = TestRunner::new(Config::with_cases(3000));
+        runner
+            .run(&raw_path(), |raw| {
+                if let Ok(r) = resolve(Some(&endpoint), &raw) {
+                    let real = r.program.canonicalize().unwrap();
+                    prop_assert!(real.starts_with(&root), "{:?} -> {:?}", raw, real);
+                    prop_assert!(is_executable_file(&real));
+                    prop_assert!(r.script_name.starts_with('/'));
+                    prop_assert!(r.path_info.is_empty() || r.path_info.starts_with('/'));
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -176,3 +176,83 @@ mod tests {
         );
     }
 }
+
+/// Property tests: no input line panics the parser, and every request
+/// survives a trip through JSON.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request() -> impl Strategy<Value = Request> {
+        let text = || any::<String>();
+        let opt_text = || prop::option::of(any::<String>());
+        prop_oneof![
+            opt_text().prop_map(|path| Request::List { path }),
+            (any::<u64>(), text()).prop_map(|(id, message)| Request::Send { id, message }),
+            (text(), opt_text()).prop_map(|(message, path)| Request::Broadcast { message, path }),
+            (any::<u64>(), any::<Option<u16>>(), opt_text())
+                .prop_map(|(id, code, reason)| Request::Close { id, code, reason }),
+            any::<u64>().prop_map(|id| Request::Kill { id }),
+            Just(Request::Stats {}),
+        ]
+    }
+
+    /// Lines that look like requests: JSON objects with a `cmd` and fields
+    /// of the right and wrong types, sometimes truncated.
+    fn json_ish() -> impl Strategy<Value = String> {
+        let cmd = prop::sample::select(vec![
+            "list", "send", "broadcast", "close", "kill", "stats", "LIST", "", "nope",
+        ]);
+        let key = prop::sample::select(vec![
+            "cmd", "id", "message", "path", "code", "reason", "extra",
+        ]);
+        let val = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            Just("1e3".to_string()),
+            Just("-0".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just("\"\\ud800\"".to_string()),
+        ];
+        (cmd, prop::collection::vec((key, val), 0..5), 0usize..200).prop_map(|(cmd, fields, cut)| {
+            let mut line = format!("{{\"cmd\":\"{cmd}\"");
+            for (k, v) in fields {
+                line.push_str(&format!(",\"{k}\":{v}"));
+            }
+            line.push('}');
+            if cut < line.len() && line.is_char_boundary(cut) && cut % 3 == 0 {
+                line.truncate(cut);
+            }
+            line
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn parse_request_never_panics(line in any::<String>()) {
+            let _ = parse_request(&line);
+        }
+
+        #[test]
+        fn parsed_requests_round_trip(line in json_ish()) {
+            if let Ok(req) = parse_request(&line) {
+                let again = serde_json::to_string(&req).unwrap();
+                prop_assert_eq!(parse_request(&again), Ok(req));
+            }
+        }
+
+        #[test]
+        fn requests_round_trip_through_json(req in request()) {
+            let line = serde_json::to_string(&req).unwrap();
+            prop_assert!(!line.contains('\n'), "one request per line");
+            prop_assert_eq!(parse_request(&line), Ok(req));
+        }
+    }
+}

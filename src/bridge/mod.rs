@@ -17,17 +17,14 @@
 //! signal escalation timer, and decides how the session ends: the close code
 //! follows the child's exit status, and the child is always reaped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -36,20 +33,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Mode;
 use crate::control::registry::{SessionCtl, SessionStats};
-use crate::lines::{to_text, LineSplitter, READ_CHUNK};
-use crate::process::{Child, Exit, Spawned};
+use crate::process::{Child, Exit, Spawned, ESCALATION};
 use crate::server::PeerSocket;
+
+mod inbound;
+mod outbound;
+
+use inbound::{inbound, InEnd};
+use outbound::{log_stderr, outbound, Command, OutEnd, Sources};
 
 /// How long we wait for the client's half of a close handshake, or for a
 /// stalled socket to take our close frame, before dropping the connection.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How often a connection whose child is not reading stdin checks whether
-/// its client is still there.
-const STALL_PROBE: Duration = Duration::from_secs(1);
-
-/// Largest read from a child's stdout in binary mode (one binary message).
-const BINARY_CHUNK: usize = 64 * 1024;
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The per-session settings, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -81,40 +76,6 @@ pub struct SessionEnd {
     pub signalled: Option<Signal>,
     /// What ended the session, in a few words.
     pub cause: &'static str,
-}
-
-/// Requests from the supervisor to the outbound direction, which owns the
-/// socket's write half.
-#[derive(Debug)]
-enum Command {
-    /// Send this close frame (or flush the reply to the client's close).
-    Close(Option<CloseFrame>),
-    /// Stop at once: the peer is gone.
-    Abort,
-}
-
-/// Why the inbound direction stopped.
-#[derive(Debug)]
-enum InEnd {
-    /// The client sent a close frame (its code, if any).
-    ClientClosed(Option<u16>),
-    /// The connection dropped without a close frame.
-    Gone,
-    /// The client broke a rule; we close with this code.
-    Violation(CloseCode, &'static str),
-}
-
-/// Why the outbound direction stopped.
-#[derive(Debug, PartialEq, Eq)]
-enum OutEnd {
-    /// The child closed stdout and every line went out.
-    Eof,
-    /// Writing failed or was aborted: the peer is gone.
-    Gone,
-    /// A close frame was sent on request.
-    Closed,
-    /// The client missed a pong.
-    PingTimeout,
 }
 
 /// Runs a session to its end: pumps both ways, closes the socket with a code
@@ -224,6 +185,10 @@ where
     }
 }
 
+/// The last step of [`ESCALATION`] (SIGKILL): all that is left for strays
+/// once the leader has exited.
+const KILL_STEP: usize = ESCALATION.len() - 1;
+
 /// Where the signal escalation stands.
 #[derive(Debug)]
 struct Escalation {
@@ -231,13 +196,6 @@ struct Escalation {
     step: usize,
     deadline: Instant,
 }
-
-/// The escalation ladder: (signal, wait before it as a multiple of the grace).
-const ESCALATION: [(Signal, f32); 3] = [
-    (Signal::SIGINT, 1.0),
-    (Signal::SIGTERM, 1.5),
-    (Signal::SIGKILL, 2.5),
-];
 
 /// The supervisor's view of a session.
 struct Supervisor<'a, S> {
@@ -320,7 +278,7 @@ where
             // spawned holds it. Ask the group to go; force it after the grace.
             child.kill_group(Signal::SIGTERM);
             self.escalation = Some(Escalation {
-                step: 2,
+                step: KILL_STEP,
                 deadline: Instant::now() + self.opts.close_grace,
             });
         }
@@ -417,7 +375,7 @@ where
         let Some(esc) = self.escalation.as_mut() else {
             return;
         };
-        if self.exited && esc.step < 2 {
+        if self.exited && esc.step < KILL_STEP {
             self.escalation = None;
             return;
         }
@@ -483,356 +441,6 @@ pub fn close_for_exit(exit: Exit, we_signalled: bool) -> (CloseCode, String) {
         Exit::Code(0) => (CloseCode::Normal, String::new()),
         Exit::Signal(_) if we_signalled => (CloseCode::Normal, String::new()),
         other => (CloseCode::Error, other.to_string()),
-    }
-}
-
-/// Socket -> child stdin. Owns stdin: returning closes it.
-async fn inbound<S>(
-    mut stream: SplitStream<WebSocketStream<S>>,
-    stdin: pipe::Sender,
-    mode: Mode,
-    pong: &AtomicBool,
-    stats: &SessionStats,
-    socket: Option<PeerSocket>,
-) -> InEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut stdin = Some(stdin);
-    let mut scratch = Vec::new();
-    loop {
-        let msg = match stream.next().await {
-            None => return InEnd::Gone,
-            Some(Err(e)) => return classify(e),
-            Some(Ok(msg)) => msg,
-        };
-        let data: Bytes = match msg {
-            Message::Text(text) => text.into(),
-            Message::Binary(_) if mode == Mode::Text => {
-                return InEnd::Violation(
-                    CloseCode::Unsupported,
-                    "binary messages are not accepted in text mode",
-                )
-            }
-            Message::Binary(data) => data,
-            Message::Pong(_) => {
-                pong.store(true, Ordering::Relaxed);
-                continue;
-            }
-            Message::Close(frame) => return InEnd::ClientClosed(frame.map(|f| u16::from(f.code))),
-            Message::Ping(_) | Message::Frame(_) => continue,
-        };
-        stats.count_in(data.len());
-        let Some(pipe) = stdin.as_mut() else {
-            continue; // the child closed its stdin; nobody to give this to
-        };
-        let newline = mode == Mode::Text;
-        // While the child is not reading, the socket is not read either, so
-        // a client that vanished would go unnoticed: ask the kernel now and
-        // then whether the peer is still there.
-        let written = {
-            let write = write_message(pipe, &data, newline, &mut scratch);
-            tokio::pin!(write);
-            loop {
-                tokio::select! {
-                    r = &mut write => break r,
-                    () = tokio::time::sleep(STALL_PROBE), if socket.is_some() => {
-                        if socket.is_some_and(|s| s.peer_closed()) {
-                            return InEnd::Gone;
-                        }
-                    }
-                }
-            }
-        };
-        if let Err(e) = written {
-            tracing::debug!(error = %e, "child stopped reading stdin");
-            stdin = None;
-        }
-    }
-}
-
-/// Writes one message (plus `\n` in text mode) with as few writes as
-/// possible, reusing `scratch` for small messages.
-async fn write_message(
-    pipe: &mut pipe::Sender,
-    data: &[u8],
-    newline: bool,
-    scratch: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    if !newline {
-        return pipe.write_all(data).await;
-    }
-    if data.len() < 4096 {
-        scratch.clear();
-        scratch.extend_from_slice(data);
-        scratch.push(b'\n');
-        pipe.write_all(scratch).await
-    } else {
-        pipe.write_all(data).await?;
-        pipe.write_all(b"\n").await
-    }
-}
-
-/// Maps a read error to how the session ends (RFC 6455 section 7.4.1 codes).
-fn classify(err: WsError) -> InEnd {
-    match err {
-        WsError::Utf8(_) => InEnd::Violation(CloseCode::Invalid, "invalid UTF-8 in text message"),
-        WsError::Capacity(_) => InEnd::Violation(CloseCode::Size, "message too big"),
-        WsError::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
-        ) => InEnd::Gone,
-        WsError::Protocol(_) => InEnd::Violation(CloseCode::Protocol, "protocol error"),
-        _ => InEnd::Gone,
-    }
-}
-
-/// Child stdout (and stderr with `--passstderr`) -> socket. Owns the write
-/// half of the socket and hands it back when done.
-/// Everything the outbound direction sends from.
-struct Sources {
-    stdout: pipe::Receiver,
-    /// stderr, when it is forwarded (`--passstderr`).
-    stderr: Option<pipe::Receiver>,
-    /// Messages from `wspipe ctl send/broadcast`.
-    inject: mpsc::Receiver<Message>,
-    commands: mpsc::Receiver<Command>,
-}
-
-async fn outbound<S>(
-    mut sink: SplitSink<WebSocketStream<S>, Message>,
-    sources: Sources,
-    opts: &BridgeOptions,
-    pong: &AtomicBool,
-    stats: &SessionStats,
-    id: &str,
-) -> (SplitSink<WebSocketStream<S>, Message>, OutEnd)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let Sources {
-        stdout,
-        stderr,
-        mut inject,
-        mut commands,
-    } = sources;
-    let mut inject_open = true;
-    let mut out = ChildOutput::new(stdout, opts);
-    let mut err = stderr.map(|pipe| (pipe, LineSplitter::new(opts.max_line)));
-    let mut ping = opts.ping.map(|period| {
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer
-    });
-    let mut awaiting_pong = false;
-    let mut ping_due = false;
-    let mut pending: Option<Message> = None;
-    let mut unflushed = false;
-
-    loop {
-        if pending.is_none() {
-            // Injected messages go between whole lines, never inside one.
-            pending = if std::mem::take(&mut ping_due) {
-                Some(Message::Ping(Bytes::new()))
-            } else {
-                inject
-                    .try_recv()
-                    .ok()
-                    .or_else(|| out.next_message())
-                    .or_else(|| {
-                        err.as_mut()
-                            .and_then(|(_, lines)| stderr_message(lines, id))
-                    })
-            };
-        }
-        if pending.is_none() && !unflushed && out.eof {
-            return (sink, OutEnd::Eof);
-        }
-        let reading = pending.is_none() && !unflushed;
-        tokio::select! {
-            biased;
-            cmd = commands.recv() => {
-                return match cmd {
-                    Some(Command::Close(frame)) => {
-                        let close = async {
-                            match frame {
-                                Some(frame) => sink.send(Message::Close(Some(frame))).await,
-                                None => sink.close().await,
-                            }
-                        };
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-                        (sink, OutEnd::Closed)
-                    }
-                    Some(Command::Abort) | None => (sink, OutEnd::Gone),
-                };
-            }
-            _ = tick(ping.as_mut()) => {
-                if awaiting_pong && !pong.swap(false, Ordering::Relaxed) {
-                    return (sink, OutEnd::PingTimeout);
-                }
-                pong.store(false, Ordering::Relaxed);
-                awaiting_pong = true;
-                ping_due = true;
-            }
-            // Feed the pending message once the sink has room, or flush
-            // once nothing is pending: one branch, as both need the sink.
-            progress = std::future::poll_fn(|cx| {
-                if pending.is_some() {
-                    sink.poll_ready_unpin(cx)
-                } else {
-                    sink.poll_flush_unpin(cx)
-                }
-            }), if !reading => {
-                let sent = progress.and_then(|()| match pending.take() {
-                    Some(msg) => {
-                        if msg.is_text() || msg.is_binary() {
-                            stats.count_out(msg.len());
-                        }
-                        sink.start_send_unpin(msg).map(|()| true)
-                    }
-                    None => Ok(false),
-                });
-                match sent {
-                    Ok(fed) => unflushed = fed,
-                    Err(_) => return (sink, OutEnd::Gone),
-                }
-            }
-            msg = inject.recv(), if reading && inject_open => match msg {
-                Some(msg) => pending = Some(msg),
-                None => inject_open = false,
-            },
-            _ = out.pipe.readable(), if reading && !out.eof => out.read(),
-            _ = readable(err.as_ref().map(|(pipe, _)| pipe)), if reading => {
-                if let Some((pipe, lines)) = err.as_mut() {
-                    if read_into(pipe, lines.read_buf()) {
-                        if let Some(last) = lines.finish() {
-                            log_line(id, &last);
-                        }
-                        err = None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn tick(timer: Option<&mut tokio::time::Interval>) {
-    match timer {
-        Some(timer) => {
-            timer.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn readable(pipe: Option<&pipe::Receiver>) {
-    match pipe {
-        Some(pipe) => {
-            let _ = pipe.readable().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads what is available into `buf`; true at end of file (or error).
-fn read_into(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
-    match pipe.try_read_buf(buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
-        Err(_) => true,
-    }
-}
-
-/// A stderr line forwarded to the client (`--passstderr`), logged as well.
-fn stderr_message(lines: &mut LineSplitter, id: &str) -> Option<Message> {
-    let line = lines.next_line()?;
-    log_line(id, &line);
-    Some(Message::Text(to_text(line)))
-}
-
-fn log_line(id: &str, line: &[u8]) {
-    tracing::error!(target: "wspipe::stderr", id = %id, "{}", String::from_utf8_lossy(line));
-}
-
-/// Logs a child's stderr, line by line, until it closes.
-async fn log_stderr(pipe: Option<pipe::Receiver>, id: &str, max_line: usize) {
-    let Some(pipe) = pipe else {
-        return std::future::pending().await;
-    };
-    let mut lines = LineSplitter::new(max_line);
-    loop {
-        if pipe.readable().await.is_err() {
-            break;
-        }
-        let eof = read_into(&pipe, lines.read_buf());
-        while let Some(line) = lines.next_line() {
-            log_line(id, &line);
-        }
-        if eof {
-            if let Some(line) = lines.finish() {
-                log_line(id, &line);
-            }
-            break;
-        }
-    }
-    std::future::pending().await
-}
-
-/// The child's stdout, framed as the mode says.
-struct ChildOutput {
-    pipe: pipe::Receiver,
-    mode: Mode,
-    /// Text mode: the line splitter.
-    lines: LineSplitter,
-    /// Binary mode: bytes read and not yet sent.
-    chunk: BytesMut,
-    eof: bool,
-}
-
-impl ChildOutput {
-    fn new(pipe: pipe::Receiver, opts: &BridgeOptions) -> Self {
-        ChildOutput {
-            pipe,
-            mode: opts.mode,
-            lines: LineSplitter::new(opts.max_line),
-            chunk: BytesMut::new(),
-            eof: false,
-        }
-    }
-
-    /// Reads what the pipe has now (called once it is readable).
-    fn read(&mut self) {
-        let buf = match self.mode {
-            Mode::Text => self.lines.read_buf(),
-            Mode::Binary => {
-                self.chunk.reserve(READ_CHUNK.max(BINARY_CHUNK));
-                &mut self.chunk
-            }
-        };
-        self.eof = read_into(&self.pipe, buf);
-    }
-
-    /// The next message ready to send, if any.
-    fn next_message(&mut self) -> Option<Message> {
-        match self.mode {
-            Mode::Text => {
-                let line = if self.eof {
-                    self.lines.finish()
-                } else {
-                    self.lines.next_line()
-                };
-                line.map(|l| Message::Text(to_text(l)))
-            }
-            Mode::Binary if !self.chunk.is_empty() => {
-                let data = self.chunk.split().freeze();
-                if self.chunk.capacity() == 0 {
-                    self.chunk = BytesMut::new();
-                }
-                Some(Message::Binary(data))
-            }
-            Mode::Binary => None,
-        }
     }
 }
 

@@ -1,0 +1,302 @@
+//! Child stdout (and stderr with `--passstderr`) -> socket.
+//!
+//! Owns the socket's write half. Reads the child only when every message it
+//! gave before has been accepted by the socket's bounded write buffer: a
+//! client that stops reading stops us reading the pipe, and the child blocks
+//! on its write. Messages are fed back to back and flushed once nothing is
+//! pending, so a burst becomes few system calls and a lone line goes out at
+//! once. Pings, injected messages (`wspipe ctl send`) and close requests
+//! join here, between whole lines.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::SplitSink;
+use futures_util::SinkExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{BridgeOptions, CLOSE_TIMEOUT};
+use crate::config::Mode;
+use crate::control::registry::SessionStats;
+use crate::lines::{to_text, LineSplitter, READ_CHUNK};
+
+/// Largest read from a child's stdout in binary mode (one binary message).
+const BINARY_CHUNK: usize = 64 * 1024;
+
+/// Requests from the supervisor to the outbound direction, which owns the
+/// socket's write half.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Send this close frame (or flush the reply to the client's close).
+    Close(Option<CloseFrame>),
+    /// Stop at once: the peer is gone.
+    Abort,
+}
+
+/// Why the outbound direction stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum OutEnd {
+    /// The child closed stdout and every line went out.
+    Eof,
+    /// Writing failed or was aborted: the peer is gone.
+    Gone,
+    /// A close frame was sent on request.
+    Closed,
+    /// The client missed a pong.
+    PingTimeout,
+}
+
+/// Everything the outbound direction sends from.
+pub(super) struct Sources {
+    pub stdout: pipe::Receiver,
+    /// stderr, when it is forwarded (`--passstderr`).
+    pub stderr: Option<pipe::Receiver>,
+    /// Messages from `wspipe ctl send/broadcast`.
+    pub inject: mpsc::Receiver<Message>,
+    pub commands: mpsc::Receiver<Command>,
+}
+
+/// Child stdout (and stderr with `--passstderr`) -> socket. Owns the write
+/// half of the socket and hands it back when done.
+pub(super) async fn outbound<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    sources: Sources,
+    opts: &BridgeOptions,
+    pong: &AtomicBool,
+    stats: &SessionStats,
+    id: &str,
+) -> (SplitSink<WebSocketStream<S>, Message>, OutEnd)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Sources {
+        stdout,
+        stderr,
+        mut inject,
+        mut commands,
+    } = sources;
+    let mut inject_open = true;
+    let mut out = ChildOutput::new(stdout, opts);
+    let mut err = stderr.map(|pipe| (pipe, LineSplitter::new(opts.max_line)));
+    let mut ping = opts.ping.map(|period| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
+    let mut awaiting_pong = false;
+    let mut ping_due = false;
+    let mut pending: Option<Message> = None;
+    let mut unflushed = false;
+
+    loop {
+        if pending.is_none() {
+            // Injected messages go between whole lines, never inside one.
+            pending = if std::mem::take(&mut ping_due) {
+                Some(Message::Ping(Bytes::new()))
+            } else {
+                inject
+                    .try_recv()
+                    .ok()
+                    .or_else(|| out.next_message())
+                    .or_else(|| {
+                        err.as_mut()
+                            .and_then(|(_, lines)| stderr_message(lines, id))
+                    })
+            };
+        }
+        if pending.is_none() && !unflushed && out.eof {
+            return (sink, OutEnd::Eof);
+        }
+        let reading = pending.is_none() && !unflushed;
+        tokio::select! {
+            biased;
+            cmd = commands.recv() => {
+                return match cmd {
+                    Some(Command::Close(frame)) => {
+                        let close = async {
+                            match frame {
+                                Some(frame) => sink.send(Message::Close(Some(frame))).await,
+                                None => sink.close().await,
+                            }
+                        };
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                        (sink, OutEnd::Closed)
+                    }
+                    Some(Command::Abort) | None => (sink, OutEnd::Gone),
+                };
+            }
+            _ = tick(ping.as_mut()) => {
+                if awaiting_pong && !pong.swap(false, Ordering::Relaxed) {
+                    return (sink, OutEnd::PingTimeout);
+                }
+                pong.store(false, Ordering::Relaxed);
+                awaiting_pong = true;
+                ping_due = true;
+            }
+            // Feed the pending message once the sink has room, or flush
+            // once nothing is pending: one branch, as both need the sink.
+            progress = std::future::poll_fn(|cx| {
+                if pending.is_some() {
+                    sink.poll_ready_unpin(cx)
+                } else {
+                    sink.poll_flush_unpin(cx)
+                }
+            }), if !reading => {
+                let sent = progress.and_then(|()| match pending.take() {
+                    Some(msg) => {
+                        if msg.is_text() || msg.is_binary() {
+                            stats.count_out(msg.len());
+                        }
+                        sink.start_send_unpin(msg).map(|()| true)
+                    }
+                    None => Ok(false),
+                });
+                match sent {
+                    Ok(fed) => unflushed = fed,
+                    Err(_) => return (sink, OutEnd::Gone),
+                }
+            }
+            msg = inject.recv(), if reading && inject_open => match msg {
+                Some(msg) => pending = Some(msg),
+                None => inject_open = false,
+            },
+            _ = out.pipe.readable(), if reading && !out.eof => out.read(),
+            _ = readable(err.as_ref().map(|(pipe, _)| pipe)), if reading => {
+                if let Some((pipe, lines)) = err.as_mut() {
+                    if read_into(pipe, lines.read_buf()) {
+                        if let Some(last) = lines.finish() {
+                            log_line(id, &last);
+                        }
+                        err = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn tick(timer: Option<&mut tokio::time::Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn readable(pipe: Option<&pipe::Receiver>) {
+    match pipe {
+        Some(pipe) => {
+            let _ = pipe.readable().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what is available into `buf`; true at end of file (or error).
+fn read_into(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
+    match pipe.try_read_buf(buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+        Err(_) => true,
+    }
+}
+
+/// A stderr line forwarded to the client (`--passstderr`), logged as well.
+fn stderr_message(lines: &mut LineSplitter, id: &str) -> Option<Message> {
+    let line = lines.next_line()?;
+    log_line(id, &line);
+    Some(Message::Text(to_text(line)))
+}
+
+fn log_line(id: &str, line: &[u8]) {
+    tracing::error!(target: "wspipe::stderr", id = %id, "{}", String::from_utf8_lossy(line));
+}
+
+/// Logs a child's stderr, line by line, until it closes.
+pub(super) async fn log_stderr(pipe: Option<pipe::Receiver>, id: &str, max_line: usize) {
+    let Some(pipe) = pipe else {
+        return std::future::pending().await;
+    };
+    let mut lines = LineSplitter::new(max_line);
+    loop {
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        let eof = read_into(&pipe, lines.read_buf());
+        while let Some(line) = lines.next_line() {
+            log_line(id, &line);
+        }
+        if eof {
+            if let Some(line) = lines.finish() {
+                log_line(id, &line);
+            }
+            break;
+        }
+    }
+    std::future::pending().await
+}
+
+/// The child's stdout, framed as the mode says.
+struct ChildOutput {
+    pipe: pipe::Receiver,
+    mode: Mode,
+    /// Text mode: the line splitter.
+    lines: LineSplitter,
+    /// Binary mode: bytes read and not yet sent.
+    chunk: BytesMut,
+    eof: bool,
+}
+
+impl ChildOutput {
+    fn new(pipe: pipe::Receiver, opts: &BridgeOptions) -> Self {
+        ChildOutput {
+            pipe,
+            mode: opts.mode,
+            lines: LineSplitter::new(opts.max_line),
+            chunk: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    /// Reads what the pipe has now (called once it is readable).
+    fn read(&mut self) {
+        let buf = match self.mode {
+            Mode::Text => self.lines.read_buf(),
+            Mode::Binary => {
+                self.chunk.reserve(READ_CHUNK.max(BINARY_CHUNK));
+                &mut self.chunk
+            }
+        };
+        self.eof = read_into(&self.pipe, buf);
+    }
+
+    /// The next message ready to send, if any.
+    fn next_message(&mut self) -> Option<Message> {
+        match self.mode {
+            Mode::Text => {
+                let line = if self.eof {
+                    self.lines.finish()
+                } else {
+                    self.lines.next_line()
+                };
+                line.map(|l| Message::Text(to_text(l)))
+            }
+            Mode::Binary if !self.chunk.is_empty() => {
+                let data = self.chunk.split().freeze();
+                if self.chunk.capacity() == 0 {
+                    self.chunk = BytesMut::new();
+                }
+                Some(Message::Binary(data))
+            }
+            Mode::Binary => None,
+        }
+    }
+}
