@@ -215,22 +215,7 @@ pub enum Event {
 
 /// The next data or close event (pings and pongs are skipped).
 pub async fn next_event(ws: &mut Ws) -> Event {
-    loop {
-        let msg = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("no message within the timeout");
-        match msg {
-            None | Some(Err(_)) => return Event::End,
-            Some(Ok(Message::Text(t))) => return Event::Text(t.to_string()),
-            Some(Ok(Message::Binary(b))) => return Event::Binary(b.to_vec()),
-            Some(Ok(Message::Close(f))) => {
-                return Event::Close(
-                    f.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string())),
-                )
-            }
-            Some(Ok(_)) => continue,
-        }
-    }
+    next_event_on(ws).await
 }
 
 /// The next text message; panics on anything else.
@@ -255,14 +240,7 @@ pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
 
 /// Collects text messages until the close frame.
 pub async fn texts_until_close(ws: &mut Ws) -> (Vec<String>, (u16, String)) {
-    let mut texts = Vec::new();
-    loop {
-        match next_event(ws).await {
-            Event::Text(t) => texts.push(t),
-            Event::Close(c) => return (texts, c.unwrap_or((1005, String::new()))),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    texts_until_close_on(ws).await
 }
 
 pub async fn send_text(ws: &mut Ws, text: &str) {
