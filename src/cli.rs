@@ -46,6 +46,13 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub binary: bool,
 
+    /// Message-preserving mode: every message, both ways, is a type byte
+    /// (1 text, 2 binary), a 32-bit big-endian length and the payload.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub framed: bool,
+
     /// Serve every executable in DIR as an endpoint (/chat runs DIR/chat).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

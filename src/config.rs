@@ -55,6 +55,9 @@ pub enum Mode {
     Text,
     /// Raw bytes both ways; child output as binary messages as it arrives.
     Binary,
+    /// Messages both ways as a type byte, a 32-bit length and the payload
+    /// (see [`crate::frames`]): boundaries and types survive.
+    Framed,
 }
 
 /// Extra response headers, validated at start-up.
@@ -168,7 +171,12 @@ impl Config {
             cgi_dir,
             cgi_timeout: Duration::from_millis(cli.cgitimeout),
             dev_console: cli.devconsole,
-            mode: if cli.binary { Mode::Binary } else { Mode::Text },
+            mode: match (cli.binary, cli.framed) {
+                (true, true) => return Err(bad("give only one of --binary and --framed")),
+                (true, false) => Mode::Binary,
+                (false, true) => Mode::Framed,
+                (false, false) => Mode::Text,
+            },
             max_forks: (cli.maxforks > 0).then_some(cli.maxforks),
             max_message: cli.maxframesize,
             max_line: cli.maxlinesize,

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod env;
+pub mod frames;
 pub mod http;
 pub mod lines;
 pub mod logging;

@@ -285,3 +285,64 @@ fn protocol_error_from_client_closes_with_1002() {
         "child ended"
     );
 }
+
+#[tokio::test]
+async fn framed_mode_keeps_message_boundaries_and_types() {
+    let server = Server::start(&["--framed", "cat"]);
+    let mut ws = connect(&server.url("/")).await;
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = vec![
+        Message::text("two\nlines"),
+        Message::binary(vec![0u8, 10, 13, 255]),
+        Message::text(""),
+        Message::binary(big.clone()),
+        Message::text("ünïcode"),
+    ];
+    for m in &sent {
+        ws.send(m.clone()).await.unwrap();
+    }
+    let expected = [
+        Event::Text("two\nlines".into()),
+        Event::Binary(vec![0, 10, 13, 255]),
+        Event::Text(String::new()),
+        Event::Binary(big),
+        Event::Text("ünïcode".into()),
+    ];
+    for want in expected {
+        assert_eq!(next_event(&mut ws).await, want);
+    }
+}
+
+#[tokio::test]
+async fn framed_mode_closes_1011_when_the_child_breaks_the_framing() {
+    let server = Server::start(&[
+        "--framed",
+        "printf",
+        "\\001\\000\\000\\000\\002ok\\011garbage",
+    ]);
+    let mut ws = connect(&server.url("/")).await;
+    assert_eq!(next_event(&mut ws).await, Event::Text("ok".into()));
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!(code, 1011);
+    assert!(reason.contains("frame type"), "{reason}");
+    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+}
+
+#[test]
+fn framed_and_binary_do_not_combine() {
+    let out = std::process::Command::new(bin())
+        .args(["--framed", "--binary", "cat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn framed_example_answers_whole_messages() {
+    let server = Server::start(&["--framed", &examples("framed-upper.py")]);
+    let mut ws = connect(&server.url("/")).await;
+    send_text(&mut ws, "multi\nline").await;
+    assert_eq!(next_text(&mut ws).await, "MULTI\nLINE");
+    ws.send(Message::binary(vec![7u8; 1000])).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "1000 bytes");
+}

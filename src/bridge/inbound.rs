@@ -20,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Mode;
 use crate::control::registry::SessionStats;
+use crate::frames::{self, Kind};
 use crate::server::PeerSocket;
 
 /// How often a connection whose child is not reading stdin checks whether
@@ -57,15 +58,15 @@ where
             Some(Err(e)) => return classify(e),
             Some(Ok(msg)) => msg,
         };
-        let data: Bytes = match msg {
-            Message::Text(text) => text.into(),
+        let (kind, data): (Kind, Bytes) = match msg {
+            Message::Text(text) => (Kind::Text, text.into()),
             Message::Binary(_) if mode == Mode::Text => {
                 return InEnd::Violation(
                     CloseCode::Unsupported,
                     "binary messages are not accepted in text mode",
                 )
             }
-            Message::Binary(data) => data,
+            Message::Binary(data) => (Kind::Binary, data),
             Message::Pong(_) => {
                 pong.store(true, Ordering::Relaxed);
                 continue;
@@ -77,12 +78,21 @@ where
         let Some(pipe) = stdin.as_mut() else {
             continue; // the child closed its stdin; nobody to give this to
         };
-        let newline = mode == Mode::Text;
+        // What goes around the payload on the pipe, by mode.
+        let header;
+        let (before, after): (&[u8], &[u8]) = match mode {
+            Mode::Text => (b"", b"\n"),
+            Mode::Binary => (b"", b""),
+            Mode::Framed => {
+                header = frames::header(kind, data.len());
+                (&header, b"")
+            }
+        };
         // While the child is not reading, the socket is not read either, so
         // a client that vanished would go unnoticed: ask the kernel now and
         // then whether the peer is still there.
         let written = {
-            let write = write_message(pipe, &data, newline, &mut scratch);
+            let write = write_message(pipe, [before, &data, after], &mut scratch);
             tokio::pin!(write);
             loop {
                 tokio::select! {
@@ -102,26 +112,24 @@ where
     }
 }
 
-/// Writes one message (plus `\n` in text mode) with as few writes as
+/// Writes one message with what the mode puts around it (`\n` after it in
+/// text mode, a header before it in framed mode) in as few writes as
 /// possible, reusing `scratch` for small messages.
 async fn write_message(
     pipe: &mut pipe::Sender,
-    data: &[u8],
-    newline: bool,
+    parts: [&[u8]; 3],
     scratch: &mut Vec<u8>,
 ) -> std::io::Result<()> {
-    if !newline {
-        return pipe.write_all(data).await;
-    }
-    if data.len() < 4096 {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len < 4096 {
         scratch.clear();
-        scratch.extend_from_slice(data);
-        scratch.push(b'\n');
-        pipe.write_all(scratch).await
-    } else {
-        pipe.write_all(data).await?;
-        pipe.write_all(b"\n").await
+        parts.iter().for_each(|p| scratch.extend_from_slice(p));
+        return pipe.write_all(scratch).await;
     }
+    for part in parts.into_iter().filter(|p| !p.is_empty()) {
+        pipe.write_all(part).await?;
+    }
+    Ok(())
 }
 
 /// Maps a read error to how the session ends (RFC 6455 section 7.4.1 codes).

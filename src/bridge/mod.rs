@@ -150,7 +150,7 @@ where
                 end = &mut inbound, if s.inbound.is_none() => s.on_inbound(end).await,
                 (sink, end) = &mut outbound, if s.outbound.is_none() => {
                     s.sink = Some(sink);
-                    s.on_outbound(end);
+                    s.on_outbound(end).await;
                 }
                 () = &mut exit, if !s.exited => s.on_exit(&child),
                 () = shutdown.cancelled(), if !s.shutting_down => s.on_shutdown().await,
@@ -245,7 +245,7 @@ where
         self.start_escalation();
     }
 
-    fn on_outbound(&mut self, end: OutEnd) {
+    async fn on_outbound(&mut self, end: OutEnd) {
         match end {
             OutEnd::Eof => {
                 // Output is over; a child that lingers is ended like on close.
@@ -262,6 +262,13 @@ where
                 self.start_escalation();
             }
             OutEnd::Closed => self.start_escalation(),
+            OutEnd::BadOutput(e) => {
+                self.set_cause("child broke the framing");
+                self.close_sent = Some(u16::from(CloseCode::Error));
+                self.close_with(frame(CloseCode::Error, &e.to_string()))
+                    .await;
+                self.start_escalation();
+            }
         }
         if end != OutEnd::Eof {
             // Reading the socket is pointless once we stopped writing to it.

@@ -23,6 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::{BridgeOptions, CLOSE_TIMEOUT};
 use crate::config::Mode;
 use crate::control::registry::SessionStats;
+use crate::frames::{FrameError, FrameSplitter, Kind};
 use crate::lines::{to_text, LineSplitter, READ_CHUNK};
 
 /// Largest read from a child's stdout in binary mode (one binary message).
@@ -49,6 +50,8 @@ pub(super) enum OutEnd {
     Closed,
     /// The client missed a pong.
     PingTimeout,
+    /// The child's framed output was malformed.
+    BadOutput(FrameError),
 }
 
 /// Everything the outbound direction sends from.
@@ -108,6 +111,9 @@ where
                             .and_then(|(_, lines)| stderr_message(lines, id))
                     })
             };
+        }
+        if let Some(e) = out.broken {
+            return (sink, OutEnd::BadOutput(e));
         }
         if pending.is_none() && !unflushed && out.eof {
             return (sink, OutEnd::Eof);
@@ -247,56 +253,81 @@ pub(super) async fn log_stderr(pipe: Option<pipe::Receiver>, id: &str, max_line:
 /// The child's stdout, framed as the mode says.
 struct ChildOutput {
     pipe: pipe::Receiver,
-    mode: Mode,
-    /// Text mode: the line splitter.
-    lines: LineSplitter,
-    /// Binary mode: bytes read and not yet sent.
-    chunk: BytesMut,
+    framing: Framing,
     eof: bool,
+    /// Set when framed output turned out malformed.
+    broken: Option<FrameError>,
+}
+
+/// The decoder for each mode.
+enum Framing {
+    /// One text message per line.
+    Lines(LineSplitter),
+    /// Bytes read and not yet sent, one binary message per read.
+    Raw(BytesMut),
+    /// Header-delimited messages (`--framed`).
+    Frames(FrameSplitter),
 }
 
 impl ChildOutput {
     fn new(pipe: pipe::Receiver, opts: &BridgeOptions) -> Self {
+        let framing = match opts.mode {
+            Mode::Text => Framing::Lines(LineSplitter::new(opts.max_line)),
+            Mode::Binary => Framing::Raw(BytesMut::new()),
+            Mode::Framed => Framing::Frames(FrameSplitter::new(opts.max_line)),
+        };
         ChildOutput {
             pipe,
-            mode: opts.mode,
-            lines: LineSplitter::new(opts.max_line),
-            chunk: BytesMut::new(),
+            framing,
             eof: false,
+            broken: None,
         }
     }
 
     /// Reads what the pipe has now (called once it is readable).
     fn read(&mut self) {
-        let buf = match self.mode {
-            Mode::Text => self.lines.read_buf(),
-            Mode::Binary => {
-                self.chunk.reserve(READ_CHUNK.max(BINARY_CHUNK));
-                &mut self.chunk
+        let buf = match &mut self.framing {
+            Framing::Lines(lines) => lines.read_buf(),
+            Framing::Raw(chunk) => {
+                chunk.reserve(READ_CHUNK.max(BINARY_CHUNK));
+                chunk
             }
+            Framing::Frames(frames) => frames.read_buf(),
         };
         self.eof = read_into(&self.pipe, buf);
     }
 
     /// The next message ready to send, if any.
     fn next_message(&mut self) -> Option<Message> {
-        match self.mode {
-            Mode::Text => {
+        match &mut self.framing {
+            Framing::Lines(lines) => {
                 let line = if self.eof {
-                    self.lines.finish()
+                    lines.finish()
                 } else {
-                    self.lines.next_line()
+                    lines.next_line()
                 };
                 line.map(|l| Message::Text(to_text(l)))
             }
-            Mode::Binary if !self.chunk.is_empty() => {
-                let data = self.chunk.split().freeze();
-                if self.chunk.capacity() == 0 {
-                    self.chunk = BytesMut::new();
-                }
+            Framing::Raw(chunk) if !chunk.is_empty() => {
+                let data = chunk.split().freeze();
                 Some(Message::Binary(data))
             }
-            Mode::Binary => None,
+            Framing::Raw(_) => None,
+            Framing::Frames(frames) => {
+                let next = frames.next_frame().and_then(|frame| match frame {
+                    None if self.eof => frames.finish().map(|()| None),
+                    other => Ok(other),
+                });
+                match next {
+                    Ok(Some((Kind::Text, payload))) => Some(Message::Text(to_text(payload))),
+                    Ok(Some((Kind::Binary, payload))) => Some(Message::Binary(payload)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        self.broken = Some(e);
+                        None
+                    }
+                }
+            }
         }
     }
 }

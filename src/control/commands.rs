@@ -39,7 +39,7 @@ fn not_found(id: u64) -> Response {
 /// The message as the session's mode frames it.
 fn message(text: &str, mode: Mode) -> Message {
     match mode {
-        Mode::Text => Message::text(text),
+        Mode::Text | Mode::Framed => Message::text(text),
         Mode::Binary => Message::Binary(Bytes::copy_from_slice(text.as_bytes())),
     }
 }
