@@ -242,7 +242,7 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
     if words.is_empty() {
         return Err(bad("--command is empty"));
     }
-    let program = PathBuf::from(words.remove(0));
+    let program = locate(PathBuf::from(words.remove(0)))?;
     Ok(Some(Endpoint::Command(CommandSpec {
         program,
         args: words,
@@ -283,6 +283,18 @@ fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
         return Err(bad("--control and --unixsocket must be different paths"));
     }
     Ok(Some(ControlSocket { path, mode }))
+}
+
+/// A bare program name is looked up in PATH once, at start-up (as
+/// websocketd does): a typo fails now rather than on every connection, and
+/// an absolute path lets every spawn take the fast posix_spawn path instead
+/// of fork plus a PATH search (the children's PATH is wspipe's own).
+fn locate(program: PathBuf) -> Result<PathBuf, ConfigError> {
+    if program.components().count() > 1 {
+        return Ok(program); // a path: used as given
+    }
+    which::which(&program)
+        .map_err(|_| bad(format!("{}: command not found in PATH", program.display())))
 }
 
 fn listen(cli: &Cli) -> Result<Vec<Listen>, ConfigError> {
@@ -361,12 +373,24 @@ mod tests {
 
     #[test]
     fn command_string_is_split_like_a_shell_without_a_shell() {
-        let c = config(&["--command", "prog 'two words' \"$HOME\" *"]).unwrap();
+        let c = config(&["--command", "./prog 'two words' \"$HOME\" *"]).unwrap();
         let Some(Endpoint::Command(spec)) = c.endpoint else {
             panic!("expected a command")
         };
-        assert_eq!(spec.program, PathBuf::from("prog"));
+        assert_eq!(spec.program, PathBuf::from("./prog"));
         assert_eq!(spec.args, ["two words", "$HOME", "*"]);
+    }
+
+    #[test]
+    fn bare_program_names_are_found_in_path_once() {
+        let c = config(&["sh", "-c", "true"]).unwrap();
+        let Some(Endpoint::Command(spec)) = c.endpoint else {
+            panic!("expected a command")
+        };
+        assert!(spec.program.is_absolute(), "{:?}", spec.program);
+        assert!(spec.program.ends_with("sh"));
+        let err = config(&["no-such-program-here"]).unwrap_err();
+        assert!(err.to_string().contains("not found in PATH"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! Collecting figures across runs and printing the markdown report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::scenarios::Metric;
+use crate::server::Kind;
+
+/// Whether a bigger figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// A count or a check: no ratio.
+    Neither,
+}
+
+/// How one metric is shown.
+pub struct Row {
+    pub metric: Metric,
+    pub scenario: String,
+    pub label: String,
+    pub better: Better,
+}
+
+/// Every figure of every run, and what went wrong.
+#[derive(Default)]
+pub struct Results {
+    values: BTreeMap<(Metric, Kind), Vec<Option<f64>>>,
+    /// (scenario, server, run, message)
+    pub errors: Vec<(String, Kind, usize, String)>,
+    /// Things worth knowing that are not failures.
+    pub notes: Vec<String>,
+    /// A data check failed somewhere: exit non-zero.
+    pub check_failed: bool,
+}
+
+impl Results {
+    pub fn record(&mut self, kind: Kind, run: usize, runs: usize, figures: &[(Metric, f64)]) {
+        for (metric, value) in figures {
+            let v = self
+                .values
+                .entry((*metric, kind))
+                .or_insert_with(|| vec![None; runs]);
+            v[run] = Some(*value);
+        }
+    }
+
+    fn runs(&self, metric: Metric, kind: Kind) -> Option<&Vec<Option<f64>>> {
+        self.values.get(&(metric, kind))
+    }
+
+    /// Median of the runs that produced a figure, and how many did.
+    pub fn median(&self, metric: Metric, kind: Kind) -> Option<(f64, usize)> {
+        let mut v: Vec<f64> = self.runs(metric, kind)?.iter().flatten().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let m = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some((m, n))
+    }
+}
+
+/// A number with a sensible number of digits and thousands separators.
+pub fn num(v: f64) -> String {
+    let decimals = match v.abs() {
+        a if a >= 100.0 => 0,
+        a if a >= 10.0 => 1,
+        _ => 2,
+    };
+    let s = format!("{v:.decimals$}");
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i.to_string(), format!(".{f}")),
+        None => (s.clone(), String::new()),
+    };
+    let (sign, digits) = match int.strip_prefix('-') {
+        Some(d) => ("-", d.to_string()),
+        None => ("", int),
+    };
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{sign}{grouped}{frac}")
+}
+
+fn cell(results: &Results, row: &Row, kind: Kind, runs: usize, storm_count: usize) -> String {
+    match results.median(row.metric, kind) {
+        None => "—".into(),
+        Some((v, n)) => {
+            let mut s = match row.metric {
+                Metric::StormConnected => format!("{v:.0} / {storm_count}"),
+                Metric::StormChildren => format!("{v:.0}"),
+                Metric::BackpressureDelivered => format!("{:.1} % in order", v * 100.0),
+                // Probed once: 1 = every byte came back.
+                Metric::BinaryBigWindow if v >= 1.0 => "ok".into(),
+                Metric::BinaryBigWindow => return "stalls (deadlock)".into(),
+                _ => num(v),
+            };
+            if n < runs && row.metric != Metric::BinaryBigWindow {
+                let _ = write!(s, " ({n}/{runs} runs)");
+            }
+            s
+        }
+    }
+}
+
+fn ratio(results: &Results, row: &Row, a: Kind, b: Kind) -> String {
+    if row.better == Better::Neither {
+        return "—".into();
+    }
+    match (results.median(row.metric, a), results.median(row.metric, b)) {
+        (Some((x, _)), Some((y, _))) if y != 0.0 => format!("{:.2}×", x / y),
+        _ => "—".into(),
+    }
+}
+
+/// The main table: medians, and the ratios.
+pub fn table(results: &Results, rows: &[Row], runs: usize, storm_count: usize) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| # | scenario | metric | better | wspipe | websocketd | reference¹ | wspipe / websocketd | wspipe / reference¹ |\n",
+    );
+    out.push_str("|---|---|---|---|---:|---:|---:|---:|---:|\n");
+    for row in rows {
+        let better = match row.better {
+            Better::Higher => "higher",
+            Better::Lower => "lower",
+            Better::Neither => "",
+        };
+        let (num_part, name) = row.scenario.split_once(". ").unwrap_or(("", &row.scenario));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            num_part,
+            name,
+            row.label,
+            better,
+            cell(results, row, Kind::Wspipe, runs, storm_count),
+            cell(results, row, Kind::Websocketd, runs, storm_count),
+            cell(results, row, Kind::Reference, runs, storm_count),
+            ratio(results, row, Kind::Wspipe, Kind::Websocketd),
+            ratio(results, row, Kind::Wspipe, Kind::Reference),
+        );
+    }
+    out.push_str("| 7 | fan-out | — | — | n/a (needs control CLI) | n/a | n/a | — | — |\n");
+    out
+}
+
+/// Every run's figure, to judge the noise behind the medians.
+pub fn all_runs(results: &Results, rows: &[Row], runs: usize) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "| metric | server |");
+    for r in 1..=runs {
+        let _ = write!(out, " run {r} |");
+    }
+    out.push('\n');
+    out.push_str("|---|---|");
+    out.push_str(&"---:|".repeat(runs));
+    out.push('\n');
+    for row in rows {
+        for kind in [Kind::Wspipe, Kind::Websocketd, Kind::Reference] {
+            let Some(values) = results.runs(row.metric, kind) else {
+                continue;
+            };
+            let (num_part, _) = row.scenario.split_once(". ").unwrap_or(("", ""));
+            let _ = write!(out, "| {num_part}. {} | {} |", row.label, kind.name());
+            for v in values {
+                let shown = match (v, row.metric) {
+                    (None, _) => "—".into(),
+                    (Some(v), Metric::StormConnected | Metric::StormChildren) => {
+                        format!("{v:.0}")
+                    }
+                    (Some(v), _) => num(*v),
+                };
+                let _ = write!(out, " {shown} |");
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(num(1234567.4), "1,234,567");
+        assert_eq!(num(999.6), "1,000");
+        assert_eq!(num(12.345), "12.3");
+        assert_eq!(num(1.234), "1.23");
+        assert_eq!(num(-4321.0), "-4,321");
+    }
+
+    #[test]
+    fn median_of_what_ran() {
+        let mut r = Results::default();
+        r.record(Kind::Wspipe, 0, 3, &[(Metric::EchoRate, 3.0)]);
+        r.record(Kind::Wspipe, 2, 3, &[(Metric::EchoRate, 1.0)]);
+        assert_eq!(r.median(Metric::EchoRate, Kind::Wspipe), Some((2.0, 2)));
+        r.record(Kind::Wspipe, 1, 3, &[(Metric::EchoRate, 10.0)]);
+        assert_eq!(r.median(Metric::EchoRate, Kind::Wspipe), Some((3.0, 3)));
+        assert_eq!(r.median(Metric::EchoRate, Kind::Reference), None);
+    }
+}

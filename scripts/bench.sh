@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Benchmarks wspipe against websocketd (and an in-process echo server) on
+# this machine and prints a markdown report. See docs/benchmarks.md.
+#
+#   scripts/bench.sh            full suite (a few minutes; under 10 on 2 cores)
+#   scripts/bench.sh --smoke    tiny counts, for CI (well under a minute)
+#
+# Any other arguments go to wspipe-bench (try: scripts/bench.sh --help).
+# Progress goes to stderr, the report to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    echo "bench.sh: need root (or sudo) to run: $*" >&2
+    exit 1
+  fi
+}
+
+if ! command -v websocketd >/dev/null; then
+  echo "== installing websocketd" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # Refresh the package lists only if apt does not know the package yet.
+  if ! apt-cache policy websocketd 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    as_root apt-get update >&2
+  fi
+  as_root apt-get install -y websocketd >&2
+fi
+
+for tool in cat seq true; do
+  command -v "$tool" >/dev/null || { echo "bench.sh: missing $tool" >&2; exit 1; }
+done
+
+echo "== building (release)" >&2
+# wspipe exactly as `cargo build --release` builds it, then the bench on its
+# own, so the bench's features never leak into the wspipe binary.
+cargo build --release >&2
+cargo build --release -p wspipe-bench >&2
+
+WSPIPE_BENCH_REV="$(git describe --always --dirty 2>/dev/null || echo unknown)"
+export WSPIPE_BENCH_REV
+
+echo "== running" >&2
+# The bench finds wspipe next to itself (target/release/wspipe).
+exec target/release/wspipe-bench "$@"
