@@ -112,6 +112,13 @@ impl FrameSplitter {
         Ok(Some((kind, payload)))
     }
 
+    /// Drops the allocation when nothing is buffered.
+    pub fn release_if_idle(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// At end of input: the error if a frame was left unfinished.
     pub fn finish(&self) -> Result<(), FrameError> {
         if self.buf.is_empty() {

@@ -26,6 +26,7 @@ pub mod frames;
 pub mod http;
 pub mod lines;
 pub mod logging;
+pub mod mailbox;
 pub mod origin;
 pub mod process;
 pub mod proxy;

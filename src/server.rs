@@ -120,7 +120,7 @@ impl Shared {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(config.max_message))
             .max_frame_size(Some(config.max_message))
-            .read_buffer_size(16 * 1024)
+            .read_buffer_size(4 * 1024)
             .write_buffer_size(64 * 1024);
         let bridge = BridgeOptions {
             mode: config.mode,

@@ -18,8 +18,6 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use tokio::sync::mpsc;
-
 use crate::bridge::Links;
 use crate::control::registry::{SessionHandle, SessionStats};
 use crate::env::{request_vars, RemoteInfo, RequestEnv};
@@ -202,8 +200,8 @@ const INJECT_QUEUE: usize = 64;
 
 /// The channels between a session and the control registry.
 fn session_links(id: u64, remote: String, path: String, pid: u32) -> (Links, SessionHandle) {
-    let (inject_tx, inject) = mpsc::channel(INJECT_QUEUE);
-    let (control_tx, control) = mpsc::channel(4);
+    let (inject_tx, inject) = crate::mailbox::mailbox(INJECT_QUEUE);
+    let (control_tx, control) = crate::mailbox::mailbox(4);
     let stats = Arc::new(SessionStats::default());
     let handle = SessionHandle {
         id,

@@ -239,6 +239,7 @@ async fn broadcast_can_target_one_path() {
 async fn close_sends_the_code_and_reason_and_ends_the_child() {
     let ctl = start(&["cat"]);
     let mut ws = connect(&ctl.server.url("/")).await;
+    ctl.wait_sessions(1);
     let session = &ctl.sessions()[0];
     let (id, pid) = (
         session["id"].to_string(),
@@ -254,6 +255,7 @@ async fn close_sends_the_code_and_reason_and_ends_the_child() {
 async fn kill_ends_the_child_and_the_socket_closes() {
     let ctl = start(&["sleep", "1000"]);
     let mut ws = connect(&ctl.server.url("/")).await;
+    ctl.wait_sessions(1);
     let session = &ctl.sessions()[0];
     let (id, pid) = (
         session["id"].to_string(),

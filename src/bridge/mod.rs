@@ -24,7 +24,6 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Mode;
 use crate::control::registry::{SessionCtl, SessionStats};
+use crate::mailbox::{mailbox, Mailbox, Poster};
 use crate::process::{Child, Exit, Spawned, ESCALATION};
 use crate::server::PeerSocket;
 
@@ -60,9 +60,9 @@ pub struct BridgeOptions {
 #[derive(Debug)]
 pub struct Links {
     /// Messages injected by `wspipe ctl send/broadcast`.
-    pub inject: mpsc::Receiver<Message>,
+    pub inject: Mailbox<Message>,
     /// Close and kill requests from `wspipe ctl`.
-    pub control: mpsc::Receiver<SessionCtl>,
+    pub control: Mailbox<SessionCtl>,
     pub stats: std::sync::Arc<SessionStats>,
 }
 
@@ -105,7 +105,7 @@ where
     } = links;
     let (sink, stream) = ws.split();
     let pong = AtomicBool::new(false);
-    let (cmd_tx, cmd_rx) = mpsc::channel(4);
+    let (cmd_tx, cmd_rx) = mailbox(4);
     let (stderr_log, stderr_pass) = if opts.pass_stderr {
         (None, Some(stderr))
     } else {
@@ -154,7 +154,7 @@ where
                 }
                 () = &mut exit, if !s.exited => s.on_exit(&child),
                 () = shutdown.cancelled(), if !s.shutting_down => s.on_shutdown().await,
-                Some(ctl) = control.recv() => s.on_control(ctl).await,
+                ctl = control.recv() => s.on_control(ctl).await,
                 () = sleep_until(esc_deadline), if esc_deadline.is_some() => s.escalate(&child),
                 () = sleep_until(s.close_deadline), if s.close_deadline.is_some() => {
                     s.cause = if s.cause.is_empty() { "close handshake timed out" } else { s.cause };
@@ -200,7 +200,7 @@ struct Escalation {
 /// The supervisor's view of a session.
 struct Supervisor<'a, S> {
     opts: &'a BridgeOptions,
-    cmd_tx: mpsc::Sender<Command>,
+    cmd_tx: Poster<Command>,
     /// Set when the inbound direction has ended.
     inbound: Option<InEnd>,
     /// Set when the outbound direction has ended.
@@ -363,7 +363,8 @@ where
 
     async fn command(&mut self, cmd: Command) {
         if self.outbound.is_none() {
-            let _ = self.cmd_tx.send(cmd).await;
+            // Fails only once outbound has ended, which is then handled.
+            let _ = self.cmd_tx.post(cmd);
         } else if let (Command::Close(None), Some(sink)) = (cmd, self.sink.as_mut()) {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
         }

@@ -15,7 +15,6 @@ use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -25,6 +24,7 @@ use crate::config::Mode;
 use crate::control::registry::SessionStats;
 use crate::frames::{FrameError, FrameSplitter, Kind};
 use crate::lines::{to_text, LineSplitter, READ_CHUNK};
+use crate::mailbox::Mailbox;
 
 /// Largest read from a child's stdout in binary mode (one binary message).
 const BINARY_CHUNK: usize = 64 * 1024;
@@ -60,8 +60,8 @@ pub(super) struct Sources {
     /// stderr, when it is forwarded (`--passstderr`).
     pub stderr: Option<pipe::Receiver>,
     /// Messages from `wspipe ctl send/broadcast`.
-    pub inject: mpsc::Receiver<Message>,
-    pub commands: mpsc::Receiver<Command>,
+    pub inject: Mailbox<Message>,
+    pub commands: Mailbox<Command>,
 }
 
 /// Child stdout (and stderr with `--passstderr`) -> socket. Owns the write
@@ -83,7 +83,6 @@ where
         mut inject,
         mut commands,
     } = sources;
-    let mut inject_open = true;
     let mut out = ChildOutput::new(stdout, opts);
     let mut err = stderr.map(|pipe| (pipe, LineSplitter::new(opts.max_line)));
     let mut ping = opts.ping.map(|period| {
@@ -104,7 +103,6 @@ where
             } else {
                 inject
                     .try_recv()
-                    .ok()
                     .or_else(|| out.next_message())
                     .or_else(|| {
                         err.as_mut()
@@ -123,7 +121,7 @@ where
             biased;
             cmd = commands.recv() => {
                 return match cmd {
-                    Some(Command::Close(frame)) => {
+                    Command::Close(frame) => {
                         let close = async {
                             match frame {
                                 Some(frame) => sink.send(Message::Close(Some(frame))).await,
@@ -133,7 +131,7 @@ where
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
                         (sink, OutEnd::Closed)
                     }
-                    Some(Command::Abort) | None => (sink, OutEnd::Gone),
+                    Command::Abort => (sink, OutEnd::Gone),
                 };
             }
             _ = tick(ping.as_mut()) => {
@@ -167,10 +165,7 @@ where
                     Err(_) => return (sink, OutEnd::Gone),
                 }
             }
-            msg = inject.recv(), if reading && inject_open => match msg {
-                Some(msg) => pending = Some(msg),
-                None => inject_open = false,
-            },
+            msg = inject.recv(), if reading => pending = Some(msg),
             _ = out.pipe.readable(), if reading && !out.eof => out.read(),
             _ = readable(err.as_ref().map(|(pipe, _)| pipe)), if reading => {
                 if let Some((pipe, lines)) = err.as_mut() {
@@ -295,6 +290,15 @@ impl ChildOutput {
             Framing::Frames(frames) => frames.read_buf(),
         };
         self.eof = read_into(&self.pipe, buf);
+        // A wake-up that found nothing (readiness is only cleared by a read
+        // that would block) must not leave a reserved buffer behind: idle
+        // connections should hold none.
+        match &mut self.framing {
+            Framing::Lines(lines) => lines.release_if_idle(),
+            Framing::Raw(chunk) if chunk.is_empty() => *chunk = BytesMut::new(),
+            Framing::Raw(_) => {}
+            Framing::Frames(frames) => frames.release_if_idle(),
+        }
     }
 
     /// The next message ready to send, if any.

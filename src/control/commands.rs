@@ -5,7 +5,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -13,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats};
 use super::registry::{Registry, SessionCtl, SessionHandle};
 use crate::config::Mode;
+use crate::mailbox::PostError;
 
 /// How long `send` and `broadcast` wait for a session whose queue is full
 /// (its client reads slowly) before reporting it busy.
@@ -26,8 +26,8 @@ pub async fn dispatch(req: Request, registry: &Registry, mode: Mode) -> Response
         Request::Broadcast { message, path } => {
             broadcast(registry, message, path.as_deref(), mode).await
         }
-        Request::Close { id, code, reason } => close(registry, id, code, reason).await,
-        Request::Kill { id } => kill(registry, id).await,
+        Request::Close { id, code, reason } => close(registry, id, code, reason),
+        Request::Kill { id } => kill(registry, id),
         Request::Stats {} => stats(registry),
     }
 }
@@ -77,15 +77,15 @@ async fn send(registry: &Registry, id: u64, text: String, mode: Mode) -> Respons
     };
     match h
         .inject
-        .send_timeout(message(&text, mode), DELIVERY_TIMEOUT)
+        .post_timeout(message(&text, mode), DELIVERY_TIMEOUT)
         .await
     {
         Ok(()) => Response::ok(),
-        Err(SendTimeoutError::Timeout(_)) => Response::error(
+        Err(PostError::Full) => Response::error(
             ErrorKind::Busy,
             format!("session {id} did not take the message in time"),
         ),
-        Err(SendTimeoutError::Closed(_)) => not_found(id),
+        Err(PostError::Closed) => not_found(id),
     }
 }
 
@@ -96,11 +96,11 @@ async fn broadcast(registry: &Registry, text: String, path: Option<&str>, mode: 
     // Most queues have room: hand over without waiting, and only wait
     // (concurrently, bounded) for the few that are full.
     for h in registry.list(path) {
-        match h.inject.try_send(msg.clone()) {
+        match h.inject.try_post(msg.clone()) {
             Ok(()) => delivered += 1,
-            Err(TrySendError::Full(m)) => waiting
-                .push(async move { h.inject.send_timeout(m, DELIVERY_TIMEOUT).await.is_ok() }),
-            Err(TrySendError::Closed(_)) => {} // ended meanwhile: not a target
+            Err((PostError::Full, m)) => waiting
+                .push(async move { h.inject.post_timeout(m, DELIVERY_TIMEOUT).await.is_ok() }),
+            Err((PostError::Closed, _)) => {} // ended meanwhile: not a target
         }
     }
     let late = join_all(waiting).await;
@@ -112,12 +112,7 @@ async fn broadcast(registry: &Registry, text: String, path: Option<&str>, mode: 
     }
 }
 
-async fn close(
-    registry: &Registry,
-    id: u64,
-    code: Option<u16>,
-    reason: Option<String>,
-) -> Response {
+fn close(registry: &Registry, id: u64, code: Option<u16>, reason: Option<String>) -> Response {
     let code = code.unwrap_or(1000);
     // Codes an endpoint may send (RFC 6455 section 7.4): 1000-1003,
     // 1007-1011, and 3000-4999 for applications.
@@ -139,19 +134,25 @@ async fn close(
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    match h.control.send(SessionCtl::Close(frame)).await {
-        Ok(()) => Response::ok(),
-        Err(_) => not_found(id),
-    }
+    control(&h, SessionCtl::Close(frame))
 }
 
-async fn kill(registry: &Registry, id: u64) -> Response {
+fn kill(registry: &Registry, id: u64) -> Response {
     let Some(h) = registry.get(id) else {
         return not_found(id);
     };
-    match h.control.send(SessionCtl::Kill).await {
+    control(&h, SessionCtl::Kill)
+}
+
+/// Hands a close or kill request to the session's supervisor.
+fn control(h: &SessionHandle, request: SessionCtl) -> Response {
+    match h.control.post(request) {
         Ok(()) => Response::ok(),
-        Err(_) => not_found(id),
+        Err(PostError::Closed) => not_found(h.id),
+        Err(PostError::Full) => Response::error(
+            ErrorKind::Busy,
+            format!("session {} has requests pending", h.id),
+        ),
     }
 }
 

@@ -202,7 +202,15 @@ mod proptests {
     /// of the right and wrong types, sometimes truncated.
     fn json_ish() -> impl Strategy<Value = String> {
         let cmd = prop::sample::select(vec![
-            "list", "send", "broadcast", "close", "kill", "stats", "LIST", "", "nope",
+            "list",
+            "send",
+            "broadcast",
+            "close",
+            "kill",
+            "stats",
+            "LIST",
+            "",
+            "nope",
         ]);
         let key = prop::sample::select(vec![
             "cmd", "id", "message", "path", "code", "reason", "extra",
@@ -219,17 +227,19 @@ mod proptests {
             any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
             Just("\"\\ud800\"".to_string()),
         ];
-        (cmd, prop::collection::vec((key, val), 0..5), 0usize..200).prop_map(|(cmd, fields, cut)| {
-            let mut line = format!("{{\"cmd\":\"{cmd}\"");
-            for (k, v) in fields {
-                line.push_str(&format!(",\"{k}\":{v}"));
-            }
-            line.push('}');
-            if cut < line.len() && line.is_char_boundary(cut) && cut % 3 == 0 {
-                line.truncate(cut);
-            }
-            line
-        })
+        (cmd, prop::collection::vec((key, val), 0..5), 0usize..200).prop_map(
+            |(cmd, fields, cut)| {
+                let mut line = format!("{{\"cmd\":\"{cmd}\"");
+                for (k, v) in fields {
+                    line.push_str(&format!(",\"{k}\":{v}"));
+                }
+                line.push('}');
+                if cut < line.len() && line.is_char_boundary(cut) && cut % 3 == 0 {
+                    line.truncate(cut);
+                }
+                line
+            },
+        )
     }
 
     proptest! {

@@ -2,7 +2,7 @@
 //!
 //! Each session registers a [`SessionHandle`] when its socket opens and is
 //! removed (by dropping its [`Registration`]) when it ends, whatever the path
-//! out. A handle holds the two channels into the session (messages to inject
+//! out. A handle holds the two mailboxes into the session (messages to inject
 //! into its output, and control requests for its supervisor) plus counters
 //! the pump updates with relaxed atomics, cheap enough for every message.
 
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use crate::mailbox::Poster;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,9 +57,9 @@ pub struct SessionHandle {
     pub started: SystemTime,
     pub stats: Arc<SessionStats>,
     /// Messages to deliver to the client, in order with the child's lines.
-    pub inject: mpsc::Sender<Message>,
+    pub inject: Poster<Message>,
     /// Requests for the supervisor.
-    pub control: mpsc::Sender<SessionCtl>,
+    pub control: Poster<SessionCtl>,
 }
 
 /// Server-wide counters.
@@ -183,9 +183,9 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn handle(id: u64, path: &str) -> (SessionHandle, mpsc::Receiver<Message>) {
-        let (inject, rx) = mpsc::channel(1);
-        let (control, _) = mpsc::channel(1);
+    fn handle(id: u64, path: &str) -> (SessionHandle, crate::mailbox::Mailbox<Message>) {
+        let (inject, rx) = crate::mailbox::mailbox(1);
+        let (control, _) = crate::mailbox::mailbox(1);
         let h = SessionHandle {
             id,
             remote: "127.0.0.1:1".into(),

@@ -1,0 +1,187 @@
+//! A small bounded queue for the rare requests a session receives (close,
+//! kill, abort), costing one small allocation and no buffer while empty.
+//!
+//! tokio's mpsc channel allocates a block of 32 slots up front: for
+//! requests that come once in a session's life, that is most of the
+//! per-connection memory budget. A [`Mailbox`] is a `VecDeque` behind a
+//! mutex (which allocates only when something is posted) and a `Notify`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+struct Inner<T> {
+    queue: Mutex<VecDeque<T>>,
+    /// Signalled when an item is queued.
+    ready: Notify,
+    /// Signalled when an item is taken (room for a waiting poster).
+    room: Notify,
+    /// Set when the receiving end is dropped.
+    closed: AtomicBool,
+    capacity: usize,
+}
+
+impl<T> Inner<T> {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<T>> {
+        // Every critical section is a single push or pop: poison is moot.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a post was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostError {
+    /// The receiver is gone.
+    Closed,
+    /// The queue is full.
+    Full,
+}
+
+/// The sending side; cheap to clone.
+pub struct Poster<T>(Arc<Inner<T>>);
+
+/// The receiving side.
+pub struct Mailbox<T>(Arc<Inner<T>>);
+
+/// A mailbox holding at most `capacity` undelivered items.
+pub fn mailbox<T>(capacity: usize) -> (Poster<T>, Mailbox<T>) {
+    let inner = Arc::new(Inner {
+        queue: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+        room: Notify::new(),
+        closed: AtomicBool::new(false),
+        capacity,
+    });
+    (Poster(inner.clone()), Mailbox(inner))
+}
+
+impl<T> Clone for Poster<T> {
+    fn clone(&self) -> Self {
+        Poster(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Poster<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Poster")
+    }
+}
+
+impl<T> std::fmt::Debug for Mailbox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
+    }
+}
+
+impl<T> Poster<T> {
+    /// Queues `item` and wakes the receiver.
+    pub fn post(&self, item: T) -> Result<(), PostError> {
+        self.try_post(item).map_err(|(e, _)| e)
+    }
+
+    /// Like [`post`](Self::post), handing the item back on failure.
+    pub fn try_post(&self, item: T) -> Result<(), (PostError, T)> {
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err((PostError::Closed, item));
+        }
+        {
+            let mut queue = self.0.queue();
+            if queue.len() >= self.0.capacity {
+                return Err((PostError::Full, item));
+            }
+            queue.push_back(item);
+        }
+        // notify_one stores a permit when nobody waits: no lost wake-up.
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// Posts, waiting up to `timeout` for room in a full mailbox.
+    pub async fn post_timeout(
+        &self,
+        mut item: T,
+        timeout: std::time::Duration,
+    ) -> Result<(), PostError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so a take in between wakes us.
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_post(item) {
+                Err((PostError::Full, back)) => item = back,
+                other => return other.map_err(|(e, _)| e),
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(PostError::Full);
+            }
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    /// The next item, waiting for one. Cancel-safe: an item is only
+    /// removed when this returns it.
+    pub async fn recv(&mut self) -> T {
+        loop {
+            if let Some(item) = self.try_recv() {
+                return item;
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let item = self.0.queue().pop_front();
+        if item.is_some() {
+            self.0.room.notify_waiters();
+        }
+        item
+    }
+}
+
+impl<T> Drop for Mailbox<T> {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivers_in_order_up_to_capacity() {
+        let (tx, mut rx) = mailbox(2);
+        assert_eq!(tx.post(1), Ok(()));
+        assert_eq!(tx.post(2), Ok(()));
+        assert_eq!(tx.post(3), Err(PostError::Full));
+        assert_eq!(rx.recv().await, 1);
+        assert_eq!(rx.recv().await, 2);
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tx.post(4).unwrap();
+        assert_eq!(waiter.await.unwrap(), 4);
+        assert_eq!(tx.post(5), Err(PostError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_makes_posters_wait_for_room() {
+        let (tx, mut rx) = mailbox(1);
+        tx.post(1).unwrap();
+        let short = std::time::Duration::from_millis(20);
+        assert_eq!(tx.post_timeout(2, short).await, Err(PostError::Full));
+        let poster = tx.clone();
+        let waiting = tokio::spawn(async move {
+            poster
+                .post_timeout(2, std::time::Duration::from_secs(10))
+                .await
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(rx.recv().await, 1);
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        assert_eq!(rx.recv().await, 2);
+    }
+}
