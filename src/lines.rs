@@ -123,8 +123,8 @@ impl LineSplitter {
     }
 
     /// Drops the allocation once everything is handed out, so an idle
-    /// connection holds no buffer.
-    fn release_if_idle(&mut self) {
+    /// connection holds no buffer (also after a read that found nothing).
+    pub fn release_if_idle(&mut self) {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
@@ -427,10 +427,7 @@ mod proptests {
         };
         assert_eq!(pieces(b"abcd\r\n", 4), [b"abcd".to_vec()]);
         assert_eq!(pieces(b"abcd\r", 4), [b"abcd".to_vec()]);
-        assert_eq!(
-            pieces(b"abcd\rx", 4),
-            [b"abcd".to_vec(), b"\rx".to_vec()]
-        );
+        assert_eq!(pieces(b"abcd\rx", 4), [b"abcd".to_vec(), b"\rx".to_vec()]);
         assert_eq!(
             pieces("aaaééé\n".as_bytes(), 4),
             ["aaa", "éé", "é"].map(|s| s.as_bytes().to_vec())
