@@ -121,7 +121,11 @@ pub fn request_vars(req: &RequestEnv<'_>) -> Vec<Var> {
         .map(|p| p.to_string())
         .unwrap_or_default();
     let path = req.uri.path();
-    let decoded_path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    // No environment value can hold a NUL (routing refuses such paths; this
+    // keeps the function total for any input).
+    let decoded_path = percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .replace('\0', "");
     let request_uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
 
     let mut vars: Vec<Var> = Vec::with_capacity(20 + req.headers.keys_len());

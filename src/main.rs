@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     };
     wspipe::logging::init(config.log_level);
     raise_fd_limit();
+    close_inherited_fds_on_exec();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,6 +56,42 @@ fn usage_error(msg: &str) -> ExitCode {
 fn first_line(msg: &str) -> String {
     let line = msg.lines().next().unwrap_or(msg);
     line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+/// Descriptors wspipe itself inherited (from a shell, a supervisor, a test
+/// runner) must not reach the children: mark every fd above stderr
+/// close-on-exec. wspipe's own are close-on-exec already.
+fn close_inherited_fds_on_exec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    // Kernels before 5.11: one fcntl per open descriptor.
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on a descriptor number; harmless if closed.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 /// Each connection costs a socket and three pipes: lift the soft limit on

@@ -68,16 +68,22 @@ pub fn resolve(endpoint: Option<&Endpoint>, raw_path: &str) -> Result<Resolved, 
             program: program.clone(),
             args: args.clone(),
             script_name: "/".into(),
-            path_info: decode_lossy(raw_path),
+            path_info: decode_lossy(raw_path)?,
         }),
         Endpoint::Dir(root) => resolve_in_dir(root, raw_path),
     }
 }
 
-fn decode_lossy(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
+/// A decoded path for PATH_INFO; a NUL (which no environment variable can
+/// hold) makes the path a client error rather than a failed spawn.
+fn decode_lossy(s: &str) -> Result<String, RouteError> {
+    let decoded = percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
-        .into_owned()
+        .into_owned();
+    if decoded.contains('\0') {
+        return Err(RouteError::BadPath);
+    }
+    Ok(decoded)
 }
 
 /// One decoded path segment, checked for anything that could escape.
@@ -121,7 +127,7 @@ fn resolve_in_dir(root: &Path, raw_path: &str) -> Result<Resolved, RouteError> {
             }
         };
         script_name.push('/');
-        script_name.push_str(&decode_lossy(raw));
+        script_name.push_str(&decode_lossy(raw)?);
         file = candidate;
         if meta.is_dir() {
             continue;
@@ -131,7 +137,7 @@ fn resolve_in_dir(root: &Path, raw_path: &str) -> Result<Resolved, RouteError> {
         let path_info = if rest.is_empty() {
             String::new()
         } else {
-            decode_lossy(&format!("/{}", rest.join("/")))
+            decode_lossy(&format!("/{}", rest.join("/")))?
         };
         return Ok(Resolved {
             program: file,
@@ -270,6 +276,10 @@ mod tests {
             program: "cat".into(),
             args: vec!["-u".into()],
         };
+        assert_eq!(
+            resolve(Some(&Endpoint::Command(spec.clone())), "/a%00b"),
+            Err(RouteError::BadPath)
+        );
         let r = resolve(Some(&Endpoint::Command(spec)), "/any/path%21").unwrap();
         assert_eq!(r.script_name, "/");
         assert_eq!(r.path_info, "/any/path!");
