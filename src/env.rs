@@ -326,7 +326,7 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn request_vars_are_well_formed(

@@ -375,7 +375,7 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn splitter_matches_model(

@@ -345,7 +345,7 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn decode_path_stays_inside(raw in raw_path()) {
@@ -395,7 +395,7 @@ mod proptests {
         let root = root.canonicalize().unwrap();
         let endpoint = Endpoint::Dir(root.clone());
 
-        let mut runner = TestRunner::new(Config::with_cases(3000));
+        let mut runner = TestRunner::new(Config::with_cases(256));
         runner
             .run(&raw_path(), |raw| {
                 if let Ok(r) = resolve(Some(&endpoint), &raw) {

@@ -243,7 +243,7 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn parse_request_never_panics(line in any::<String>()) {
