@@ -133,6 +133,11 @@ impl<T> Mailbox<T> {
         }
     }
 
+    /// True when an item is queued.
+    pub fn has_items(&self) -> bool {
+        !self.0.queue().is_empty()
+    }
+
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
         let item = self.0.queue().pop_front();

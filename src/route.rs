@@ -362,6 +362,22 @@ mod proptests {
         }
 
         #[test]
+        fn one_program_takes_every_path_without_a_nul(raw in raw_path()) {
+            let spec = CommandSpec { program: "cat".into(), args: Vec::new() };
+            let nul = percent_encoding::percent_decode_str(&raw).any(|b| b == 0);
+            match resolve(Some(&Endpoint::Command(spec)), &raw) {
+                Ok(r) => {
+                    prop_assert!(!nul, "{:?} holds a NUL yet resolved", raw);
+                    prop_assert!(!r.path_info.contains('\0'));
+                }
+                Err(e) => {
+                    prop_assert_eq!(e, RouteError::BadPath);
+                    prop_assert!(nul, "{:?} refused without a NUL", raw);
+                }
+            }
+        }
+
+        #[test]
         fn decode_segment_refuses_escapes(raw in "[^/]{0,8}|(%2[eEfF]|%5[cC]|%00|\\.|[a-z])*") {
             if let Ok(seg) = decode_segment(&raw) {
                 let b = seg.as_encoded_bytes();
@@ -404,6 +420,7 @@ mod proptests {
                     prop_assert!(is_executable_file(&real));
                     prop_assert!(r.script_name.starts_with('/'));
                     prop_assert!(r.path_info.is_empty() || r.path_info.starts_with('/'));
+                    prop_assert!(!r.path_info.contains('\0') && !r.script_name.contains('\0'));
                 }
                 Ok(())
             })

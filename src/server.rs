@@ -152,7 +152,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // start a graceful shutdown, not kill us with the default action.
     let signals = Signals::new()?;
     let shared = Arc::new(Shared::new(config));
-    let mut unix_paths = Vec::new();
+    // Socket files we created are removed however run() ends.
+    let mut unix_paths = SocketFiles::default();
+    // The side doors first: once "serving on" is logged, everything is up.
+    if let Some(control) = &shared.config.control {
+        let listener = bind_unix(&control.path)?;
+        crate::control::listener::set_mode(&control.path, control.mode)
+            .with_context(|| format!("cannot set the mode of {}", control.path.display()))?;
+        tracing::info!("control socket at {}", control.path.display());
+        unix_paths.0.push(control.path.clone());
+        shared
+            .tasks
+            .spawn(crate::control::listener::serve(listener, shared.clone()));
+    }
+    if let Some(addr) = shared.config.metrics.clone() {
+        serve_metrics(addr, &shared, &mut unix_paths.0).await?;
+    }
     for listen in shared.config.listen.clone() {
         match listen {
             Listen::Tcp(addr) => {
@@ -189,23 +204,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     path.display(),
                     describe(&shared.config)
                 );
-                unix_paths.push(path);
+                unix_paths.0.push(path);
                 shared.tasks.spawn(accept_unix(listener, shared.clone()));
             }
         }
-    }
-    if let Some(control) = &shared.config.control {
-        let listener = bind_unix(&control.path)?;
-        crate::control::listener::set_mode(&control.path, control.mode)
-            .with_context(|| format!("cannot set the mode of {}", control.path.display()))?;
-        tracing::info!("control socket at {}", control.path.display());
-        unix_paths.push(control.path.clone());
-        shared
-            .tasks
-            .spawn(crate::control::listener::serve(listener, shared.clone()));
-    }
-    if let Some(addr) = shared.config.metrics.clone() {
-        serve_metrics(addr, &shared, &mut unix_paths).await?;
     }
     signals.wait().await;
     tracing::info!("shutting down: closing sessions and ending children");
@@ -219,9 +221,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::error!("some sessions did not end in {limit:?}; exiting anyway");
-    }
-    for path in unix_paths {
-        let _ = std::fs::remove_file(path);
     }
     Ok(())
 }
@@ -306,6 +305,18 @@ async fn serve_metrics(
         }
     }
     Ok(())
+}
+
+/// Unix socket files this server created, removed when dropped.
+#[derive(Default)]
+struct SocketFiles(Vec<PathBuf>);
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, both meaning "shut down gracefully".

@@ -144,13 +144,18 @@ pub async fn upgrade(
 
     let client = client_text(peer, &remote);
     let path = req.uri().path().to_owned();
+    let pid = spawned.child.pid();
+    // Registered before the 101 goes out: a client that has its answer is
+    // already reachable by `wspipe ctl` (messages wait in its mailbox).
+    let (links, handle) = session_links(id_num, client.clone(), path.clone(), pid);
+    let registration = shared.registry.register(handle);
     let on_upgrade = hyper::upgrade::on(req);
     let session_shared = shared.clone();
     shared.tasks.spawn(async move {
         let shared = session_shared;
         let _permit = permit;
+        let _registration = registration;
         let mut spawned = spawned;
-        let pid = spawned.child.pid();
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -164,8 +169,6 @@ pub async fn upgrade(
         let remote = client;
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         let started = Instant::now();
-        let (links, handle) = session_links(id_num, remote.clone(), path.clone(), pid);
-        let _registration = shared.registry.register(handle);
         let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id, links, peer.socket()).await;
         tracing::info!(
             target: "wspipe::access",

@@ -97,13 +97,19 @@ where
 
     loop {
         if pending.is_none() {
-            // Injected messages go between whole lines, never inside one.
+            // Injected messages go between whole lines, never inside one,
+            // and after whatever the child had written before they came.
             pending = if std::mem::take(&mut ping_due) {
                 Some(Message::Ping(Bytes::new()))
             } else {
-                inject
-                    .try_recv()
-                    .or_else(|| out.next_message())
+                out.next_message()
+                    .or_else(|| {
+                        if !inject.has_items() {
+                            return None;
+                        }
+                        out.read_now();
+                        out.next_message().or_else(|| inject.try_recv())
+                    })
                     .or_else(|| {
                         err.as_mut()
                             .and_then(|(_, lines)| stderr_message(lines, id))
@@ -276,6 +282,13 @@ impl ChildOutput {
             framing,
             eof: false,
             broken: None,
+        }
+    }
+
+    /// Reads what the pipe has right now, if it is still open (never waits).
+    fn read_now(&mut self) {
+        if !self.eof {
+            self.read();
         }
     }
 
