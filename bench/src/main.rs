@@ -10,6 +10,7 @@
 //! See docs/benchmarks.md for what each scenario measures.
 
 mod client;
+mod fanout;
 mod report;
 mod scenarios;
 mod server;
@@ -36,8 +37,8 @@ struct Args {
     /// Runs per figure (the median is reported). Default 3 (smoke: 1).
     #[arg(long)]
     runs: Option<usize>,
-    /// Scenarios to run, comma separated (1-6). Default: all.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=6))]
+    /// Scenarios to run, comma separated (1-7). Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
     only: Vec<u8>,
     /// 1: sequential round trips. Default 5000 (smoke: 200).
     #[arg(long)]
@@ -83,6 +84,18 @@ struct Args {
     /// 20000).
     #[arg(long)]
     backpressure_lines: Option<u64>,
+    /// 7: clients subscribed. Default 1000 (smoke: 50). Connected with
+    /// --storm-parallel handshakes in flight.
+    #[arg(long)]
+    fanout_clients: Option<usize>,
+    /// 7: numbered messages per phase (at most 2000). Default 200 (smoke:
+    /// 20).
+    #[arg(long)]
+    fanout_messages: Option<usize>,
+    /// 7: messages sent with one `wspipe ctl broadcast` process each (0: none).
+    /// Default 20 (smoke: 3).
+    #[arg(long)]
+    fanout_cli_messages: Option<usize>,
     /// The wspipe binary. Default: `wspipe` next to this binary.
     #[arg(long)]
     wspipe: Option<PathBuf>,
@@ -115,6 +128,9 @@ struct Params {
     binary_probe_window: usize,
     backpressure_secs: f64,
     backpressure_lines: u64,
+    fanout_clients: usize,
+    fanout_messages: usize,
+    fanout_cli_messages: usize,
     max_total: Duration,
 }
 
@@ -126,7 +142,7 @@ impl Params {
             smoke: s,
             runs: a.runs.unwrap_or(pick(3, 1)),
             only: if a.only.is_empty() {
-                (1..=6).collect()
+                (1..=7).collect()
             } else {
                 a.only.clone()
             },
@@ -146,6 +162,9 @@ impl Params {
             backpressure_lines: a
                 .backpressure_lines
                 .unwrap_or(if s { 20_000 } else { 400_000 }),
+            fanout_clients: a.fanout_clients.unwrap_or(pick(1000, 50)),
+            fanout_messages: a.fanout_messages.unwrap_or(pick(200, 20)),
+            fanout_cli_messages: a.fanout_cli_messages.unwrap_or(pick(20, 3)),
             max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 120 } else { 570 })),
         };
         let secs_ok = |v: f64| v.is_finite() && v > 0.0 && v <= 60.0;
@@ -168,9 +187,27 @@ impl Params {
         if counts.iter().any(|&c| c == 0 || c > 1_000_000) || p.backpressure_lines == 0 {
             bail!("counts must be in 1..=1000000");
         }
+        // Every fan-out message is held by every client's checker, and the
+        // run has a time limit: keep the product sane.
+        if p.fanout_clients == 0
+            || p.fanout_clients > 20_000
+            || p.fanout_messages == 0
+            || p.fanout_messages > fanout::MAX_MESSAGES
+            || p.fanout_cli_messages > 1000
+        {
+            bail!(
+                "fan-out: 1..=20000 clients, 1..={} messages, 0..=1000 via the CLI",
+                fanout::MAX_MESSAGES
+            );
+        }
         Ok(p)
     }
 }
+
+/// Fan-out: wspipe's control socket and websocketd's shared file, in the
+/// run's scratch directory.
+const CONTROL_SOCKET: &str = "control.sock";
+const FEED_FILE: &str = "feed";
 
 /// The scenarios that run against servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,15 +218,17 @@ enum Scenario {
     Storm = 4,
     Binary = 5,
     Backpressure = 6,
+    FanOut = 7,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario::Latency,
     Scenario::Throughput,
     Scenario::Churn,
     Scenario::Storm,
     Scenario::Binary,
     Scenario::Backpressure,
+    Scenario::FanOut,
 ];
 
 impl Scenario {
@@ -201,6 +240,7 @@ impl Scenario {
             Scenario::Storm => "connection storm",
             Scenario::Binary => "binary throughput",
             Scenario::Backpressure => "backpressure",
+            Scenario::FanOut => "fan-out",
         }
     }
 
@@ -214,12 +254,29 @@ impl Scenario {
         }
     }
 
-    fn spec(self, p: &Params) -> Spec {
+    /// What `kind` runs for this scenario; `scratch` is the run's private
+    /// directory (fan-out: the control socket, or the shared file).
+    fn spec(self, p: &Params, kind: Kind, scratch: Option<&std::path::Path>) -> Spec {
         match self {
             Scenario::Binary => Spec::binary(&["cat"]),
             Scenario::Backpressure => Spec {
                 binary: false,
                 command: scenarios::seq_command(p.backpressure_lines),
+                control: None,
+            },
+            // wspipe: `cat` writes nothing (the clients send nothing), so
+            // every message a client gets came through the control socket.
+            Scenario::FanOut => match (kind, scratch) {
+                (Kind::Wspipe, Some(dir)) => Spec {
+                    control: Some(dir.join(CONTROL_SOCKET)),
+                    ..Spec::text(&["cat"])
+                },
+                (_, Some(dir)) => Spec {
+                    binary: false,
+                    command: fanout::tail_command(&dir.join(FEED_FILE)),
+                    control: None,
+                },
+                (_, None) => unreachable!("fan-out runs in a scratch directory"),
             },
             _ => Spec::text(&["cat"]),
         }
@@ -235,6 +292,7 @@ impl Scenario {
             Scenario::Storm => Duration::from_secs(200),
             Scenario::Binary => secs(p.binary_secs) + Duration::from_secs(40),
             Scenario::Backpressure => secs(p.backpressure_secs) + Duration::from_secs(140),
+            Scenario::FanOut => Duration::from_secs(240),
         }
     }
 }
@@ -267,6 +325,15 @@ fn rows(p: &Params) -> Vec<Row> {
         p.backpressure_lines,
         scenarios::SEQ_WIDTH + 1,
         p.backpressure_secs
+    );
+    let l7 = format!(
+        "7. fan-out ({} clients × {} numbered 64-byte messages; wspipe: control-socket \
+         broadcast; websocketd + tail -f shared file²)",
+        p.fanout_clients, p.fanout_messages
+    );
+    let cli = format!(
+        "`wspipe ctl broadcast` as a process, one exec per message, {} messages (broadcasts/s)",
+        p.fanout_cli_messages
     );
     let row = |metric, scenario: &str, label: &str, better| Row {
         metric,
@@ -330,12 +397,45 @@ fn rows(p: &Params) -> Vec<Row> {
             "delivered",
             Better::Neither,
         ),
+        row(
+            Metric::FanOutDeliveries,
+            &l7,
+            "deliveries/s (clients × messages / time until every client had every message; \
+             wspipe: one broadcast request at a time)",
+            Better::Higher,
+        ),
+        row(
+            Metric::FanOutLag,
+            &l7,
+            "last delivery after the last send (ms)",
+            Better::Lower,
+        ),
+        row(
+            Metric::FanOutPipelined,
+            &l7,
+            "deliveries/s, all broadcast requests written at once (pipelined)",
+            Better::Neither,
+        ),
+        row(
+            Metric::FanOutProducerRate,
+            &l7,
+            "producer: messages/s taken (wspipe: broadcasts answered; websocketd: lines appended)",
+            Better::Neither,
+        ),
+        row(Metric::FanOutCliRate, &l7, &cli, Better::Neither),
+        row(
+            Metric::FanOutChecked,
+            &l7,
+            "every client got every message",
+            Better::Neither,
+        ),
     ];
     all.into_iter()
         .filter(|r| {
             let n: u8 = r.scenario[..1].parse().unwrap_or(0);
             p.only.contains(&n)
                 && (r.metric != Metric::BinaryBigWindow || p.binary_probe_window > 0)
+                && (r.metric != Metric::FanOutCliRate || p.fanout_cli_messages > 0)
         })
         .collect()
 }
@@ -362,6 +462,7 @@ fn main() -> ExitCode {
         std::thread::sleep(watchdog);
         eprintln!("wspipe-bench: watchdog: still running after {watchdog:?}, giving up");
         server::kill_all();
+        sys::remove_all_scratch();
         std::process::exit(3);
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -543,7 +644,14 @@ async fn run_one(
     p: &Params,
     programs: &Programs,
 ) -> Result<(scenarios::Figures, Option<String>), (anyhow::Error, Vec<String>)> {
-    let server = Server::start(kind, programs, &sc.spec(p))
+    // Fan-out's control socket or shared file; removed when the run ends
+    // (after the server stopped: declared before it, dropped after it).
+    let scratch = match sc {
+        Scenario::FanOut => Some(prepare_fanout(kind).map_err(|e| (e, Vec::new()))?),
+        _ => None,
+    };
+    let dir = scratch.as_ref().map(sys::Scratch::path);
+    let server = Server::start(kind, programs, &sc.spec(p, kind, dir))
         .await
         .map_err(|e| (e, Vec::new()))?;
     let limit = sc.limit(p);
@@ -593,6 +701,25 @@ async fn run_one(
                 )
                 .await
             }
+            Scenario::FanOut => {
+                let dir = dir.expect("fan-out has a scratch directory");
+                let producer = match kind {
+                    Kind::Wspipe => fanout::Producer::Control {
+                        socket: dir.join(CONTROL_SOCKET),
+                        cli: programs.wspipe.clone(),
+                        cli_messages: p.fanout_cli_messages,
+                    },
+                    _ => fanout::Producer::TailFile {
+                        file: dir.join(FEED_FILE),
+                    },
+                };
+                let plan = fanout::Plan {
+                    clients: p.fanout_clients,
+                    messages: p.fanout_messages,
+                    parallel: p.storm_parallel,
+                };
+                fanout::fanout(&server, &plan, &producer).await
+            }
         }
     };
     let outcome = match tokio::time::timeout(limit, work).await {
@@ -607,6 +734,29 @@ async fn run_one(
     });
     server.stop().await;
     outcome
+}
+
+/// Fan-out's scratch directory: websocketd's sessions follow a shared file
+/// that must exist (empty) before the first one starts; wspipe creates its
+/// control socket itself.
+fn prepare_fanout(kind: Kind) -> anyhow::Result<sys::Scratch> {
+    let scratch = sys::Scratch::new("fanout").context("scratch directory")?;
+    // sockaddr_un holds 108 bytes.
+    let socket = scratch.path().join(CONTROL_SOCKET);
+    if socket.as_os_str().len() > 100 {
+        bail!(
+            "control socket path too long: {} (set TMPDIR)",
+            socket.display()
+        );
+    }
+    if kind == Kind::Websocketd {
+        for tool in ["setpriv", "tail"] {
+            which(std::path::Path::new(tool))
+                .with_context(|| format!("{tool} not found (fan-out needs it for websocketd)"))?;
+        }
+        std::fs::File::create(scratch.path().join(FEED_FILE)).context("create the feed file")?;
+    }
+    Ok(scratch)
 }
 
 /// Scenario 5's deadlock probe: 1 s with a large window in flight. 1.0 if
@@ -737,6 +887,14 @@ fn render(
          at a time, the ceiling for sessions/s. \
          Ratios are plain quotients: read them with the \"better\" column.\n",
     );
+    if p.only.contains(&7) {
+        out.push_str(
+            "\n² For 7, websocketd has no broadcast: its column is websocketd + tail -f shared \
+             file, the usual way to fan out with it (every session runs `tail -n +1 -F FILE` \
+             on one file, the producer appends one line per message), against wspipe's \
+             `broadcast` request on its control socket.\n",
+        );
+    }
     if !results.notes.is_empty() {
         out.push_str("\nNotes:\n");
         for n in &results.notes {

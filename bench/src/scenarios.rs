@@ -47,6 +47,12 @@ pub enum Metric {
     BinaryBigWindow,
     BackpressureGrowth,
     BackpressureDelivered,
+    FanOutDeliveries,
+    FanOutProducerRate,
+    FanOutLag,
+    FanOutPipelined,
+    FanOutCliRate,
+    FanOutChecked,
 }
 
 pub type Figures = Vec<(Metric, f64)>;
@@ -84,12 +90,12 @@ impl std::fmt::Display for Stalled {
 
 impl std::error::Error for Stalled {}
 
-fn check_failed(msg: String) -> anyhow::Error {
+pub(crate) fn check_failed(msg: String) -> anyhow::Error {
     anyhow::Error::new(CheckFailed(msg))
 }
 
 /// The next data message (pings and pongs skipped), within `limit`.
-async fn next_data<S>(stream: &mut S, limit: Duration) -> anyhow::Result<Message>
+pub(crate) async fn next_data<S>(stream: &mut S, limit: Duration) -> anyhow::Result<Message>
 where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
 {
@@ -111,7 +117,7 @@ where
 /// Sends our close frame and waits (bounded) for the server to finish the
 /// handshake and drop the connection (TCP end of file): a session is over
 /// for the client only once the server has let go of it.
-async fn close(mut ws: Ws) {
+pub(crate) async fn close(mut ws: Ws) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         let _ = ws.close(None).await;
         while let Some(Ok(_)) = ws.next().await {}
@@ -721,12 +727,7 @@ enum End {
     Dropped(String),
 }
 
-// TODO(fan-out, scenario 7): one producer, N subscribers: broadcast rate
-// and per-subscriber delivery (complete, in order), wspipe against
-// websocketd-style fan-out. wspipe had no broadcast when this suite was
-// written; it comes with the control CLI (`wspipe ctl broadcast`). Until the
-// scenario is written the report prints the row as "n/a (needs control
-// CLI)".
+// 7. Fan-out is in its own module: crate::fanout.
 
 #[cfg(test)]
 mod tests {

@@ -62,6 +62,8 @@ pub struct Programs {
 pub struct Spec {
     pub binary: bool,
     pub command: Vec<String>,
+    /// wspipe only: `--control PATH` (the control socket).
+    pub control: Option<PathBuf>,
 }
 
 impl Spec {
@@ -69,6 +71,7 @@ impl Spec {
         Spec {
             binary: false,
             command: command.iter().map(|s| s.to_string()).collect(),
+            control: None,
         }
     }
 
@@ -304,6 +307,12 @@ fn spawn_external(
     };
     if spec.binary {
         cmd.arg("--binary");
+    }
+    if let Some(path) = &spec.control {
+        if kind != Kind::Wspipe {
+            bail!("only wspipe has a control socket");
+        }
+        cmd.arg("--control").arg(path);
     }
     cmd.args(&spec.command)
         .stdin(Stdio::null())

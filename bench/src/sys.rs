@@ -2,6 +2,7 @@
 //! machine description, and per-process figures from /proc.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Raises the soft limit on open files to the hard limit; returns the new
@@ -56,18 +57,104 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 
 /// How many processes have `pid` as their parent (zombies included).
 pub fn children_of(pid: u32) -> usize {
+    child_pids(pid).len()
+}
+
+/// The processes that have `pid` as their parent (zombies included).
+pub fn child_pids(pid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     dir.filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            (parent_of(&e.path().join("stat")) == Some(pid)).then_some(child)
         })
-        .filter(|e| parent_of(&e.path().join("stat")) == Some(pid))
-        .count()
+        .collect()
+}
+
+/// Whether a process holds an inotify instance (an open file descriptor
+/// on `anon_inode:inotify`).
+pub fn uses_inotify(pid: u32) -> bool {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    dir.filter_map(Result::ok)
+        .any(|e| fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify"))
+}
+
+/// A sysctl value under /proc/sys, e.g. `fs/inotify/max_user_instances`.
+pub fn sysctl(name: &str) -> Option<String> {
+    fs::read_to_string(format!("/proc/sys/{name}"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The current soft limit on open files.
+pub fn nofile_soft() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_cur
+}
+
+/// Scratch directories alive now, for the watchdog.
+static SCRATCH: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes every scratch directory still there (the watchdog's last
+/// resort, as it exits without running destructors).
+pub fn remove_all_scratch() {
+    for path in SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = fs::remove_dir_all(path);
+    }
+}
+
+/// A private (0700) directory under the system's temporary directory,
+/// removed with everything in it when dropped.
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> std::io::Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "wspipe-bench-{tag}-{}-{n}-{nanos:x}",
+            std::process::id()
+        ));
+        fs::DirBuilder::new().mode(0o700).create(&path)?;
+        SCRATCH
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.clone());
+        Ok(Scratch { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+        SCRATCH
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != self.path);
+    }
 }
 
 /// The PPid field of a /proc/PID/stat file.
