@@ -276,35 +276,40 @@ async fn serve_metrics(
     shared: &Arc<Shared>,
     unix_paths: &mut Vec<PathBuf>,
 ) -> anyhow::Result<()> {
-    use crate::control::metrics::{serve, MetricsAddr};
+    use crate::control::metrics::MetricsAddr;
     match addr {
         MetricsAddr::Tcp(addr) => {
             let listener = bind_tcp(addr).await?;
             tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-            let shared = shared.clone();
-            shared.tasks.clone().spawn(async move {
-                let accept = || listener.accept();
-                accept_loop(&shared.shutdown, accept, |(stream, _)| {
-                    tokio::spawn(serve(stream, shared.clone()));
-                })
-                .await;
-            });
+            let s = shared.clone();
+            shared
+                .tasks
+                .spawn(async move { metrics_loop(&s, || listener.accept()).await });
         }
         MetricsAddr::Unix(path) => {
             let listener = bind_unix(&path)?;
             tracing::info!("metrics on unix:{}", path.display());
             unix_paths.push(path);
-            let shared = shared.clone();
-            shared.tasks.clone().spawn(async move {
-                let accept = || listener.accept();
-                accept_loop(&shared.shutdown, accept, |(stream, _)| {
-                    tokio::spawn(serve(stream, shared.clone()));
-                })
-                .await;
-            });
+            let s = shared.clone();
+            shared
+                .tasks
+                .spawn(async move { metrics_loop(&s, || listener.accept()).await });
         }
     }
     Ok(())
+}
+
+/// Serves every connection `accept` yields with the metrics page.
+async fn metrics_loop<S, X, A, F>(shared: &Arc<Shared>, accept: A)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Fn() -> F,
+    F: std::future::Future<Output = std::io::Result<(S, X)>>,
+{
+    accept_loop(&shared.shutdown, accept, |(stream, _)| {
+        tokio::spawn(crate::control::metrics::serve(stream, shared.clone()));
+    })
+    .await;
 }
 
 /// Unix socket files this server created, removed when dropped.
