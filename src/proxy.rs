@@ -118,10 +118,30 @@ fn forwarded_chain(headers: &HeaderMap) -> Option<ForwardedHeaderValue> {
         (!values.is_empty()).then(|| values.join(", "))
     };
     if let Some(value) = joined("x-forwarded-for") {
-        return ForwardedHeaderValue::from_x_forwarded_for(&value).ok();
+        return parse_guarded(|| ForwardedHeaderValue::from_x_forwarded_for(&value).ok());
     }
     let value = joined("forwarded")?;
-    ForwardedHeaderValue::from_forwarded(&value).ok()
+    // forwarded-header-value 0.1.1 panics on a lone `"` as a host (`host="`,
+    // found by fuzz/fuzz_targets/fuzz_proxy.rs): refuse it as malformed.
+    if value.split([',', ';']).any(|p| {
+        p.trim()
+            .split_once('=')
+            .is_some_and(|(k, v)| k.eq_ignore_ascii_case("host") && v == "\"")
+    }) {
+        return None;
+    }
+    parse_guarded(|| ForwardedHeaderValue::from_forwarded(&value).ok())
+}
+
+/// Runs the header parser so that a panic in it (it has had one, see
+/// above) makes the header malformed instead of ending the connection's
+/// task: these bytes come from strangers.
+fn parse_guarded(
+    parse: impl FnOnce() -> Option<ForwardedHeaderValue>,
+) -> Option<ForwardedHeaderValue> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -204,5 +224,35 @@ mod tests {
     #[test]
     fn bad_entries_are_refused() {
         assert!(TrustedProxies::parse("not-an-ip").is_err());
+    }
+}
+
+/// Regression tests from fuzzing (fuzz/fuzz_targets/fuzz_proxy.rs).
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    #[test]
+    fn a_lone_quote_as_forwarded_host_is_malformed_not_a_panic() {
+        let t = TrustedProxies::parse("unix, 127.0.0.1").unwrap();
+        for value in [
+            "host=\"",
+            "for=1.2.3.4, host=\"",
+            "for=1.2.3.4;HOST=\"",
+            " host=\" ;for=_x",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("forwarded", value.parse().unwrap());
+            assert_eq!(t.client_ip(None, &h), None, "{value}");
+            assert_eq!(
+                t.client_ip(Some("127.0.0.1".parse().unwrap()), &h),
+                None,
+                "{value}"
+            );
+        }
+        // A quoted host is still fine.
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", "for=1.2.3.4;host=\"a\"".parse().unwrap());
+        assert_eq!(t.client_ip(None, &h), Some("1.2.3.4".parse().unwrap()));
     }
 }
