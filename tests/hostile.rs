@@ -1366,5 +1366,9 @@ async fn children_inherit_none_of_the_servers_descriptors() {
         );
     }
     let numbers: Vec<&str> = fds.iter().map(|(fd, _)| fd.as_str()).collect();
-    assert_eq!(numbers, ["0", "1", "2"], "the child inherited more: {fds:?}");
+    assert_eq!(
+        numbers,
+        ["0", "1", "2"],
+        "the child inherited more: {fds:?}"
+    );
 }
