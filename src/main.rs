@@ -95,22 +95,14 @@ fn close_inherited_fds_on_exec() {
 }
 
 /// Each connection costs five descriptors (its socket, three pipes and a
-/// pidfd): lift the limit on open files so thousands of connections fit.
-/// The soft limit goes up to the hard one; with the privilege to (root or
-/// CAP_SYS_RESOURCE) the hard one goes up to the kernel's `nr_open` too.
+/// pidfd): lift the soft limit on open files to the hard limit so thousands
+/// of connections fit. The hard limit is the administrator's to set
+/// (`ulimit -Hn`, systemd's `LimitNOFILE=`) and is left alone.
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(hard);
-    if ceiling > hard && setrlimit(Resource::RLIMIT_NOFILE, ceiling, ceiling).is_ok() {
-        return;
-    }
-    if soft < hard {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
