@@ -22,6 +22,16 @@ fn bash(dir: &Path, name: &str, body: &str) -> String {
         .to_owned()
 }
 
+/// A child that writes its pid to a file, then sleeps without ever reading
+/// stdin: (its temp dir, the script, the pid file).
+fn sleeper() -> (tempfile::TempDir, String, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let pid_file = tmp.path().join("pid");
+    let body = format!("echo $$ > {}\nexec sleep 1000", pid_file.display());
+    let script = bash(tmp.path(), "sleeper.sh", &body);
+    (tmp, script, pid_file)
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -244,13 +254,7 @@ async fn wait_stalled(sent: &AtomicUsize, quiet: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_not_reading_stdin_stalls_client_with_bounded_memory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pid_file = tmp.path().join("pid");
-    let deaf = bash(
-        tmp.path(),
-        "deaf.sh",
-        &format!("echo $$ > {}\nexec sleep 1000", pid_file.display()),
-    );
+    let (_tmp, deaf, pid_file) = sleeper();
     let mut server = Server::start(&[&deaf]);
     let ws = connect(&server.url("/")).await;
     let pid = read_pid(&pid_file);
@@ -289,13 +293,7 @@ async fn client_vanishing_while_child_not_reading_stdin_ends_child() {
     // stuck writing stdin and not reading the socket), but less than fills
     // the socket buffers, then goes away. Its FIN arrives behind the data,
     // and the server, probing the socket while stuck, notices without pings.
-    let tmp = tempfile::tempdir().unwrap();
-    let pid_file = tmp.path().join("pid");
-    let deaf = bash(
-        tmp.path(),
-        "deaf.sh",
-        &format!("echo $$ > {}\nexec sleep 1000", pid_file.display()),
-    );
+    let (_tmp, deaf, pid_file) = sleeper();
     let server = Server::start(&[&deaf]);
     let mut ws = connect(&server.url("/")).await;
     let pid = read_pid(&pid_file);
@@ -319,13 +317,7 @@ async fn flooding_client_that_vanishes_is_dropped_with_pings() {
     // A client that filled every buffer on the way and then died cannot be
     // told from a slow one by the kernel (its FIN waits behind the data):
     // --pingms is what notices, within two intervals.
-    let tmp = tempfile::tempdir().unwrap();
-    let pid_file = tmp.path().join("pid");
-    let deaf = bash(
-        tmp.path(),
-        "deaf.sh",
-        &format!("echo $$ > {}\nexec sleep 1000", pid_file.display()),
-    );
+    let (_tmp, deaf, pid_file) = sleeper();
     let server = Server::start(&["--pingms", "200", &deaf]);
     let ws = connect(&server.url("/")).await;
     let pid = read_pid(&pid_file);
@@ -500,13 +492,7 @@ async fn sigterm_closes_every_client_with_1001_and_ends_every_child() {
 
 #[test]
 fn client_that_never_answers_pings_is_dropped_and_child_ended() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pid_file = tmp.path().join("pid");
-    let sleeper = bash(
-        tmp.path(),
-        "sleeper.sh",
-        &format!("echo $$ > {}\nexec sleep 1000", pid_file.display()),
-    );
+    let (_tmp, sleeper, pid_file) = sleeper();
     let server = Server::start(&["--pingms", "200", &sleeper]);
     let raw = RawClient::connect(server.addr, "/");
     let pid = read_pid(&pid_file);
@@ -567,13 +553,7 @@ fn client_dropping_tcp_without_close_ends_cat() {
 
 #[test]
 fn client_resetting_tcp_ends_child_that_ignores_stdin() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pid_file = tmp.path().join("pid");
-    let sleeper = bash(
-        tmp.path(),
-        "sleeper.sh",
-        &format!("echo $$ > {}\nexec sleep 1000", pid_file.display()),
-    );
+    let (_tmp, sleeper, pid_file) = sleeper();
     let server = Server::start(&[&sleeper]);
     let raw = RawClient::connect(server.addr, "/");
     let pid = read_pid(&pid_file);
