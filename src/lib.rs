@@ -4,18 +4,22 @@
 //! One connection walks one way through the modules:
 //!
 //! ```text
-//! server   (listen, accept, HTTP/1.1 via hyper, shutdown)
+//! server   (listen, accept, TLS, HTTP/1.1 via hyper, shutdown)
+//!   -> http     (upgrade? CGI? static file? console? redirect)
 //!   -> upgrade  (handshake checks, origin, route, fork limit, spawn, 101)
 //!   -> route    (URL path -> program, SCRIPT_NAME, PATH_INFO)
-//!   -> env      (CGI/1.1 environment)
+//!   -> env      (CGI/1.1 environment; proxy: REMOTE_ADDR behind proxies)
 //!   -> process  (spawn in own process group, signal escalation, reap)
-//!   -> bridge   (pump both ways with backpressure; close code from exit)
-//!   -> lines    (line framing of child output; pure)
+//!   -> bridge   (supervisor + inbound + outbound: pump both ways with
+//!                backpressure; close code from the exit status)
+//!   -> lines / frames (framing of child output; pure)
 //! ```
 //!
 //! `cli` and `config` turn flags into a validated [`config::Config`];
-//! `origin` holds the Origin policy; `logging` sets up websocketd's levels;
-//! `control` is the side door for `wspipe ctl` (list, send, broadcast...).
+//! `origin` holds the Origin policy; `tls` loads certificates; `logging`
+//! sets up websocketd's levels; `control` is the side door for `wspipe ctl`
+//! (registry of sessions, protocol, commands, metrics), reaching sessions
+//! through `mailbox`es.
 
 pub mod bridge;
 pub mod cli;
