@@ -99,6 +99,14 @@ impl PeerSocket {
 }
 
 impl Peer {
+    /// The listening port the connection came in on (TCP only).
+    pub fn local_port(&self) -> Option<u16> {
+        match self {
+            Peer::Tcp { local, .. } => Some(local.port()),
+            Peer::Unix => None,
+        }
+    }
+
     /// The TCP socket, if this is a TCP peer.
     pub fn socket(&self) -> Option<PeerSocket> {
         match self {
@@ -116,6 +124,17 @@ impl Peer {
 }
 
 impl Shared {
+    /// A slot under `--maxforks` for one child, held until it is reaped:
+    /// `Ok(None)` when unlimited, `Err` when every slot is taken.
+    pub fn fork_permit(
+        &self,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, tokio::sync::TryAcquireError> {
+        match &self.forks {
+            None => Ok(None),
+            Some(forks) => forks.clone().try_acquire_owned().map(Some),
+        }
+    }
+
     fn new(config: Config) -> Self {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(config.max_message))

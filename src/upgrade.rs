@@ -102,24 +102,18 @@ pub async fn upgrade(
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
     let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
         .map_err(|e| refuse(e.status(), e.to_string()))?;
-    let permit = match &shared.forks {
-        None => None,
-        Some(forks) => Some(forks.clone().try_acquire_owned().map_err(|_| {
-            tracing::error!("--maxforks reached: upgrade refused");
-            refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections (--maxforks reached)",
-            )
-        })?),
-    };
+    let permit = shared.fork_permit().map_err(|_| {
+        tracing::error!("--maxforks reached: upgrade refused");
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections (--maxforks reached)",
+        )
+    })?;
 
     let id_num = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let id = id_num.to_string();
     let remote = remote_info(peer, req.headers(), config).await;
-    let local_port = match peer {
-        Peer::Tcp { local, .. } => Some(local.port()),
-        Peer::Unix => None,
-    };
+    let local_port = peer.local_port();
     let vars = request_vars(&RequestEnv {
         id: &id,
         method: req.method(),

@@ -163,24 +163,15 @@ pub async fn serve(
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY) {
         return access.refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
-    let permit = match &shared.forks {
-        None => None,
-        Some(forks) => match forks.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                tracing::error!("--maxforks reached: CGI request refused");
-                return access.refuse(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many requests (--maxforks reached)",
-                );
-            }
-        },
+    let Ok(permit) = shared.fork_permit() else {
+        tracing::error!("--maxforks reached: CGI request refused");
+        return access.refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests (--maxforks reached)",
+        );
     };
     let remote = remote_info(peer, req.headers(), config).await;
-    let local_port = match peer {
-        Peer::Tcp { local, .. } => Some(local.port()),
-        Peer::Unix => None,
-    };
+    let local_port = peer.local_port();
     let (parts, incoming) = req.into_parts();
     let (body, length) = match declared {
         Some(n) => (RequestBody::Stream(incoming), n),
