@@ -261,19 +261,35 @@ fn describe(config: &Config) -> String {
     parts.join(", ")
 }
 
+/// Listen backlog for every listener: as deep as the kernel allows (it caps
+/// the value at `net.core.somaxconn`, 4096 by default), as Go's and so
+/// websocketd's listeners do. The standard library's 128 overflows when a
+/// burst of clients connects while children are being spawned, and a dropped
+/// SYN costs the client a one-second retransmission.
+const LISTEN_BACKLOG: u32 = i32::MAX as u32;
+
 pub(crate) async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let bind = || async { TcpListener::bind(addr).await };
-    match bind().await {
+    match listen_tcp(addr) {
         Ok(l) => Ok(l),
         // No IPv6 on this host: "all interfaces" falls back to IPv4.
         Err(_) if addr.ip().is_unspecified() && addr.is_ipv6() => {
             let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
-            TcpListener::bind(v4)
-                .await
-                .with_context(|| format!("cannot listen on {v4}"))
+            listen_tcp(v4).with_context(|| format!("cannot listen on {v4}"))
         }
         Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
     }
+}
+
+fn listen_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    // A restarted server must not wait for old connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Binds a Unix socket, removing a stale socket file but refusing to steal
@@ -286,7 +302,16 @@ fn bind_unix(path: &PathBuf) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
-    UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
+    listen_unix(path).with_context(|| format!("cannot listen on {}", path.display()))
+}
+
+fn listen_unix(path: &PathBuf) -> std::io::Result<UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
+    socket.set_nonblocking(true)?;
+    UnixListener::from_std(socket.into())
 }
 
 /// Binds the `--metrics` listener and serves it until shutdown.

@@ -669,6 +669,48 @@ async fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_serve
     assert_no_panic(&server);
 }
 
+/// A burst of connections that arrives while the server cannot accept (here:
+/// stopped with SIGSTOP; in life: busy spawning children) waits in the
+/// listen queue. With the standard library's backlog of 128 the kernel
+/// dropped the SYNs past it and those clients stalled for a one-second
+/// retransmission; the storm benchmark showed it as a 0.7 s tail.
+#[test]
+fn a_burst_beyond_128_connections_queues_instead_of_losing_syns() {
+    const BURST: usize = 600;
+    let _heavy = heavy_blocking();
+    raise_nofile(4096);
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        somaxconn > BURST,
+        "net.core.somaxconn is {somaxconn}; this test needs more than {BURST}"
+    );
+    let server = Server::start(&["cat"]);
+    let addr = server.tcp_addr();
+    signal(server.pid(), libc::SIGSTOP);
+    let mut held = Vec::with_capacity(BURST);
+    for i in 0..BURST {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(stream) => held.push(stream),
+            Err(e) => {
+                signal(server.pid(), libc::SIGCONT);
+                panic!("connection {i} of {BURST} was not queued: {e}");
+            }
+        }
+    }
+    signal(server.pid(), libc::SIGCONT);
+    // Every queued connection is a real one: a handshake on the last of
+    // them is answered once the server runs again.
+    let mut last = held.pop().expect("a connection");
+    last.write_all(upgrade_request("/", "13").as_bytes())
+        .expect("write handshake");
+    assert!(read_head(&mut last).starts_with("HTTP/1.1 101"));
+    drop(held);
+    assert_no_panic(&server);
+}
+
 // ---------------------------------------------------------------------------
 // 3. Frames that claim absurd lengths
 
