@@ -349,6 +349,12 @@ fn rows(p: &Params) -> Vec<Row> {
         row(Metric::LatencyP50, &l1, "p50", Better::Lower),
         row(Metric::LatencyP99, &l1, "p99", Better::Lower),
         row(Metric::LatencyMax, &l1, "max", Better::Lower),
+        row(
+            Metric::LatencyCpu,
+            &l1,
+            "server CPU per round trip (µs)",
+            Better::Lower,
+        ),
         row(Metric::EchoRate, &l2, "messages/s", Better::Higher),
         row(
             Metric::EchoCpu,

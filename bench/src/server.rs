@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Context};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::sys;
@@ -466,7 +467,13 @@ async fn start_reference() -> anyhow::Result<Server> {
 /// one flush.
 async fn echo(stream: TcpStream) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
-    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+    // wspipe's read buffer size (src/server.rs): tungstenite zero-fills the
+    // whole buffer before each read, so its 128 KiB default would make the
+    // reference slower than the bridge it is the limit for.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(64 * 1024);
+    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
     while let Some(msg) = ws.next().await {
         let mut msg = msg?;
         loop {
