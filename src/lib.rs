@@ -16,7 +16,8 @@
 //! ```
 //!
 //! `cli` and `config` turn flags into a validated [`config::Config`];
-//! `origin` holds the Origin policy; `tls` loads certificates; `logging`
+//! `limits` sizes the open-files budget; `origin` holds the Origin policy;
+//! `tls` loads certificates; `logging`
 //! sets up websocketd's levels; `control` is the side door for `wspipe ctl`
 //! (registry of sessions, protocol, commands, metrics), reaching sessions
 //! through `mailbox`es.
@@ -28,6 +29,7 @@ pub mod control;
 pub mod env;
 pub mod frames;
 pub mod http;
+pub mod limits;
 pub mod lines;
 pub mod logging;
 pub mod mailbox;

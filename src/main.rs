@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e.to_string()),
     };
     wspipe::logging::init(config.log_level);
-    raise_fd_limit();
+    wspipe::limits::raise_nofile();
     close_inherited_fds_on_exec();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,19 +90,6 @@ fn close_inherited_fds_on_exec() {
             if flags >= 0 {
                 libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
             }
-        }
-    }
-}
-
-/// Each connection costs five descriptors (its socket, three pipes and a
-/// pidfd): lift the soft limit on open files to the hard limit so thousands
-/// of connections fit. The hard limit is the administrator's to set
-/// (`ulimit -Hn`, systemd's `LimitNOFILE=`) and is left alone.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

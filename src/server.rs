@@ -228,6 +228,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    crate::limits::report(shared.config.max_forks);
     signals.wait().await;
     tracing::info!("shutting down: closing sessions and ending children");
     shared.shutdown.cancel();

@@ -1157,6 +1157,57 @@ async fn running_out_of_fds_refuses_cleanly_keeps_sessions_and_recovers() {
     eprintln!("{accept_errors} 'accept failed' log lines while out of fds");
 }
 
+/// The start-up line about the open-files budget tells the truth: the
+/// number of sessions it announces is the number that fit before the first
+/// 503, and a `--maxforks` beyond it is warned about with the limit to set.
+#[tokio::test]
+async fn the_announced_session_capacity_is_what_fits() {
+    const LIMIT: u64 = 120;
+    let server = start_with_fd_limit(LIMIT, &["--maxforks=100", "cat"]);
+    let warning = server.wait_log("--maxforks 100 exceeds");
+    assert!(
+        warning.contains(&format!("open files limit {LIMIT} allows"))
+            && warning.contains("raise it to at least 600"),
+        "{warning}"
+    );
+    let announced: usize = warning
+        .split("(about ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no capacity in {warning:?}"));
+    let url = server.url("/");
+    let mut sessions = Vec::new();
+    let refused = loop {
+        match attempt(&url, TIMEOUT).await {
+            Attempt::Open(mut ws) => {
+                echo(&mut ws, "fits").await;
+                sessions.push(ws);
+            }
+            Attempt::Refused(code) => break code,
+            other => panic!("after {} sessions: {other:?}", sessions.len()),
+        }
+        assert!(sessions.len() <= 100, "no limit reached");
+    };
+    assert_eq!(refused, 503);
+    let fit = sessions.len();
+    eprintln!("announced {announced}, fit {fit}");
+    assert!(
+        announced.abs_diff(fit) <= 2,
+        "announced about {announced} sessions, {fit} fit"
+    );
+    drop(sessions);
+    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+
+    // Without --maxforks the same budget is one informational line.
+    let plain = start_with_fd_limit(LIMIT, &["cat"]);
+    let line = plain.wait_log("open files limit");
+    assert!(
+        line.contains(&format!("room for about {announced} sessions")),
+        "{line}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 6. Churn
 
