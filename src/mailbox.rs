@@ -133,9 +133,22 @@ impl<T> Mailbox<T> {
         }
     }
 
-    /// True when an item is queued.
-    pub fn has_items(&self) -> bool {
-        !self.0.queue().is_empty()
+    /// Waits until an item is queued, taking none: for a receiver that
+    /// must look elsewhere first when one comes. Cancel-safe.
+    pub async fn ready(&self) {
+        while self.is_empty() {
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many items are queued.
+    pub fn len(&self) -> usize {
+        self.0.queue().len()
     }
 
     /// The next item if one is queued.

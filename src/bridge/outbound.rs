@@ -94,6 +94,9 @@ where
     let mut ping_due = false;
     let mut pending: Option<Message> = None;
     let mut unflushed = false;
+    // Injected messages that were queued when a look at the pipe found no
+    // complete line: they may go without another look.
+    let mut cleared = 0;
 
     loop {
         if pending.is_none() {
@@ -103,13 +106,7 @@ where
                 Some(Message::Ping(Bytes::new()))
             } else {
                 out.next_message()
-                    .or_else(|| {
-                        if !inject.has_items() {
-                            return None;
-                        }
-                        out.read_now();
-                        out.next_message().or_else(|| inject.try_recv())
-                    })
+                    .or_else(|| next_injected(&mut out, &mut inject, &mut cleared))
                     .or_else(|| {
                         err.as_mut()
                             .and_then(|(_, lines)| stderr_message(lines, id))
@@ -171,7 +168,9 @@ where
                     Err(_) => return (sink, OutEnd::Gone),
                 }
             }
-            msg = inject.recv(), if reading => pending = Some(msg),
+            // Only a wake-up: the top of the loop takes the message, after
+            // reading what the child wrote before it came.
+            () = inject.ready(), if reading => {}
             _ = out.pipe.readable(), if reading && !out.eof => out.read(),
             _ = readable(err.as_ref().map(|(pipe, _)| pipe)), if reading => {
                 if let Some((pipe, lines)) = err.as_mut() {
@@ -185,6 +184,33 @@ where
             }
         }
     }
+}
+
+/// The next injected message, once the child's output written before it
+/// came has gone out: looks at the pipe (a system call) once per batch of
+/// queued messages rather than once per message, which matters when
+/// broadcasts are pipelined.
+fn next_injected(
+    out: &mut ChildOutput,
+    inject: &mut Mailbox<Message>,
+    cleared: &mut usize,
+) -> Option<Message> {
+    if *cleared == 0 {
+        // Counted before the look: every message counted was posted before
+        // it, so whatever the child wrote earlier is read by it.
+        let queued = inject.len();
+        if queued == 0 {
+            return None;
+        }
+        out.read_now();
+        if let Some(line) = out.next_message() {
+            return Some(line);
+        }
+        *cleared = queued;
+    }
+    let message = inject.try_recv()?;
+    *cleared -= 1;
+    Some(message)
 }
 
 async fn tick(timer: Option<&mut tokio::time::Interval>) {
@@ -213,6 +239,33 @@ fn read_into(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
         Err(_) => true,
+    }
+}
+
+/// Like [`read_into`], but asks the kernel even when tokio has not yet
+/// seen the pipe become readable. tokio's `try_read` answers `WouldBlock`
+/// without a system call until a reactor turn reports readiness, so bytes
+/// the child wrote a moment ago can look absent. Reading behind tokio's back
+/// is sound: a pipe this drains is reported readable later only if new
+/// bytes arrive, and a stale readiness costs one empty read.
+fn read_through(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
+    use bytes::BufMut;
+    use std::os::fd::AsRawFd;
+    let dst = buf.chunk_mut();
+    // SAFETY: read(2) writes at most `dst.len()` bytes into `dst`, which is
+    // spare capacity of `buf`; the fd stays open while `pipe` is borrowed.
+    let n = unsafe { libc::read(pipe.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len()) };
+    match usize::try_from(n) {
+        Ok(0) => true,
+        Ok(n) => {
+            // SAFETY: the kernel initialised the first `n` bytes of `dst`.
+            unsafe { buf.advance_mut(n) };
+            false
+        }
+        Err(_) => !matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
     }
 }
 
@@ -285,15 +338,21 @@ impl ChildOutput {
         }
     }
 
-    /// Reads what the pipe has right now, if it is still open (never waits).
+    /// Reads what the pipe holds right now, if it is still open (never
+    /// waits), even before the reactor has reported it readable: an
+    /// injected message must not overtake a line the child wrote before it.
     fn read_now(&mut self) {
         if !self.eof {
-            self.read();
+            self.read_with(read_through);
         }
     }
 
     /// Reads what the pipe has now (called once it is readable).
     fn read(&mut self) {
+        self.read_with(read_into);
+    }
+
+    fn read_with(&mut self, reader: fn(&pipe::Receiver, &mut BytesMut) -> bool) {
         let buf = match &mut self.framing {
             Framing::Lines(lines) => lines.read_buf(),
             Framing::Raw(chunk) => {
@@ -302,7 +361,7 @@ impl ChildOutput {
             }
             Framing::Frames(frames) => frames.read_buf(),
         };
-        self.eof = read_into(&self.pipe, buf);
+        self.eof = reader(&self.pipe, buf);
         // A wake-up that found nothing (readiness is only cleared by a read
         // that would block) must not leave a reserved buffer behind: idle
         // connections should hold none.
@@ -346,5 +405,128 @@ impl ChildOutput {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    fn options(mode: Mode) -> BridgeOptions {
+        BridgeOptions {
+            mode,
+            max_line: 1 << 20,
+            close_grace: Duration::from_millis(100),
+            ping: None,
+            pass_stderr: false,
+        }
+    }
+
+    /// A pipe whose read end tokio owns and whose write end we hold.
+    fn child_pipe(mode: Mode) -> (ChildOutput, std::fs::File) {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        let receiver = pipe::Receiver::from_owned_fd(read).expect("receiver");
+        (ChildOutput::new(receiver, &options(mode)), write.into())
+    }
+
+    // The current-thread runtime does not turn the reactor until the test
+    // yields, so tokio has not seen these bytes arrive: exactly the moment
+    // an injected message comes in right after the child wrote a line.
+    #[tokio::test(flavor = "current_thread")]
+    async fn read_now_sees_what_the_child_wrote_before_the_reactor_does() {
+        for mode in [Mode::Text, Mode::Binary] {
+            let (mut out, mut child) = child_pipe(mode);
+            child.write_all(b"written first\n").expect("write");
+            out.read_now();
+            let message = out.next_message().expect("the line, before anything else");
+            let expected: &[u8] = match mode {
+                Mode::Text => b"written first",
+                _ => b"written first\n",
+            };
+            assert_eq!(message.into_data().as_ref(), expected, "{mode:?}");
+            drop(child);
+            out.read_now();
+            assert!(out.eof, "{mode:?}: end of file seen");
+        }
+    }
+
+    /// Runs the outbound direction over an in-memory socket; returns the
+    /// client's end, the child's stdout and the injection poster.
+    async fn outbound_session() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        std::fs::File,
+        crate::mailbox::Poster<Message>,
+    ) {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        let stdout = pipe::Receiver::from_owned_fd(read).expect("receiver");
+        let (inject_tx, inject) = crate::mailbox::mailbox(4);
+        // No supervisor: nobody posts commands.
+        let (_, commands) = crate::mailbox::mailbox(4);
+        let (sink, _stream) = futures_util::StreamExt::split(server);
+        tokio::spawn(async move {
+            let opts = options(Mode::Text);
+            let (pong, stats) = (AtomicBool::new(false), SessionStats::default());
+            let sources = Sources {
+                stdout,
+                stderr: None,
+                inject,
+                commands,
+            };
+            outbound(sink, sources, &opts, &pong, &stats, "test").await
+        });
+        (client, write.into(), inject_tx)
+    }
+
+    // The outbound task waits in its select when the child writes a line
+    // and, at once, a broadcast comes: the line was first and goes first,
+    // although the mailbox wakes the task before the reactor sees the pipe.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_message_injected_after_a_line_goes_after_it() {
+        use futures_util::StreamExt;
+        let (mut client, mut child, inject) = outbound_session().await;
+        for round in 0..3 {
+            // Let the task settle in its select, waiting for either.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            child
+                .write_all(format!("line {round}\n").as_bytes())
+                .expect("write");
+            inject
+                .post(Message::text(format!("injected {round}")))
+                .expect("post");
+            let first = client.next().await.expect("message").expect("ok");
+            let second = client.next().await.expect("message").expect("ok");
+            assert_eq!(
+                first.into_text().expect("text").as_str(),
+                format!("line {round}")
+            );
+            assert_eq!(
+                second.into_text().expect("text").as_str(),
+                format!("injected {round}")
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn read_now_on_an_empty_pipe_finds_nothing_and_waits_for_more() {
+        let (mut out, mut child) = child_pipe(Mode::Text);
+        out.read_now();
+        assert!(out.next_message().is_none());
+        assert!(!out.eof);
+        child.write_all(b"later\n").expect("write");
+        // The readiness path still works after a read behind tokio's back.
+        out.pipe.readable().await.expect("readable");
+        out.read();
+        assert_eq!(
+            out.next_message().expect("line").into_data().as_ref(),
+            b"later"
+        );
     }
 }
