@@ -37,6 +37,9 @@ pub struct SpawnSpec<'a> {
     pub args: &'a [OsString],
     /// Constant variables first, request variables after (later wins).
     pub env: [&'a [Var]; 2],
+    /// The working directory, when not wspipe's own (CGI scripts run in
+    /// their own directory). `program` must then be an absolute path.
+    pub dir: Option<&'a std::path::Path>,
 }
 
 /// A running child and its three pipes.
@@ -78,6 +81,9 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Spawned> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(dir) = spec.dir {
+        cmd.current_dir(dir);
+    }
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut inner = cmd.spawn()?;
     let pipes = (inner.stdin.take(), inner.stdout.take(), inner.stderr.take());

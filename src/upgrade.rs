@@ -130,6 +130,8 @@ pub async fn upgrade(
         program: &resolved.program,
         args: &resolved.args,
         env: [config.base_env.vars(), &vars],
+        // websocketd's WebSocket children share its working directory.
+        dir: None,
     };
     let spawned = spawn_retrying(&spec).await.map_err(|e| {
         tracing::error!("cannot start {}: {e}", resolved.program.display());

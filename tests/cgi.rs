@@ -244,6 +244,31 @@ fn get_sees_the_cgi_environment() {
 }
 
 #[test]
+fn scripts_run_in_their_own_directory() {
+    let (_tmp, dir) = cgidir();
+    let sub = Path::new(&dir).join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("data.txt"), "beside the script\n").unwrap();
+    sh(
+        &sub,
+        "cwd.sh",
+        "printf 'Content-Type: text/plain\\r\\n\\r\\n'\npwd -P\ncat data.txt",
+    );
+    // wspipe itself runs elsewhere: in the temporary directory's root.
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(_tmp.path());
+    let server = Server::start_cmd(cmd, &["--cgidir", &dir]);
+    let resp = get(server.addr, "/sub/cwd.sh/more?q=1");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let real = sub.canonicalize().unwrap();
+    assert_eq!(
+        resp.text(),
+        format!("{}\nbeside the script\n", real.display())
+    );
+    assert_no_children(&server);
+}
+
+#[test]
 fn server_environment_does_not_leak_into_scripts() {
     let (_tmp, dir) = cgidir();
     sh(&dir, "env.sh", ENV_SCRIPT);

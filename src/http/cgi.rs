@@ -27,6 +27,8 @@
 //!   `--cgitimeout` of having the whole request body) is answered 502 Bad
 //!   Gateway. The whole request is capped at [`MAX_DURATION`]; a response
 //!   cut short is aborted, never ended as if it were complete.
+//! - The script runs in its own directory (RFC 3875 7.2; Go's `net/http/cgi`
+//!   does the same), so it can open files beside it by relative path.
 //! - stderr goes to the log, line by line (target `wspipe::stderr`).
 //! - Each script takes a `--maxforks` permit (429 when none is left), held
 //!   until the script is reaped. The script is always reaped: when its output
@@ -209,6 +211,9 @@ pub async fn serve(
         program: &script.program,
         args: &script.args,
         env: [config.base_env.vars(), &vars],
+        // RFC 3875 7.2 (and Go's net/http/cgi, websocketd's): the script's
+        // own directory. The program path is absolute (--cgidir is canonical).
+        dir: script.program.parent(),
     }) {
         Ok(spawned) => spawned,
         Err(e) => {
