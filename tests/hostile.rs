@@ -1317,6 +1317,41 @@ async fn ten_thousand_sessions_leave_no_zombies_fds_or_memory_behind() {
     assert_no_panic(&server);
 }
 
+/// An idle session (its `cat` proved alive by one echo) costs the server a
+/// few KiB: no read buffer is kept for a quiet child, tungstenite's is
+/// small, and mailboxes allocate nothing until used. Both builds measure
+/// about 10 KiB (release: docs/benchmarks.md, storm); a buffer of 8 KiB or
+/// more kept by every idle session would break the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_cost_a_few_kib_each() {
+    const SESSIONS: usize = 400;
+    const BUDGET_KIB: u64 = 16;
+    let _heavy = heavy().await;
+    raise_nofile(4096);
+    let server = Server::start(&["cat"]);
+    let url = server.url("/");
+    // Warm up (allocator arenas, thread pools), then measure.
+    churn(&url, 4, 100).await;
+    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    let baseline = server.rss_kib();
+    let mut held = Vec::with_capacity(SESSIONS);
+    for i in 0..SESSIONS {
+        let mut ws = connect(&url).await;
+        echo(&mut ws, &format!("idle {i}")).await;
+        held.push(ws);
+    }
+    assert!(wait_until(TIMEOUT, || server.children().len() == SESSIONS));
+    let rss = server.rss_kib();
+    let per_session = rss.saturating_sub(baseline) / SESSIONS as u64;
+    eprintln!("{SESSIONS} idle sessions: RSS {baseline} -> {rss} KiB, {per_session} KiB each");
+    assert!(
+        per_session <= BUDGET_KIB,
+        "{per_session} KiB per idle session (RSS {baseline} -> {rss} KiB)"
+    );
+    drop(held);
+    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+}
+
 // ---------------------------------------------------------------------------
 // 7. No shell, no environment from headers
 
