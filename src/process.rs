@@ -82,6 +82,9 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Spawned> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(dir) = spec.dir {
+        // A relative program would be looked up from `dir` or from ours,
+        // depending on the platform: callers pass absolute paths.
+        debug_assert!(spec.program.is_absolute(), "{}", spec.program.display());
         cmd.current_dir(dir);
     }
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
