@@ -163,6 +163,105 @@ pub fn to_text(line: Bytes) -> tokio_tungstenite::tungstenite::Utf8Bytes {
     }
 }
 
+/// The documented rules as a reference model, and a harness that feeds a
+/// [`LineSplitter`] in chosen read sizes: shared by the property tests
+/// below and by `fuzz/fuzz_targets/fuzz_lines.rs` (cargo-fuzz builds with
+/// `--cfg fuzzing`). Not part of the API.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod model {
+    use super::LineSplitter;
+    use bytes::Bytes;
+
+    /// A piece and the terminator it lost (`\n`, `\r\n`, a final `\r`, or
+    /// none).
+    pub type Piece<'a> = (&'a [u8], &'static [u8]);
+
+    /// The rules, for input held whole:
+    /// - a line ends at the first `\n`; one `\r` right before it goes too;
+    /// - at the end of input, what is left is a last line (one trailing
+    ///   `\r` dropped);
+    /// - a line whose content (terminator excluded) is longer than `max` is
+    ///   handed out in pieces: each piece ends at the last UTF-8 character
+    ///   start among byte offsets `max-3..=max`, or at `max` when all four
+    ///   are continuation bytes (not UTF-8: cut anywhere).
+    pub fn model(input: &[u8], max: usize) -> Vec<Piece<'_>> {
+        let is_continuation = |b: u8| b & 0xC0 == 0x80;
+        let find_nl = |from: usize| {
+            input[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|p| p + from)
+        };
+        let mut out = Vec::new();
+        let mut at = 0;
+        // The next `\n` at or after `at`: searched once per line, not per
+        // piece, so that long lines cut into many pieces cost linear time.
+        let mut nl = find_nl(0);
+        while at < input.len() {
+            let rest = &input[at..];
+            let (content, term): (usize, &'static [u8]) = match nl {
+                Some(n) if n > at && input[n - 1] == b'\r' => (n - 1 - at, b"\r\n"),
+                Some(n) => (n - at, b"\n"),
+                None if rest.last() == Some(&b'\r') => (rest.len() - 1, b"\r"),
+                None => (rest.len(), b""),
+            };
+            if content <= max {
+                out.push((&rest[..content], term));
+                at += content + term.len();
+                if nl.is_some_and(|n| n < at) {
+                    nl = find_nl(at);
+                }
+                continue;
+            }
+            let cut = (max - 3..=max)
+                .rev()
+                .find(|&c| !is_continuation(rest[c]))
+                .unwrap_or(max);
+            out.push((&rest[..cut], b""));
+            at += cut;
+        }
+        out
+    }
+
+    /// Feeds `input` in reads of the given sizes (cycled), alternating
+    /// between `push` and `read_buf`, draining after each read, and checks
+    /// what the splitter holds on the way: never more than `max` bytes plus
+    /// a `\r` that may yet start a "\r\n", and no buffer once idle.
+    pub fn feed(input: &[u8], reads: &[usize], max: usize) -> Vec<Bytes> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        let mut rest = input;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = reads[i % reads.len()].min(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            if i % 2 == 0 {
+                s.push(chunk);
+            } else {
+                s.read_buf().extend_from_slice(chunk);
+            }
+            rest = tail;
+            i += 1;
+            while let Some(line) = s.next_line() {
+                out.push(line);
+                if s.is_empty() {
+                    assert_eq!(s.buf.capacity(), 0, "idle splitter keeps a buffer");
+                }
+            }
+            assert!(s.buf.len() <= max + 1, "holds {} > {max} + 1", s.buf.len());
+            if s.buf.len() == max + 1 {
+                assert_eq!(s.buf[max], b'\r');
+            }
+        }
+        while let Some(line) = s.finish() {
+            out.push(line);
+        }
+        assert!(s.is_empty());
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,82 +376,14 @@ mod tests {
 /// whole input at once, over arbitrary bytes and arbitrary read boundaries.
 #[cfg(test)]
 mod proptests {
-    use super::*;
+    use super::model::{feed, model};
+    use super::to_text;
+    use bytes::Bytes;
     use proptest::prelude::*;
 
-    /// What a piece lost on the way out: its line terminator, if any.
-    type Piece = (Vec<u8>, &'static [u8]);
-
-    /// The documented rules, written for a slice held whole:
-    /// - a line ends at the first `\n`; one `\r` right before it goes too;
-    /// - at the end of input, what is left is a last line (one trailing
-    ///   `\r` dropped);
-    /// - a line whose content (terminator excluded) is longer than `max` is
-    ///   handed out in pieces: each piece ends at the last UTF-8 character
-    ///   start among byte offsets `max-3..=max`, or at `max` when all four
-    ///   are continuation bytes (not UTF-8: cut anywhere).
-    fn model(input: &[u8], max: usize) -> Vec<Piece> {
-        let is_continuation = |b: u8| b & 0xC0 == 0x80;
-        let mut out = Vec::new();
-        let mut rest = input;
-        while !rest.is_empty() {
-            let (content, term): (usize, &'static [u8]) =
-                match rest.iter().position(|&b| b == b'\n') {
-                    Some(pos) if pos > 0 && rest[pos - 1] == b'\r' => (pos - 1, b"\r\n"),
-                    Some(pos) => (pos, b"\n"),
-                    None if rest.last() == Some(&b'\r') => (rest.len() - 1, b"\r"),
-                    None => (rest.len(), b""),
-                };
-            if content <= max {
-                out.push((rest[..content].to_vec(), term));
-                rest = &rest[content + term.len()..];
-                continue;
-            }
-            let cut = (max - 3..=max)
-                .rev()
-                .find(|&c| !is_continuation(rest[c]))
-                .unwrap_or(max);
-            out.push((rest[..cut].to_vec(), b""));
-            rest = &rest[cut..];
-        }
-        out
-    }
-
-    /// Feeds `input` in reads of the given sizes (cycled), alternating
-    /// between `push` and `read_buf`, draining after each read.
+    /// [`feed`], as owned vectors for comparing.
     fn run(input: &[u8], reads: &[usize], max: usize) -> Vec<Vec<u8>> {
-        let mut s = LineSplitter::new(max);
-        let mut out = Vec::new();
-        let mut rest = input;
-        let mut i = 0;
-        while !rest.is_empty() {
-            let n = reads[i % reads.len()].min(rest.len());
-            let (chunk, tail) = rest.split_at(n);
-            if i % 2 == 0 {
-                s.push(chunk);
-            } else {
-                s.read_buf().extend_from_slice(chunk);
-            }
-            rest = tail;
-            i += 1;
-            while let Some(line) = s.next_line() {
-                out.push(line.to_vec());
-                if s.is_empty() {
-                    assert_eq!(s.buf.capacity(), 0, "idle splitter keeps a buffer");
-                }
-            }
-            // What is held back is never more than max bytes plus a `\r`
-            // that may yet start a "\r\n".
-            assert!(s.buf.len() <= max + 1, "holds {} > {max} + 1", s.buf.len());
-            if s.buf.len() == max + 1 {
-                assert_eq!(s.buf[max], b'\r');
-            }
-        }
-        while let Some(line) = s.finish() {
-            out.push(line.to_vec());
-        }
-        assert!(s.is_empty());
-        out
+        feed(input, reads, max).iter().map(|b| b.to_vec()).collect()
     }
 
     /// Bytes rich in what matters here: newlines, carriage returns, UTF-8
@@ -385,7 +416,7 @@ mod proptests {
         ) {
             let want = model(&input, max);
             let got = run(&input, &reads, max);
-            let want_pieces: Vec<Vec<u8>> = want.iter().map(|(p, _)| p.clone()).collect();
+            let want_pieces: Vec<Vec<u8>> = want.iter().map(|(p, _)| p.to_vec()).collect();
             prop_assert_eq!(&got, &want_pieces);
             for piece in &got {
                 prop_assert!(piece.len() <= max);
@@ -423,7 +454,10 @@ mod proptests {
     #[test]
     fn model_agrees_with_the_examples() {
         let pieces = |input: &[u8], max| -> Vec<Vec<u8>> {
-            model(input, max).into_iter().map(|(p, _)| p).collect()
+            model(input, max)
+                .into_iter()
+                .map(|(p, _)| p.to_vec())
+                .collect()
         };
         assert_eq!(pieces(b"abcd\r\n", 4), [b"abcd".to_vec()]);
         assert_eq!(pieces(b"abcd\r", 4), [b"abcd".to_vec()]);
