@@ -89,6 +89,14 @@ impl Ctl {
         ids
     }
 
+    /// Waits for the one session there should be; its id and child pid.
+    fn only_session(&self) -> (String, u32) {
+        self.wait_sessions(1);
+        let session = &self.sessions()[0];
+        let pid = session["pid"].as_u64().expect("pid") as u32;
+        (session["id"].to_string(), pid)
+    }
+
     /// Sends one raw protocol line and reads the reply.
     fn raw(&self, line: &[u8]) -> serde_json::Value {
         let mut s = UnixStream::connect(&self.socket).unwrap();
@@ -239,12 +247,7 @@ async fn broadcast_can_target_one_path() {
 async fn close_sends_the_code_and_reason_and_ends_the_child() {
     let ctl = start(&["cat"]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    ctl.wait_sessions(1);
-    let session = &ctl.sessions()[0];
-    let (id, pid) = (
-        session["id"].to_string(),
-        session["pid"].as_u64().unwrap() as u32,
-    );
+    let (id, pid) = ctl.only_session();
     ctl.ok(&["close", &id, "--code", "4001", "--reason", "bye now"]);
     assert_eq!(expect_close(&mut ws).await, (4001, "bye now".to_string()));
     assert!(wait_dead(pid, TIMEOUT));
@@ -255,12 +258,7 @@ async fn close_sends_the_code_and_reason_and_ends_the_child() {
 async fn kill_ends_the_child_and_the_socket_closes() {
     let ctl = start(&["sleep", "1000"]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    ctl.wait_sessions(1);
-    let session = &ctl.sessions()[0];
-    let (id, pid) = (
-        session["id"].to_string(),
-        session["pid"].as_u64().unwrap() as u32,
-    );
+    let (id, pid) = ctl.only_session();
     ctl.ok(&["kill", &id]);
     let (code, _) = expect_close(&mut ws).await;
     assert_eq!(code, 1000, "a child we ended closes normally");
