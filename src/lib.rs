@@ -17,10 +17,9 @@
 //!
 //! `cli` and `config` turn flags into a validated [`config::Config`];
 //! `limits` sizes the open-files budget; `origin` holds the Origin policy;
-//! `tls` loads certificates; `logging`
-//! sets up websocketd's levels; `control` is the side door for `wspipe ctl`
-//! (registry of sessions, protocol, commands, metrics), reaching sessions
-//! through `mailbox`es.
+//! `tls` loads certificates; `logging` sets up websocketd's levels;
+//! `control` is the side door for `wspipe ctl` (registry of sessions,
+//! protocol, commands, metrics), reaching sessions through `mailbox`es.
 
 pub mod bridge;
 pub mod cli;

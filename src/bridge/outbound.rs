@@ -238,12 +238,18 @@ async fn readable(pipe: Option<&pipe::Receiver>) {
 
 /// Reads what is available into `buf`; true at end of file (or error).
 fn read_into(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
-    match pipe.try_read_buf(buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
-        Err(_) => true,
+    ended(pipe.try_read_buf(buf))
+}
+
+/// True when a read says the pipe is done: end of file or a real error
+/// (not "nothing yet", not an interrupted call).
+fn ended(read: std::io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
     }
 }
 
@@ -260,18 +266,12 @@ fn read_through(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
     // SAFETY: read(2) writes at most `dst.len()` bytes into `dst`, which is
     // spare capacity of `buf`; the fd stays open while `pipe` is borrowed.
     let n = unsafe { libc::read(pipe.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len()) };
-    match usize::try_from(n) {
-        Ok(0) => true,
-        Ok(n) => {
-            // SAFETY: the kernel initialised the first `n` bytes of `dst`.
-            unsafe { buf.advance_mut(n) };
-            false
-        }
-        Err(_) => !matches!(
-            std::io::Error::last_os_error().kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        ),
+    let read = usize::try_from(n).map_err(|_| std::io::Error::last_os_error());
+    if let Ok(n) = read {
+        // SAFETY: the kernel initialised the first `n` bytes of `dst`.
+        unsafe { buf.advance_mut(n) };
     }
+    ended(read)
 }
 
 /// A stderr line forwarded to the client (`--passstderr`), logged as well.
