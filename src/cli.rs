@@ -12,7 +12,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser};
+
+use crate::logging::LogLevel;
 
 /// Turn any program that reads stdin and writes stdout into a WebSocket
 /// server: every connection gets its own process; each line the program
@@ -202,23 +204,7 @@ pub struct Cli {
     pub program: Vec<OsString>,
 }
 
-/// websocketd's log levels, most verbose first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Debug,
-    Trace,
-    Access,
-    Info,
-    Error,
-    Fatal,
-}
-
 impl Cli {
-    /// Parses the process arguments, accepting Go-style single-dash flags.
-    pub fn parse_args() -> Cli {
-        Cli::parse_from(normalize_go_flags(std::env::args_os()))
-    }
-
     /// Parses a given argument list (first item is the program name).
     pub fn try_parse_args<I>(args: I) -> Result<Cli, clap::Error>
     where

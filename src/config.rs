@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::cli::{Cli, LogLevel};
+use crate::cli::Cli;
 use crate::env::BaseEnv;
+use crate::logging::LogLevel;
 use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
@@ -112,7 +113,7 @@ pub struct Config {
     /// `--redirport`: a plain HTTP port that redirects to the main one.
     pub redirect_port: Option<u16>,
     /// `--metrics`: where statistics are served.
-    pub metrics: Option<crate::control::metrics::MetricsAddr>,
+    pub metrics: Option<Listen>,
 }
 
 /// Where the control socket lives and who may use it.
@@ -195,7 +196,8 @@ impl Config {
             metrics: cli
                 .metrics
                 .as_deref()
-                .map(crate::control::metrics::MetricsAddr::parse),
+                .map(|value| addr_or_path("--metrics", value))
+                .transpose()?,
         })
     }
 }
@@ -311,13 +313,42 @@ fn listen(cli: &Cli) -> Result<Vec<Listen>, ConfigError> {
         return Ok(out);
     }
     for address in &cli.address {
-        for addr in resolve(address, port)? {
+        let addrs = resolve(address, port).map_err(|e| bad(format!("--address {address}: {e}")))?;
+        for addr in addrs {
             if !out.contains(&Listen::Tcp(addr)) {
                 out.push(Listen::Tcp(addr));
             }
         }
     }
     Ok(out)
+}
+
+/// An `ADDR|PATH` flag's value: a value with a `/` (or starting `unix:`) is
+/// a Unix socket path; anything else must be `HOST:PORT`, resolved now (an
+/// IP literal, IPv6 in brackets, or a host name), so that a mistyped address
+/// never silently becomes a socket file named after it.
+fn addr_or_path(flag: &str, value: &str) -> Result<Listen, ConfigError> {
+    if let Some(path) = value.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(bad(format!("{flag} {value}: no socket path after unix:")));
+        }
+        return Ok(Listen::Unix(path.into()));
+    }
+    if value.contains('/') {
+        return Ok(Listen::Unix(value.into()));
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(bad(format!(
+            "{flag} {value}: expected HOST:PORT, a path containing '/', or unix:PATH"
+        )));
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| bad(format!("{flag} {value}: invalid port {port:?}")))?;
+    let addrs = resolve(host, port).map_err(|e| bad(format!("{flag} {value}: {e}")))?;
+    // A host name may have several addresses: the first, as a client would
+    // try it first.
+    Ok(Listen::Tcp(addrs[0]))
 }
 
 /// An `--address` value: an IP (IPv6 optionally in brackets) or a host name.
@@ -331,10 +362,10 @@ fn resolve(address: &str, port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
     }
     let addrs: Vec<SocketAddr> = (bare, port)
         .to_socket_addrs()
-        .map_err(|e| bad(format!("--address {address}: {e}")))?
+        .map_err(|e| bad(e.to_string()))?
         .collect();
     if addrs.is_empty() {
-        return Err(bad(format!("--address {address}: no address found")));
+        return Err(bad("no address found"));
     }
     Ok(addrs)
 }
@@ -423,6 +454,46 @@ mod tests {
                 Listen::Tcp("127.0.0.1:1".parse().unwrap())
             ]
         );
+    }
+
+    #[test]
+    fn addr_or_path_takes_paths_only_when_they_look_like_paths() {
+        let metrics = |v: &str| config(&["--metrics", v, "cat"]).map(|c| c.metrics);
+        assert_eq!(
+            metrics("127.0.0.1:9100").unwrap(),
+            Some(Listen::Tcp("127.0.0.1:9100".parse().unwrap()))
+        );
+        assert_eq!(
+            metrics("[::1]:9100").unwrap(),
+            Some(Listen::Tcp("[::1]:9100".parse().unwrap()))
+        );
+        // A host name is resolved as TCP, never taken as a file name.
+        let Some(Listen::Tcp(addr)) = metrics("localhost:9100").unwrap() else {
+            panic!("localhost:9100 must be a TCP address");
+        };
+        assert!(addr.ip().is_loopback() && addr.port() == 9100, "{addr}");
+        assert_eq!(
+            metrics("/run/m.sock").unwrap(),
+            Some(Listen::Unix("/run/m.sock".into()))
+        );
+        assert_eq!(
+            metrics("./m.sock").unwrap(),
+            Some(Listen::Unix("./m.sock".into()))
+        );
+        assert_eq!(
+            metrics("unix:m.sock").unwrap(),
+            Some(Listen::Unix("m.sock".into()))
+        );
+        for bad in [
+            "m.sock",
+            "localhost:port",
+            "localhost:99999",
+            "unix:",
+            "no-such-host.invalid:1",
+        ] {
+            let err = metrics(bad).unwrap_err().to_string();
+            assert!(err.starts_with("--metrics "), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! part is added per connection ([`request_vars`]).
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::os::unix::ffi::OsStringExt;
 
 use http::{HeaderMap, Method, Uri, Version};
@@ -70,15 +71,32 @@ impl BaseEnv {
     }
 }
 
-/// Who is on the other end of a connection.
+/// Who is on the other end of a connection, as the CGI variables tell it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RemoteInfo {
-    /// `REMOTE_ADDR`: the peer's IP, empty for a Unix socket peer.
-    pub addr: String,
-    /// `REMOTE_HOST`: the peer's name with `--reverselookup`, else its IP.
-    pub host: String,
-    /// `REMOTE_PORT`.
-    pub port: String,
+pub enum RemoteInfo {
+    /// A Unix socket peer: no address to tell.
+    #[default]
+    Unix,
+    /// A TCP peer, as the socket shows it.
+    Peer {
+        ip: IpAddr,
+        /// `REMOTE_HOST`: its name with `--reverselookup`, else its IP.
+        host: String,
+        port: u16,
+    },
+    /// The client a trusted proxy named; its port is not known.
+    Forwarded { ip: IpAddr, host: String },
+}
+
+impl RemoteInfo {
+    /// `REMOTE_ADDR`, `REMOTE_HOST` and `REMOTE_PORT` (empty when unknown).
+    fn cgi_values(&self) -> [String; 3] {
+        match self {
+            RemoteInfo::Unix => Default::default(),
+            RemoteInfo::Peer { ip, host, port } => [ip.to_string(), host.clone(), port.to_string()],
+            RemoteInfo::Forwarded { ip, host } => [ip.to_string(), host.clone(), String::new()],
+        }
+    }
 }
 
 /// What a request contributes to the environment.
@@ -130,9 +148,10 @@ pub fn request_vars(req: &RequestEnv<'_>) -> Vec<Var> {
 
     let mut vars: Vec<Var> = Vec::with_capacity(20 + req.headers.keys_len());
     let mut set = |k: &str, v: &str| vars.push((k.into(), v.into()));
-    set("REMOTE_ADDR", &req.remote.addr);
-    set("REMOTE_HOST", &req.remote.host);
-    set("REMOTE_PORT", &req.remote.port);
+    let [remote_addr, remote_host, remote_port] = req.remote.cgi_values();
+    set("REMOTE_ADDR", &remote_addr);
+    set("REMOTE_HOST", &remote_host);
+    set("REMOTE_PORT", &remote_port);
     set("SERVER_NAME", &server_name);
     set("SERVER_PORT", &server_port);
     set("SERVER_PROTOCOL", protocol(req.version));
@@ -241,10 +260,10 @@ mod tests {
         headers.insert("x_forged", "1".parse().unwrap());
         headers.insert("proxy", "http://evil".parse().unwrap());
         let uri: Uri = "/chat/room%201?x=1&y=2".parse().unwrap();
-        let remote = RemoteInfo {
-            addr: "127.0.0.1".into(),
+        let remote = RemoteInfo::Peer {
+            ip: IpAddr::from([127, 0, 0, 1]),
             host: "127.0.0.1".into(),
-            port: "5555".into(),
+            port: 5555,
         };
         let vars = request_vars(&RequestEnv {
             id: "42",

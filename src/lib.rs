@@ -1,25 +1,33 @@
 //! wspipe: turn any program that reads stdin and writes stdout into a
 //! WebSocket server, websocketd style.
 //!
-//! One connection walks one way through the modules:
+//! The modules form layers; each imports only from the layers below it
+//! (`python3 ../shared/tools/modcycles.py src` checks that no two
+//! top-level modules import each other, directly or around a cycle):
 //!
 //! ```text
-//! server   (listen, accept, TLS, HTTP/1.1 via hyper, shutdown)
-//!   -> http     (upgrade? CGI? static file? console? redirect)
-//!   -> upgrade  (handshake checks, origin, route, fork limit, spawn, 101)
-//!   -> route    (URL path -> program, SCRIPT_NAME, PATH_INFO)
-//!   -> env      (CGI/1.1 environment; proxy: REMOTE_ADDR behind proxies)
-//!   -> process  (spawn in own process group, signal escalation, reap)
-//!   -> bridge   (supervisor + inbound + outbound: pump both ways with
-//!                backpressure; close code from the exit status)
-//!   -> lines / frames (framing of child output; pure)
+//! main, server  start, signals, shutdown          (server.rs, main.rs)
+//! net           bind, accept loops                (net/)
+//! http          routing, upgrade, CGI, static,    (http/)
+//!               console, redirect, metrics, conn
+//! state         the shared state, as a handle     (state.rs)
+//! control       protocol, commands, ctl client    (control/)
+//! bridge        the pump: supervisor, inbound,    (bridge/)
+//!               outbound, child output
+//! session       registry, stats, mailboxes,       (session/)
+//!               spawn, stderr log
+//! peer          who is connected                  (peer.rs)
+//! config, route, process                          (validated flags, URL
+//!                                                  path -> program, children)
+//! pure          cli, logging, lines, frames, mailbox, pipes, env, origin,
+//!               proxy, tls, limits, shutdown
 //! ```
 //!
-//! `cli` and `config` turn flags into a validated [`config::Config`];
-//! `limits` sizes the open-files budget; `origin` holds the Origin policy;
-//! `tls` loads certificates; `logging` sets up websocketd's levels;
-//! `control` is the side door for `wspipe ctl` (registry of sessions,
-//! protocol, commands, metrics), reaching sessions through `mailbox`es.
+//! One connection walks down and back up: `net` accepts it and hands it
+//! to `http`, whose `upgrade` checks the handshake (origin, `route`,
+//! `--maxforks`), spawns the child through `session::spawn`, registers the
+//! session and answers 101; `bridge` then pumps both ways until the close
+//! code that follows the child's exit. docs/architecture.md draws it.
 
 pub mod bridge;
 pub mod cli;
@@ -32,10 +40,15 @@ pub mod limits;
 pub mod lines;
 pub mod logging;
 pub mod mailbox;
+pub mod net;
 pub mod origin;
+pub mod peer;
+pub mod pipes;
 pub mod process;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod state;
 pub mod tls;
-pub mod upgrade;

@@ -7,7 +7,16 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogLevel;
+/// websocketd's log levels, most verbose first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Trace,
+    Access,
+    Info,
+    Error,
+    Fatal,
+}
 
 /// The filter directive for a level.
 pub fn directive(level: LogLevel) -> &'static str {

@@ -59,7 +59,29 @@ impl RouteError {
 }
 
 /// Resolves the (still percent-encoded) URL path of a request.
-pub fn resolve(endpoint: Option<&Endpoint>, raw_path: &str) -> Result<Resolved, RouteError> {
+///
+/// A directory lookup touches the filesystem (stat, readdir, realpath),
+/// which can block on a slow disk or a network mount: it runs on tokio's
+/// blocking pool, never on a worker that serves connections. One command
+/// needs no lookup and is answered at once.
+pub async fn resolve(endpoint: Option<&Endpoint>, raw_path: &str) -> Result<Resolved, RouteError> {
+    let Some(Endpoint::Dir(root)) = endpoint else {
+        return resolve_blocking(endpoint, raw_path);
+    };
+    let (root, raw_path) = (root.clone(), raw_path.to_owned());
+    match tokio::task::spawn_blocking(move || resolve_in_dir(&root, &raw_path)).await {
+        Ok(resolved) => resolved,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels it.
+        Err(_) => Err(RouteError::NotFound),
+    }
+}
+
+/// [`resolve`] on the calling thread, for callers that may block.
+pub fn resolve_blocking(
+    endpoint: Option<&Endpoint>,
+    raw_path: &str,
+) -> Result<Resolved, RouteError> {
     let Some(endpoint) = endpoint else {
         return Err(RouteError::NotFound);
     };
@@ -212,7 +234,31 @@ mod tests {
     }
 
     fn dir(root: &Path, path: &str) -> Result<Resolved, RouteError> {
-        resolve(Some(&Endpoint::Dir(root.to_path_buf())), path)
+        resolve_blocking(Some(&Endpoint::Dir(root.to_path_buf())), path)
+    }
+
+    // A lookup done on the worker would be finished at the first poll; one
+    // handed to the blocking pool is still pending then (the pool thread
+    // has to start and make its system calls first).
+    #[tokio::test(flavor = "current_thread")]
+    async fn directory_lookups_leave_the_worker_and_commands_do_not() {
+        use std::future::Future;
+        use std::task::Poll;
+        let (_tmp, root) = setup();
+        let endpoint = Endpoint::Dir(root.clone());
+        let mut lookup = std::pin::pin!(resolve(Some(&endpoint), "/chat"));
+        let first = std::future::poll_fn(|cx| Poll::Ready(lookup.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the directory was read on the worker");
+        assert_eq!(lookup.await.unwrap().program, root.join("chat"));
+
+        let spec = CommandSpec {
+            program: "cat".into(),
+            args: Vec::new(),
+        };
+        let command = Endpoint::Command(spec);
+        let mut at_once = std::pin::pin!(resolve(Some(&command), "/x"));
+        let first = std::future::poll_fn(|cx| Poll::Ready(at_once.as_mut().poll(cx))).await;
+        assert!(first.is_ready(), "a single command needs no lookup");
     }
 
     #[test]
@@ -277,10 +323,10 @@ mod tests {
             args: vec!["-u".into()],
         };
         assert_eq!(
-            resolve(Some(&Endpoint::Command(spec.clone())), "/a%00b"),
+            resolve_blocking(Some(&Endpoint::Command(spec.clone())), "/a%00b"),
             Err(RouteError::BadPath)
         );
-        let r = resolve(Some(&Endpoint::Command(spec)), "/any/path%21").unwrap();
+        let r = resolve_blocking(Some(&Endpoint::Command(spec)), "/any/path%21").unwrap();
         assert_eq!(r.script_name, "/");
         assert_eq!(r.path_info, "/any/path!");
         assert_eq!(r.args, ["-u"]);
@@ -365,7 +411,7 @@ mod proptests {
         fn one_program_takes_every_path_without_a_nul(raw in raw_path()) {
             let spec = CommandSpec { program: "cat".into(), args: Vec::new() };
             let nul = percent_encoding::percent_decode_str(&raw).any(|b| b == 0);
-            match resolve(Some(&Endpoint::Command(spec)), &raw) {
+            match resolve_blocking(Some(&Endpoint::Command(spec)), &raw) {
                 Ok(r) => {
                     prop_assert!(!nul, "{:?} holds a NUL yet resolved", raw);
                     prop_assert!(!r.path_info.contains('\0'));
@@ -414,7 +460,7 @@ mod proptests {
         let mut runner = TestRunner::new(Config::with_cases(256));
         runner
             .run(&raw_path(), |raw| {
-                if let Ok(r) = resolve(Some(&endpoint), &raw) {
+                if let Ok(r) = resolve_blocking(Some(&endpoint), &raw) {
                     let real = r.program.canonicalize().unwrap();
                     prop_assert!(real.starts_with(&root), "{:?} -> {:?}", raw, real);
                     prop_assert!(is_executable_file(&real));

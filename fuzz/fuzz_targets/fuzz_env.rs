@@ -29,10 +29,10 @@ fuzz_target!(|data: &[u8]| {
             headers.append(n, v);
         }
     }
-    let remote = RemoteInfo {
-        addr: "127.0.0.1".into(),
+    let remote = RemoteInfo::Peer {
+        ip: std::net::IpAddr::from([127, 0, 0, 1]),
         host: "localhost".into(),
-        port: "1".into(),
+        port: 1,
     };
     let vars = request_vars(&RequestEnv {
         id: "7",

@@ -1,5 +1,5 @@
 //! URL path to program: `decode_path` never yields anything that could leave
-//! the directory, and `resolve` over a small tree (scripts, a directory, an
+//! the directory, and `resolve_blocking` over a small tree (scripts, a directory, an
 //! escaping symlink, a symlinked parent) only ever returns an executable file
 //! inside the root, and never a PATH_INFO with a NUL (refused as a bad path).
 //! The tree is made once per process.
@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::percent_decode_str;
 use wspipe::config::{CommandSpec, Endpoint};
-use wspipe::route::{decode_path, is_confined, resolve, RouteError};
+use wspipe::route::{decode_path, is_confined, resolve_blocking, RouteError};
 
 /// `$TMPDIR/wspipe-fuzz-route-UID/{root,outside}`: made if missing, reused
 /// (idempotent, so parallel jobs and repeated runs share it).
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
     check_decoded(&raw);
 
     let root = tree();
-    if let Ok(r) = resolve(Some(&Endpoint::Dir(root.clone())), &raw) {
+    if let Ok(r) = resolve_blocking(Some(&Endpoint::Dir(root.clone())), &raw) {
         assert!(is_confined(root, &r.program), "{raw:?} -> {:?}", r.program);
         let meta = fs::metadata(&r.program).unwrap();
         assert!(meta.is_file() && meta.permissions().mode() & 0o111 != 0);
@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
     // One program takes every path, but for one whose decoded form holds a
     // NUL (no environment variable can carry it): that is a client error.
     let nul = percent_decode_str(&raw).any(|b| b == 0);
-    match resolve(Some(&Endpoint::Command(spec)), &raw) {
+    match resolve_blocking(Some(&Endpoint::Command(spec)), &raw) {
         Ok(r) => {
             assert!(!nul, "{raw:?} has a NUL yet resolved");
             assert_eq!(r.script_name, "/");

@@ -20,9 +20,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Mode;
-use crate::control::registry::SessionStats;
 use crate::frames::{self, Kind};
-use crate::server::PeerSocket;
+use crate::peer::PeerSocket;
+use crate::session::SessionStats;
 
 /// How often a connection whose child is not reading stdin checks whether
 /// its client is still there.
@@ -118,7 +118,7 @@ where
                     };
                     if data.len() >= DIRECT {
                         let parts = [batch.as_slice(), before, &data, after];
-                        match deliver(pipe, &parts, socket).await {
+                        match deliver(pipe, &parts, socket.as_ref()).await {
                             Ok(written) => stdin = checked(stdin.take(), written),
                             Err(gone) => return gone,
                         }
@@ -135,7 +135,7 @@ where
             }
         }
         if let Some(pipe) = stdin.as_mut().filter(|_| !batch.is_empty()) {
-            match deliver(pipe, &[batch.as_slice()], socket).await {
+            match deliver(pipe, &[batch.as_slice()], socket.as_ref()).await {
                 Ok(written) => stdin = checked(stdin.take(), written),
                 Err(gone) => return gone,
             }
@@ -169,7 +169,7 @@ fn checked(stdin: Option<pipe::Sender>, written: std::io::Result<()>) -> Option<
 async fn deliver(
     pipe: &mut pipe::Sender,
     parts: &[&[u8]],
-    socket: Option<PeerSocket>,
+    socket: Option<&PeerSocket>,
 ) -> Result<std::io::Result<()>, InEnd> {
     let write = async {
         for part in parts.iter().filter(|p| !p.is_empty()) {

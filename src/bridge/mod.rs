@@ -28,19 +28,21 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Mode;
-use crate::control::registry::{SessionCtl, SessionStats};
-use crate::mailbox::{mailbox, Mailbox, Poster};
+use crate::mailbox::{mailbox, Poster};
+use crate::peer::PeerSocket;
 use crate::process::{Child, Exit, Spawned, ESCALATION};
-use crate::server::PeerSocket;
+use crate::session::stderr::log_stderr;
+use crate::session::{Links, SessionCtl};
+use crate::shutdown::Shutdown;
 
+mod child_output;
 mod inbound;
 mod outbound;
 
 use inbound::{inbound, InEnd};
-use outbound::{log_stderr, outbound, Command, OutEnd, Sources};
+use outbound::{outbound, Command, OutEnd, Sources};
 
 /// How long we wait for the client's half of a close handshake, or for a
 /// stalled socket to take our close frame, before dropping the connection.
@@ -56,24 +58,12 @@ pub struct BridgeOptions {
     pub pass_stderr: bool,
 }
 
-/// The session's ends of the control channels, and its counters.
-#[derive(Debug)]
-pub struct Links {
-    /// Messages injected by `wspipe ctl send/broadcast`.
-    pub inject: Mailbox<Message>,
-    /// Close and kill requests from `wspipe ctl`.
-    pub control: Mailbox<SessionCtl>,
-    pub stats: std::sync::Arc<SessionStats>,
-}
-
 /// How a session ended, for the access log.
 #[derive(Debug, Clone)]
 pub struct SessionEnd {
     /// The close code we sent, or else the one the client sent.
     pub close_code: Option<u16>,
     pub exit: Exit,
-    /// A signal we had to send to end the child, if any.
-    pub signalled: Option<Signal>,
     /// What ended the session, in a few words.
     pub cause: &'static str,
 }
@@ -84,7 +74,7 @@ pub async fn run<S>(
     ws: WebSocketStream<S>,
     spawned: Spawned,
     opts: &BridgeOptions,
-    shutdown: &CancellationToken,
+    shutdown: &Shutdown,
     id: &str,
     links: Links,
     socket: Option<PeerSocket>,
@@ -124,7 +114,7 @@ where
         close_deadline: None,
         escalation: None,
         signalled: None,
-        cause: "",
+        cause: None,
     };
     {
         let inbound = inbound(stream, stdin, opts.mode, &pong, &stats, socket);
@@ -141,7 +131,13 @@ where
             &stats,
             id,
         );
-        let stderr_log = log_stderr(stderr_log, id, opts.max_line);
+        let stderr_log = async {
+            if let Some(pipe) = stderr_log {
+                log_stderr(pipe, id, opts.max_line).await;
+            }
+            // Done, or nothing to log: never a reason to wake the loop.
+            std::future::pending::<()>().await
+        };
         let exit = child.exited();
         tokio::pin!(inbound, outbound, stderr_log, exit);
         loop {
@@ -157,7 +153,7 @@ where
                 ctl = control.recv() => s.on_control(ctl).await,
                 () = sleep_until(esc_deadline), if esc_deadline.is_some() => s.escalate(&child),
                 () = sleep_until(s.close_deadline), if s.close_deadline.is_some() => {
-                    s.cause = if s.cause.is_empty() { "close handshake timed out" } else { s.cause };
+                    s.set_cause("close handshake timed out");
                     break;
                 }
                 () = &mut stderr_log => {}
@@ -180,8 +176,7 @@ where
             _ => None,
         }),
         exit: Exit::from(status),
-        signalled: s.signalled,
-        cause: if s.cause.is_empty() { "ended" } else { s.cause },
+        cause: s.cause.unwrap_or("ended"),
     }
 }
 
@@ -214,8 +209,10 @@ struct Supervisor<'a, S> {
     /// How long we still wait for the client's close frame.
     close_deadline: Option<Instant>,
     escalation: Option<Escalation>,
+    /// The last signal we sent the child's group, if any.
     signalled: Option<Signal>,
-    cause: &'static str,
+    /// What ended the session: the first reason given wins.
+    cause: Option<&'static str>,
 }
 
 impl<S> Supervisor<'_, S>
@@ -405,9 +402,7 @@ where
     }
 
     fn set_cause(&mut self, cause: &'static str) {
-        if self.cause.is_empty() {
-            self.cause = cause;
-        }
+        self.cause.get_or_insert(cause);
     }
 
     /// The session is over when the child has exited, output is done, and

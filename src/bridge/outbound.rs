@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,15 +19,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::child_output::ChildOutput;
 use super::{BridgeOptions, CLOSE_TIMEOUT};
-use crate::config::Mode;
-use crate::control::registry::SessionStats;
-use crate::frames::{FrameError, FrameSplitter, Kind};
-use crate::lines::{to_text, LineSplitter, READ_CHUNK};
+use crate::frames::FrameError;
+use crate::lines::{to_text, LineSplitter};
 use crate::mailbox::Mailbox;
-
-/// Largest read from a child's stdout in binary mode (one binary message).
-const BINARY_CHUNK: usize = 64 * 1024;
+use crate::pipes::{read_into, readable};
+use crate::session::stderr::log_line;
+use crate::session::SessionStats;
 
 /// Requests from the supervisor to the outbound direction, which owns the
 /// socket's write half.
@@ -83,7 +82,7 @@ where
         mut inject,
         mut commands,
     } = sources;
-    let mut out = ChildOutput::new(stdout, opts);
+    let mut out = ChildOutput::new(stdout, opts.mode, opts.max_line);
     let mut err = stderr.map(|pipe| (pipe, LineSplitter::new(opts.max_line)));
     let mut ping = opts.ping.map(|period| {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -227,53 +226,6 @@ async fn tick(timer: Option<&mut tokio::time::Interval>) {
     }
 }
 
-async fn readable(pipe: Option<&pipe::Receiver>) {
-    match pipe {
-        Some(pipe) => {
-            let _ = pipe.readable().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads what is available into `buf`; true at end of file (or error).
-fn read_into(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
-    ended(pipe.try_read_buf(buf))
-}
-
-/// True when a read says the pipe is done: end of file or a real error
-/// (not "nothing yet", not an interrupted call).
-fn ended(read: std::io::Result<usize>) -> bool {
-    match read {
-        Ok(n) => n == 0,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        ),
-    }
-}
-
-/// Like [`read_into`], but asks the kernel even when tokio has not yet
-/// seen the pipe become readable. tokio's `try_read` answers `WouldBlock`
-/// without a system call until a reactor turn reports readiness, so bytes
-/// the child wrote a moment ago can look absent. Reading behind tokio's back
-/// is sound: a pipe this drains is reported readable later only if new
-/// bytes arrive, and a stale readiness costs one empty read.
-fn read_through(pipe: &pipe::Receiver, buf: &mut BytesMut) -> bool {
-    use bytes::BufMut;
-    use std::os::fd::AsRawFd;
-    let dst = buf.chunk_mut();
-    // SAFETY: read(2) writes at most `dst.len()` bytes into `dst`, which is
-    // spare capacity of `buf`; the fd stays open while `pipe` is borrowed.
-    let n = unsafe { libc::read(pipe.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len()) };
-    let read = usize::try_from(n).map_err(|_| std::io::Error::last_os_error());
-    if let Ok(n) = read {
-        // SAFETY: the kernel initialised the first `n` bytes of `dst`.
-        unsafe { buf.advance_mut(n) };
-    }
-    ended(read)
-}
-
 /// A stderr line forwarded to the client (`--passstderr`), logged as well.
 fn stderr_message(lines: &mut LineSplitter, id: &str) -> Option<Message> {
     let line = lines.next_line()?;
@@ -281,141 +233,10 @@ fn stderr_message(lines: &mut LineSplitter, id: &str) -> Option<Message> {
     Some(Message::Text(to_text(line)))
 }
 
-fn log_line(id: &str, line: &[u8]) {
-    tracing::error!(target: "wspipe::stderr", id = %id, "{}", String::from_utf8_lossy(line));
-}
-
-/// Logs a child's stderr, line by line, until it closes.
-pub(super) async fn log_stderr(pipe: Option<pipe::Receiver>, id: &str, max_line: usize) {
-    let Some(pipe) = pipe else {
-        return std::future::pending().await;
-    };
-    let mut lines = LineSplitter::new(max_line);
-    loop {
-        if pipe.readable().await.is_err() {
-            break;
-        }
-        let eof = read_into(&pipe, lines.read_buf());
-        while let Some(line) = lines.next_line() {
-            log_line(id, &line);
-        }
-        if eof {
-            if let Some(line) = lines.finish() {
-                log_line(id, &line);
-            }
-            break;
-        }
-    }
-    std::future::pending().await
-}
-
-/// The child's stdout, framed as the mode says.
-struct ChildOutput {
-    pipe: pipe::Receiver,
-    framing: Framing,
-    eof: bool,
-    /// Set when framed output turned out malformed.
-    broken: Option<FrameError>,
-}
-
-/// The decoder for each mode.
-enum Framing {
-    /// One text message per line.
-    Lines(LineSplitter),
-    /// Bytes read and not yet sent, one binary message per read.
-    Raw(BytesMut),
-    /// Header-delimited messages (`--framed`).
-    Frames(FrameSplitter),
-}
-
-impl ChildOutput {
-    fn new(pipe: pipe::Receiver, opts: &BridgeOptions) -> Self {
-        let framing = match opts.mode {
-            Mode::Text => Framing::Lines(LineSplitter::new(opts.max_line)),
-            Mode::Binary => Framing::Raw(BytesMut::new()),
-            Mode::Framed => Framing::Frames(FrameSplitter::new(opts.max_line)),
-        };
-        ChildOutput {
-            pipe,
-            framing,
-            eof: false,
-            broken: None,
-        }
-    }
-
-    /// Reads what the pipe holds right now, if it is still open (never
-    /// waits), even before the reactor has reported it readable: an
-    /// injected message must not overtake a line the child wrote before it.
-    fn read_now(&mut self) {
-        if !self.eof {
-            self.read_with(read_through);
-        }
-    }
-
-    /// Reads what the pipe has now (called once it is readable).
-    fn read(&mut self) {
-        self.read_with(read_into);
-    }
-
-    fn read_with(&mut self, reader: fn(&pipe::Receiver, &mut BytesMut) -> bool) {
-        let buf = match &mut self.framing {
-            Framing::Lines(lines) => lines.read_buf(),
-            Framing::Raw(chunk) => {
-                chunk.reserve(READ_CHUNK.max(BINARY_CHUNK));
-                chunk
-            }
-            Framing::Frames(frames) => frames.read_buf(),
-        };
-        self.eof = reader(&self.pipe, buf);
-        // A wake-up that found nothing (readiness is only cleared by a read
-        // that would block) must not leave a reserved buffer behind: idle
-        // connections should hold none.
-        match &mut self.framing {
-            Framing::Lines(lines) => lines.release_if_idle(),
-            Framing::Raw(chunk) if chunk.is_empty() => *chunk = BytesMut::new(),
-            Framing::Raw(_) => {}
-            Framing::Frames(frames) => frames.release_if_idle(),
-        }
-    }
-
-    /// The next message ready to send, if any.
-    fn next_message(&mut self) -> Option<Message> {
-        match &mut self.framing {
-            Framing::Lines(lines) => {
-                let line = if self.eof {
-                    lines.finish()
-                } else {
-                    lines.next_line()
-                };
-                line.map(|l| Message::Text(to_text(l)))
-            }
-            Framing::Raw(chunk) if !chunk.is_empty() => {
-                let data = chunk.split().freeze();
-                Some(Message::Binary(data))
-            }
-            Framing::Raw(_) => None,
-            Framing::Frames(frames) => {
-                let next = frames.next_frame().and_then(|frame| match frame {
-                    None if self.eof => frames.finish().map(|()| None),
-                    other => Ok(other),
-                });
-                match next {
-                    Ok(Some((Kind::Text, payload))) => Some(Message::Text(to_text(payload))),
-                    Ok(Some((Kind::Binary, payload))) => Some(Message::Binary(payload)),
-                    Ok(None) => None,
-                    Err(e) => {
-                        self.broken = Some(e);
-                        None
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Mode;
     use std::io::Write;
     use std::time::Duration;
 
@@ -426,34 +247,6 @@ mod tests {
             close_grace: Duration::from_millis(100),
             ping: None,
             pass_stderr: false,
-        }
-    }
-
-    /// A pipe whose read end tokio owns and whose write end we hold.
-    fn child_pipe(mode: Mode) -> (ChildOutput, std::fs::File) {
-        let (read, write) = nix::unistd::pipe().expect("pipe");
-        let receiver = pipe::Receiver::from_owned_fd(read).expect("receiver");
-        (ChildOutput::new(receiver, &options(mode)), write.into())
-    }
-
-    // The current-thread runtime does not turn the reactor until the test
-    // yields, so tokio has not seen these bytes arrive: exactly the moment
-    // an injected message comes in right after the child wrote a line.
-    #[tokio::test(flavor = "current_thread")]
-    async fn read_now_sees_what_the_child_wrote_before_the_reactor_does() {
-        for mode in [Mode::Text, Mode::Binary] {
-            let (mut out, mut child) = child_pipe(mode);
-            child.write_all(b"written first\n").expect("write");
-            out.read_now();
-            let message = out.next_message().expect("the line, before anything else");
-            let expected: &[u8] = match mode {
-                Mode::Text => b"written first",
-                _ => b"written first\n",
-            };
-            assert_eq!(message.into_data().as_ref(), expected, "{mode:?}");
-            drop(child);
-            out.read_now();
-            assert!(out.eof, "{mode:?}: end of file seen");
         }
     }
 
@@ -517,21 +310,5 @@ mod tests {
                 format!("injected {round}")
             );
         }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn read_now_on_an_empty_pipe_finds_nothing_and_waits_for_more() {
-        let (mut out, mut child) = child_pipe(Mode::Text);
-        out.read_now();
-        assert!(out.next_message().is_none());
-        assert!(!out.eof);
-        child.write_all(b"later\n").expect("write");
-        // The readiness path still works after a read behind tokio's back.
-        out.pipe.readable().await.expect("readable");
-        out.read();
-        assert_eq!(
-            out.next_message().expect("line").into_data().as_ref(),
-            b"later"
-        );
     }
 }

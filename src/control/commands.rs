@@ -1,6 +1,5 @@
 //! What each control request does, one function per command.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,9 +9,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats};
-use super::registry::{Registry, SessionCtl, SessionHandle};
 use crate::config::Mode;
 use crate::mailbox::PostError;
+use crate::session::{Registry, SessionCtl, SessionHandle};
 
 /// How long `send` and `broadcast` wait for a session whose queue is full
 /// (its client reads slowly) before reporting it busy.
@@ -53,7 +52,7 @@ fn list(registry: &Registry, path: Option<&str>) -> Response {
 }
 
 fn info(h: &SessionHandle) -> SessionInfo {
-    let s = &h.stats;
+    let t = h.stats.traffic();
     SessionInfo {
         id: h.id,
         remote: h.remote.clone(),
@@ -64,10 +63,10 @@ fn info(h: &SessionHandle) -> SessionInfo {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        messages_in: s.messages_in.load(Ordering::Relaxed),
-        messages_out: s.messages_out.load(Ordering::Relaxed),
-        bytes_in: s.bytes_in.load(Ordering::Relaxed),
-        bytes_out: s.bytes_out.load(Ordering::Relaxed),
+        messages_in: t.messages_in,
+        messages_out: t.messages_out,
+        bytes_in: t.bytes_in,
+        bytes_out: t.bytes_out,
     }
 }
 
@@ -157,18 +156,18 @@ fn control(h: &SessionHandle, request: SessionCtl) -> Response {
 }
 
 fn stats(registry: &Registry) -> Response {
-    let [messages_in, messages_out, bytes_in, bytes_out] = registry.traffic();
-    let t = &registry.totals;
+    let snap = registry.snapshot();
+    let t = snap.traffic;
     Response {
         stats: Some(Stats {
-            connections: registry.len() as u64,
-            connections_total: t.connections.load(Ordering::Relaxed),
-            refused_total: t.refused.load(Ordering::Relaxed),
-            messages_in,
-            messages_out,
-            bytes_in,
-            bytes_out,
-            uptime_seconds: registry.started.elapsed().as_secs(),
+            connections: snap.live,
+            connections_total: snap.opened,
+            refused_total: snap.refused,
+            messages_in: t.messages_in,
+            messages_out: t.messages_out,
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
+            uptime_seconds: snap.uptime.as_secs(),
         }),
         ..Response::ok()
     }

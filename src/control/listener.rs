@@ -1,24 +1,22 @@
-//! The control socket: accepts `wspipe ctl` (or any program speaking the
-//! protocol) and answers requests.
+//! One control connection: `wspipe ctl` (or any program speaking the
+//! protocol) sends requests, one per line, and gets the answers in order.
 //!
 //! Bounded on every axis a client controls: request size
 //! ([`MAX_REQUEST`]), concurrent control connections, and requests per
 //! second on one connection. A bad request gets an error reply, never a crash.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::net::UnixStream;
 
 use super::commands::dispatch;
 use super::protocol::{parse_request, ErrorKind, Response, MAX_REQUEST};
-use crate::server::Shared;
+use super::Control;
 
 /// Control connections served at once; more wait in the accept queue.
-const MAX_CLIENTS: usize = 64;
+pub const MAX_CLIENTS: usize = 64;
 
 /// Requests per second one connection may make before being slowed.
 const MAX_RATE: u32 = 2000;
@@ -29,38 +27,9 @@ pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Serves control clients until shutdown.
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    loop {
-        let permit = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            p = slots.clone().acquire_owned() => p,
-        };
-        let Ok(permit) = permit else {
-            return;
-        };
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    client(stream, shared).await;
-                });
-            }
-            Err(e) => {
-                tracing::error!("control accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn client(stream: UnixStream, shared: Arc<Shared>) {
+/// Serves one control connection until it closes or the server shuts
+/// down (a request in progress is answered first).
+pub async fn serve(stream: UnixStream, control: Control) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
@@ -68,7 +37,7 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
     let mut in_window = 0u32;
     loop {
         let line = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = control.shutdown.cancelled() => return,
             line = read_request(&mut reader, &mut buf) => line,
         };
         let response = match line {
@@ -86,7 +55,7 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
                     Response::error(ErrorKind::RateLimited, "too many requests; slow down")
                 } else {
                     match parse_request(text.trim()) {
-                        Ok(req) => dispatch(req, &shared.registry, shared.config.mode).await,
+                        Ok(req) => dispatch(req, &control.registry, control.mode).await,
                         Err(e) => Response::error(ErrorKind::BadRequest, e),
                     }
                 }

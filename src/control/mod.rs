@@ -5,17 +5,46 @@
 //!                                                       |
 //!                                     registry of live sessions (id -> handle)
 //!                                                       |
-//!                       inject channel -> bridge outbound (in order with lines)
-//!                       control channel -> bridge supervisor (close, kill)
+//!                       inject mailbox -> bridge outbound (in order with lines)
+//!                       control mailbox -> bridge supervisor (close, kill)
 //! ```
 //!
-//! `protocol` defines the wire format, `registry` the live sessions,
-//! `commands` what each request does, `listener` the socket server, and
-//! `client` the `wspipe ctl` command.
+//! `protocol` defines the wire format, `commands` what each request does,
+//! `listener` serves one control connection, `client` is the `wspipe ctl`
+//! command, and `metrics` renders the counters for Prometheus. The accept
+//! loop is the server's own (`crate::net`); this layer needs only a
+//! [`Control`]: the registry, the mode messages are framed in, and the
+//! shutdown to watch.
 
 pub mod client;
 pub mod commands;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
-pub mod registry;
+
+use std::sync::Arc;
+
+use crate::config::Mode;
+use crate::session::Registry;
+use crate::shutdown::Shutdown;
+
+/// What serving control requests takes.
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// The sessions requests act on.
+    registry: Arc<Registry>,
+    /// How injected messages are framed (binary mode sends binary).
+    mode: Mode,
+    /// Connections end when the server shuts down.
+    shutdown: Shutdown,
+}
+
+impl Control {
+    pub fn new(registry: Arc<Registry>, mode: Mode, shutdown: Shutdown) -> Self {
+        Control {
+            registry,
+            mode,
+            shutdown,
+        }
+    }
+}

@@ -8,18 +8,12 @@
 //! TLS. Nothing from the request is written into the page.
 
 use http::header::{self, HeaderValue};
-use http::{Method, Response};
+use http::Response;
 
 use super::{full, Body};
 
 /// The page, with its CSS and JS inline.
 pub const PAGE: &str = include_str!("console.html");
-
-/// True for the methods the console answers (hyper drops the body of a
-/// HEAD response itself, keeping its Content-Length).
-pub fn wants_console(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
-}
 
 /// The console page: 200, HTML, never cached (the page is tied to whatever
 /// wspipe version and endpoint answered it).

@@ -9,12 +9,13 @@
 
 use std::path::PathBuf;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
+use super::response::{is_read, method_not_allowed};
 use super::{text, Body};
 use crate::route::{decode_path, is_confined};
 
@@ -40,33 +41,38 @@ impl StaticFiles {
 
     /// Answers one GET or HEAD.
     pub async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
-            r.headers_mut().insert(
-                http::header::ALLOW,
-                http::HeaderValue::from_static("GET, HEAD"),
-            );
-            return r;
+        if !is_read(req.method()) {
+            return method_not_allowed();
         }
         let Ok(relative) = decode_path(req.uri().path()) else {
             return text(StatusCode::NOT_FOUND, "Not found\n");
         };
-        let file = self.root.join(&relative);
-        if file.exists() {
-            if !is_confined(&self.root, &file) {
-                return text(StatusCode::FORBIDDEN, "Forbidden\n");
-            }
-            let in_cgi = self
-                .cgi_root
-                .as_ref()
-                .is_some_and(|cgi| is_confined(cgi, &file));
-            if in_cgi {
-                return text(StatusCode::FORBIDDEN, "Forbidden\n");
-            }
+        if let Some(refused) = self.check(relative).await {
+            return refused;
         }
         match self.service.clone().oneshot(req).await {
             Ok(response) => response.map(|body| body.boxed_unsync()),
             Err(never) => match never {},
+        }
+    }
+
+    /// Refuses a path that exists but leads out of the root or into
+    /// `--cgidir`. Looking (stat, realpath) can block on a slow disk, so it
+    /// happens on the blocking pool, as ServeDir's own file access does.
+    async fn check(&self, relative: PathBuf) -> Option<Response<Body>> {
+        let (root, cgi_root) = (self.root.clone(), self.cgi_root.clone());
+        let allowed = tokio::task::spawn_blocking(move || {
+            let file = root.join(relative);
+            if !file.exists() {
+                return true; // ServeDir answers 404
+            }
+            let in_cgi = cgi_root.is_some_and(|cgi| is_confined(&cgi, &file));
+            is_confined(&root, &file) && !in_cgi
+        });
+        match allowed.await {
+            Ok(true) => None,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(false) | Err(_) => Some(text(StatusCode::FORBIDDEN, "Forbidden\n")),
         }
     }
 }

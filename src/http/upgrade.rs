@@ -5,8 +5,6 @@
 //! then the child is spawned, *before* answering 101, so that a failure to
 //! spawn is an honest HTTP error rather than a socket that opens and dies.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
@@ -18,25 +16,16 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::bridge::Links;
-use crate::control::registry::{SessionHandle, SessionStats};
-use crate::env::{request_vars, RemoteInfo, RequestEnv};
-use crate::http::{add_headers, Body};
-use crate::process::{self, SpawnSpec};
+use super::{add_headers, empty, Body};
+use crate::env::{request_vars, RequestEnv};
+use crate::peer::{client_text, Peer};
+use crate::process::SpawnSpec;
 use crate::route;
-use crate::server::{Peer, Shared};
-
-/// A refused handshake: the status and a one-line reason for the client.
-pub struct Refusal {
-    pub status: StatusCode,
-    pub reason: String,
-}
+use crate::session::{self, Identity, Refusal};
+use crate::state::State;
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        reason: reason.into(),
-    }
+    Refusal::new(status, reason)
 }
 
 /// True if the request asks for a WebSocket (`Upgrade: websocket` and a
@@ -56,10 +45,10 @@ pub fn wants_websocket<B>(req: &Request<B>) -> bool {
 /// runs in its own task.
 pub async fn upgrade(
     req: &mut Request<Incoming>,
-    peer: Peer,
-    shared: &Arc<Shared>,
+    peer: &Peer,
+    state: &State,
 ) -> Result<Response<Body>, Refusal> {
-    let config = &shared.config;
+    let config = state.config();
     if req.method() != Method::GET {
         return Err(refuse(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -95,14 +84,16 @@ pub async fn upgrade(
         .clone();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let https = is_https(peer, headers, config);
+    let addresses = state.address_policy();
+    let https = addresses.is_https(peer, headers);
     config
         .origin
         .check(origin, host, https)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
     let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
+        .await
         .map_err(|e| refuse(e.status(), e.to_string()))?;
-    let permit = shared.fork_permit().map_err(|_| {
+    let permit = state.fork_permit().map_err(|_| {
         tracing::error!("--maxforks reached: upgrade refused");
         refuse(
             StatusCode::TOO_MANY_REQUESTS,
@@ -110,9 +101,9 @@ pub async fn upgrade(
         )
     })?;
 
-    let id_num = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let id_num = state.registry().next_id();
     let id = id_num.to_string();
-    let remote = remote_info(peer, req.headers(), config).await;
+    let remote = addresses.remote_info(peer, req.headers()).await;
     let local_port = peer.local_port();
     let vars = request_vars(&RequestEnv {
         id: &id,
@@ -133,22 +124,25 @@ pub async fn upgrade(
         // websocketd's WebSocket children share its working directory.
         dir: None,
     };
-    let spawned = spawn_retrying(&spec).await.map_err(|e| {
-        tracing::error!("cannot start {}: {e}", resolved.program.display());
-        spawn_refusal(&e)
-    })?;
+    let spawned = session::spawn::spawn(&spec).await?;
 
     let client = client_text(peer, &remote);
     let path = req.uri().path().to_owned();
     let pid = spawned.child.pid();
     // Registered before the 101 goes out: a client that has its answer is
     // already reachable by `wspipe ctl` (messages wait in its mailbox).
-    let (links, handle) = session_links(id_num, client.clone(), path.clone(), pid);
-    let registration = shared.registry.register(handle);
+    let (links, handle) = session::links(Identity {
+        id: id_num,
+        remote: client.clone(),
+        path: path.clone(),
+        pid,
+    });
+    let registration = state.registry().register(handle);
     let on_upgrade = hyper::upgrade::on(req);
-    let session_shared = shared.clone();
-    shared.tasks.spawn(async move {
-        let shared = session_shared;
+    let session_state = state.clone();
+    let socket = peer.socket();
+    state.shutdown().spawn(async move {
+        let state = session_state;
         let _permit = permit;
         let _registration = registration;
         let mut spawned = spawned;
@@ -156,16 +150,16 @@ pub async fn upgrade(
             Ok(upgraded) => upgraded,
             Err(e) => {
                 tracing::debug!("upgrade failed: {e}");
-                spawned.child.terminate(shared.config.close_grace).await;
+                spawned.child.terminate(state.config().close_grace).await;
                 return;
             }
         };
         let io = TokioIo::new(upgraded);
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(shared.ws_config)).await;
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(state.ws_config())).await;
         let remote = client;
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         let started = Instant::now();
-        let end = crate::bridge::run(ws, spawned, &shared.bridge, &shared.shutdown, &id, links, peer.socket()).await;
+        let end = crate::bridge::run(ws, spawned, state.bridge_options(), state.shutdown(), &id, links, socket).await;
         tracing::info!(
             target: "wspipe::access",
             id = %id,
@@ -180,7 +174,7 @@ pub async fn upgrade(
         );
     });
 
-    let mut response = Response::new(crate::http::empty());
+    let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -193,147 +187,11 @@ pub async fn upgrade(
     Ok(response)
 }
 
-/// Channel capacity for injected messages: bounds the memory a burst of
-/// broadcasts can take per slow client (the rest wait, then time out).
-const INJECT_QUEUE: usize = 64;
-
-/// The channels between a session and the control registry.
-fn session_links(id: u64, remote: String, path: String, pid: u32) -> (Links, SessionHandle) {
-    let (inject_tx, inject) = crate::mailbox::mailbox(INJECT_QUEUE);
-    let (control_tx, control) = crate::mailbox::mailbox(4);
-    let stats = Arc::new(SessionStats::default());
-    let handle = SessionHandle {
-        id,
-        remote,
-        path,
-        pid,
-        started: std::time::SystemTime::now(),
-        stats: stats.clone(),
-        inject: inject_tx,
-        control: control_tx,
-    };
-    (
-        Links {
-            inject,
-            control,
-            stats,
-        },
-        handle,
-    )
-}
-
 /// A Sec-WebSocket-Key must be base64 of 16 bytes (RFC 6455 section 4.1).
 fn is_valid_key(key: &[u8]) -> bool {
     base64::engine::general_purpose::STANDARD
         .decode(key)
         .is_ok_and(|k| k.len() == 16)
-}
-
-/// Spawns, retrying briefly on ETXTBSY: a script that was just written may
-/// still be open for writing in a process that is between fork and exec
-/// (a deploy in progress, or any fork elsewhere), which makes exec fail for
-/// an instant.
-pub async fn spawn_retrying(spec: &SpawnSpec<'_>) -> std::io::Result<process::Spawned> {
-    let mut attempt = 0;
-    loop {
-        match process::spawn(spec) {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Out of processes, fds or memory is temporary (503); anything else, like a
-/// missing or non-executable program, is a server misconfiguration (500).
-pub(crate) fn spawn_refusal(e: &std::io::Error) -> Refusal {
-    let temporary = matches!(
-        e.raw_os_error(),
-        Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-    );
-    if temporary {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cannot start the program now; try again later",
-        )
-    } else {
-        refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot start the program",
-        )
-    }
-}
-
-/// REMOTE_ADDR, REMOTE_HOST, REMOTE_PORT: the peer, or the client named by
-/// a trusted proxy (whose port we do not know).
-pub(crate) async fn remote_info(
-    peer: Peer,
-    headers: &http::HeaderMap,
-    config: &crate::config::Config,
-) -> RemoteInfo {
-    let peer_addr = match peer {
-        Peer::Tcp { remote, .. } => Some(remote),
-        Peer::Unix => None,
-    };
-    let forwarded = config
-        .trusted_proxies
-        .client_ip(peer_addr.map(|a| a.ip()), headers);
-    let (ip, port) = match (forwarded, peer_addr) {
-        (Some(ip), _) => (ip, String::new()),
-        (None, Some(addr)) => (addr.ip(), addr.port().to_string()),
-        (None, None) => return RemoteInfo::default(),
-    };
-    let ip = ip.to_canonical();
-    let addr = ip.to_string();
-    let host = if config.reverse_lookup {
-        reverse(ip).await.unwrap_or_else(|| addr.clone())
-    } else {
-        addr.clone()
-    };
-    RemoteInfo { addr, host, port }
-}
-
-/// A bounded reverse DNS lookup.
-async fn reverse(ip: std::net::IpAddr) -> Option<String> {
-    let lookup = tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip).ok());
-    match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
-        Ok(Ok(name)) => name,
-        _ => None,
-    }
-}
-
-/// Whether the client spoke HTTPS: to us (`--ssl`), or to a trusted proxy
-/// that ended TLS and says so.
-pub(crate) fn is_https(
-    peer: Peer,
-    headers: &http::HeaderMap,
-    config: &crate::config::Config,
-) -> bool {
-    let peer_ip = match peer {
-        Peer::Tcp { remote, .. } => Some(remote.ip()),
-        Peer::Unix => None,
-    };
-    peer.is_tls() || config.trusted_proxies.forwarded_https(peer_ip, headers)
-}
-
-/// The client as the access log and `wspipe ctl list` show it: the address
-/// a trusted proxy forwarded (with the proxy), or else the peer.
-pub(crate) fn client_text(peer: Peer, remote: &RemoteInfo) -> String {
-    let peer_text = remote_text(peer);
-    if remote.port.is_empty() && !remote.addr.is_empty() {
-        format!("{} via {peer_text}", remote.addr)
-    } else {
-        peer_text
-    }
-}
-
-pub fn remote_text(peer: Peer) -> String {
-    match peer {
-        Peer::Tcp { remote, .. } => remote.to_string(),
-        Peer::Unix => "unix".into(),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! The state every connection shares, behind a cheap handle (mini-redis's
+//! `Db`): the configuration and what is derived from it once, the
+//! `--maxforks` slots, the registry of live sessions and the shutdown.
+//! Callers get what they need through methods; nothing here is a public
+//! field to reach into.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::bridge::BridgeOptions;
+use crate::config::Config;
+use crate::control::Control;
+use crate::peer::AddressPolicy;
+use crate::session::Registry;
+use crate::shutdown::Shutdown;
+
+/// tungstenite's read buffer per connection. It stays allocated and
+/// resident for the connection's life (tungstenite zero-fills it up to this
+/// size before each read) and bounds how much one read takes from the
+/// socket; a bigger frame grows it on demand. Measured with the bench
+/// (docs/benchmarks.md): 2 KiB instead of 4 keeps echo and 64 KiB binary
+/// throughput the same and saves 2 KiB of RSS per connection; 1 KiB costs
+/// a quarter of the binary throughput.
+const WS_READ_BUFFER: usize = 2 * 1024;
+
+/// tungstenite's write buffer: how much a slow client may have queued
+/// before the pump stops reading the child.
+const WS_WRITE_BUFFER: usize = 64 * 1024;
+
+/// A handle on the shared state; clones are cheap and see the same state.
+#[derive(Debug, Clone)]
+pub struct State(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    /// Session settings, derived once from the configuration.
+    bridge: BridgeOptions,
+    /// WebSocket protocol limits, derived once from the configuration.
+    ws_config: WebSocketConfig,
+    /// Live-children limit (`--maxforks`); `None` is unlimited.
+    forks: Option<Arc<Semaphore>>,
+    /// Live sessions, for the control socket and metrics.
+    registry: Arc<Registry>,
+    /// Every task, and the signal to stop.
+    shutdown: Shutdown,
+}
+
+/// Every `--maxforks` slot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForksExhausted;
+
+impl State {
+    pub fn new(config: Config) -> Self {
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(config.max_message))
+            .max_frame_size(Some(config.max_message))
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(WS_WRITE_BUFFER);
+        let bridge = BridgeOptions {
+            mode: config.mode,
+            max_line: config.max_line,
+            close_grace: config.close_grace,
+            ping: config.ping,
+            pass_stderr: config.pass_stderr,
+        };
+        State(Arc::new(Inner {
+            forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
+            bridge,
+            ws_config,
+            registry: Arc::default(),
+            shutdown: Shutdown::new(),
+            config,
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn bridge_options(&self) -> &BridgeOptions {
+        &self.0.bridge
+    }
+
+    pub fn ws_config(&self) -> WebSocketConfig {
+        self.0.ws_config
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.0.registry
+    }
+
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.0.shutdown
+    }
+
+    /// How client addresses are learned (`--trusted-proxy`,
+    /// `--reverselookup`).
+    pub fn address_policy(&self) -> AddressPolicy<'_> {
+        AddressPolicy {
+            trusted_proxies: &self.0.config.trusted_proxies,
+            reverse_lookup: self.0.config.reverse_lookup,
+        }
+    }
+
+    /// What the control socket needs.
+    pub fn control(&self) -> Control {
+        Control::new(
+            self.0.registry.clone(),
+            self.0.config.mode,
+            self.0.shutdown.clone(),
+        )
+    }
+
+    /// A slot under `--maxforks` for one child, held until it is reaped:
+    /// `Ok(None)` when unlimited.
+    pub fn fork_permit(&self) -> Result<Option<OwnedSemaphorePermit>, ForksExhausted> {
+        match &self.0.forks {
+            None => Ok(None),
+            Some(forks) => forks
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| ForksExhausted),
+        }
+    }
+}
