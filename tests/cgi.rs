@@ -781,3 +781,28 @@ async fn websockets_work_on_the_same_port() {
     drop(ws);
     assert_no_children(&server);
 }
+
+/// A script still open for writing somewhere (a deploy in progress, or a
+/// process between fork and exec) makes exec fail with ETXTBSY for an
+/// instant: CGI retries, as WebSocket sessions do, instead of answering 500.
+#[test]
+fn a_script_still_open_for_writing_is_retried_not_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, dir) = cgidir();
+    let path = Path::new(&dir).join("busy");
+    // This process keeps the script open for writing until the server has
+    // met ETXTBSY once.
+    let mut writer = std::fs::File::create(&path).unwrap();
+    writer
+        .write_all(b"#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nran\\n'\n")
+        .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(&["--cgidir", &dir, "--loglevel", "debug"]);
+    let addr = server.addr;
+    let response = std::thread::spawn(move || get(addr, "/busy"));
+    server.wait_log("is busy (open for writing): retrying");
+    drop(writer);
+    let response = response.join().unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "ran\n");
+}

@@ -24,8 +24,8 @@ impl Refusal {
     }
 }
 
-/// Attempts after the first when exec meets ETXTBSY; they wait 5, 10, 15,
-/// 20 and 25 ms.
+/// Attempts after the first when exec meets ETXTBSY; they wait 5, 10, 20,
+/// 40 and 80 ms (155 ms in all).
 const TXTBSY_RETRIES: u32 = 5;
 
 /// Spawns `spec`, logging a failure and answering it as a [`Refusal`].
@@ -39,8 +39,12 @@ pub async fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, Refusal> {
     loop {
         match process::spawn(spec) {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < TXTBSY_RETRIES => {
+                tracing::debug!(
+                    "{} is busy (open for writing): retrying",
+                    spec.program.display()
+                );
+                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
             }
             Ok(spawned) => return Ok(spawned),
             Err(e) => {
