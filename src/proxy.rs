@@ -41,11 +41,6 @@ impl TrustedProxies {
         Ok(trusted)
     }
 
-    /// True when nothing is trusted (the default).
-    pub fn is_empty(&self) -> bool {
-        self.nets.is_empty() && !self.unix
-    }
-
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(&ip))
