@@ -11,17 +11,20 @@ use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{add_headers, empty, Body};
+use crate::config::Config;
 use crate::env::{request_vars, RequestEnv};
-use crate::peer::{client_text, Peer};
-use crate::process::SpawnSpec;
+use crate::peer::{client_text, Peer, PeerSocket};
+use crate::process::{SpawnSpec, Spawned};
 use crate::route;
-use crate::session::{self, Identity, Refusal};
+use crate::session::{self, Identity, Links, Refusal, Registration};
 use crate::state::State;
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
@@ -49,6 +52,77 @@ pub async fn upgrade(
     state: &State,
 ) -> Result<Response<Body>, Refusal> {
     let config = state.config();
+    let key = check_protocol(req)?;
+    let headers = req.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let addresses = state.address_policy();
+    let https = addresses.is_https(peer, headers);
+    config
+        .origin
+        .check(origin, host, https)
+        .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
+    let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
+        .await
+        .map_err(|e| refuse(e.status(), e.to_string()))?;
+    let permit = state.fork_permit().map_err(|_| {
+        tracing::error!("--maxforks reached: upgrade refused");
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections (--maxforks reached)",
+        )
+    })?;
+
+    let id = state.registry().next_id();
+    let remote = addresses.remote_info(peer, req.headers()).await;
+    let vars = request_vars(&RequestEnv {
+        id: &id.to_string(),
+        method: req.method(),
+        uri: req.uri(),
+        version: req.version(),
+        headers: req.headers(),
+        remote: &remote,
+        tls: https,
+        local_port: peer.local_port(),
+        script_name: &resolved.script_name,
+        path_info: &resolved.path_info,
+    });
+    let spawned = session::spawn::spawn(&SpawnSpec {
+        program: &resolved.program,
+        args: &resolved.args,
+        env: [config.base_env.vars(), &vars],
+        // websocketd's WebSocket children share its working directory.
+        dir: None,
+    })
+    .await?;
+
+    let identity = Identity {
+        id,
+        remote: client_text(peer, &remote),
+        path: req.uri().path().to_owned(),
+        pid: spawned.child.pid(),
+    };
+    // Registered before the 101 goes out: a client that has its answer is
+    // already reachable by `wspipe ctl` (messages wait in its mailbox).
+    let (links, handle) = session::links(identity.clone());
+    let session = Session {
+        identity,
+        links,
+        registration: state.registry().register(handle),
+        permit,
+        socket: peer.socket(),
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    let task_state = state.clone();
+    state
+        .shutdown()
+        .spawn(async move { session.run(on_upgrade, spawned, task_state).await });
+    Ok(switching_protocols(&key, config))
+}
+
+/// The protocol rules of a handshake (RFC 6455 4.2.1), before anything
+/// costs: the key to answer, or the refusal.
+fn check_protocol<B>(req: &Request<B>) -> Result<HeaderValue, Refusal> {
     if req.method() != Method::GET {
         return Err(refuse(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -72,80 +146,55 @@ pub async fn upgrade(
             "unsupported Sec-WebSocket-Version (need 13)",
         ));
     }
-    let key = headers
+    headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|k| is_valid_key(k.as_bytes()))
+        .cloned()
         .ok_or_else(|| {
             refuse(
                 StatusCode::BAD_REQUEST,
                 "missing or malformed Sec-WebSocket-Key",
             )
-        })?
-        .clone();
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let addresses = state.address_policy();
-    let https = addresses.is_https(peer, headers);
-    config
-        .origin
-        .check(origin, host, https)
-        .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
-    let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
-        .await
-        .map_err(|e| refuse(e.status(), e.to_string()))?;
-    let permit = state.fork_permit().map_err(|_| {
-        tracing::error!("--maxforks reached: upgrade refused");
-        refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many connections (--maxforks reached)",
-        )
-    })?;
+        })
+}
 
-    let id_num = state.registry().next_id();
-    let id = id_num.to_string();
-    let remote = addresses.remote_info(peer, req.headers()).await;
-    let local_port = peer.local_port();
-    let vars = request_vars(&RequestEnv {
-        id: &id,
-        method: req.method(),
-        uri: req.uri(),
-        version: req.version(),
-        headers: req.headers(),
-        remote: &remote,
-        tls: https,
-        local_port,
-        script_name: &resolved.script_name,
-        path_info: &resolved.path_info,
-    });
-    let spec = SpawnSpec {
-        program: &resolved.program,
-        args: &resolved.args,
-        env: [config.base_env.vars(), &vars],
-        // websocketd's WebSocket children share its working directory.
-        dir: None,
-    };
-    let spawned = session::spawn::spawn(&spec).await?;
+/// The 101 answer, with `--header` and `--header-ws`.
+fn switching_protocols(key: &HeaderValue, config: &Config) -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    add_headers(&mut response, &config.headers.all);
+    add_headers(&mut response, &config.headers.ws);
+    response
+}
 
-    let client = client_text(peer, &remote);
-    let path = req.uri().path().to_owned();
-    let pid = spawned.child.pid();
-    // Registered before the 101 goes out: a client that has its answer is
-    // already reachable by `wspipe ctl` (messages wait in its mailbox).
-    let (links, handle) = session::links(Identity {
-        id: id_num,
-        remote: client.clone(),
-        path: path.clone(),
-        pid,
-    });
-    let registration = state.registry().register(handle);
-    let on_upgrade = hyper::upgrade::on(req);
-    let session_state = state.clone();
-    let socket = peer.socket();
-    state.shutdown().spawn(async move {
-        let state = session_state;
-        let _permit = permit;
-        let _registration = registration;
-        let mut spawned = spawned;
+/// An admitted session, waiting for hyper to hand over the socket.
+struct Session {
+    identity: Identity,
+    links: Links,
+    /// Keeps the session listed until it ends.
+    registration: Registration,
+    /// The `--maxforks` slot, held until the child is reaped.
+    permit: Option<OwnedSemaphorePermit>,
+    socket: Option<PeerSocket>,
+}
+
+impl Session {
+    /// Runs the bridge once the upgrade completes, with an access line at
+    /// each end; a failed upgrade just ends the child.
+    async fn run(self, on_upgrade: OnUpgrade, mut spawned: Spawned, state: State) {
+        let Session {
+            identity,
+            links,
+            registration,
+            permit,
+            socket,
+        } = self;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -156,10 +205,17 @@ pub async fn upgrade(
         };
         let io = TokioIo::new(upgraded);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(state.ws_config())).await;
-        let remote = client;
+        let Identity {
+            id,
+            remote,
+            path,
+            pid,
+        } = &identity;
+        let id = id.to_string();
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         let started = Instant::now();
-        let end = crate::bridge::run(ws, spawned, state.bridge_options(), state.shutdown(), &id, links, socket).await;
+        let opts = state.bridge_options();
+        let end = crate::bridge::run(ws, spawned, opts, state.shutdown(), &id, links, socket).await;
         tracing::info!(
             target: "wspipe::access",
             id = %id,
@@ -172,19 +228,10 @@ pub async fn upgrade(
             cause = end.cause,
             "disconnect"
         );
-    });
-
-    let mut response = Response::new(empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        // The child is reaped: its slot and its listing go.
+        drop(permit);
+        drop(registration);
     }
-    add_headers(&mut response, &config.headers.all);
-    add_headers(&mut response, &config.headers.ws);
-    Ok(response)
 }
 
 /// A Sec-WebSocket-Key must be base64 of 16 bytes (RFC 6455 section 4.1).

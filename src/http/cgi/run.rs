@@ -2,6 +2,7 @@
 //! logged, the header block read, the body streamed, and the script ended
 //! and reaped whatever happens.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -145,150 +146,200 @@ impl Run {
         let Spawned {
             mut child,
             stdin,
-            mut stdout,
+            stdout,
             stderr,
         } = spawned;
         let pid = child.pid();
-        let mut feed = Box::pin(feed_stdin(stdin, body));
-        let mut feed_done = false;
         let id = access.id.clone();
-        let mut logs = Box::pin(async move { log_stderr(stderr, &id, max_line).await });
-        let mut logs_done = false;
-        let deadline = tokio::time::sleep(MAX_DURATION.saturating_sub(access.started.elapsed()));
-        tokio::pin!(deadline);
-
-        // 1. The header block. `--cgitimeout` counts from the moment the
-        // script has the whole request body (a slow upload is bounded by
-        // MAX_DURATION only).
-        let head = {
-            let head_timeout = tokio::time::sleep(header_timeout);
-            let reading = read_head(&mut stdout);
-            tokio::pin!(head_timeout, reading);
-            loop {
-                tokio::select! {
-                    head = &mut reading => break head,
-                    fed = &mut feed, if !feed_done => {
-                        feed_done = true;
-                        if fed == Feed::TooLarge {
-                            break Err(Failure::TooLarge);
-                        }
-                        head_timeout
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + header_timeout);
-                    }
-                    () = &mut logs, if !logs_done => logs_done = true,
-                    () = &mut head_timeout, if feed_done => break Err(Failure::Timeout),
-                    () = &mut deadline => break Err(Failure::Timeout),
-                    () = head_tx.closed() => break Err(Failure::ClientGone),
-                    () = shutdown.cancelled() => break Err(Failure::Shutdown),
-                }
-            }
+        let mut script = Script {
+            stdout,
+            feed: Box::pin(feed_stdin(stdin, body)),
+            feed_done: false,
+            logs: Box::pin(async move { log_stderr(stderr, &id, max_line).await }),
+            logs_done: false,
+            deadline: Box::pin(tokio::time::sleep(
+                MAX_DURATION.saturating_sub(access.started.elapsed()),
+            )),
+            shutdown,
         };
-
-        // 2. The body.
-        let complete = Arc::new(AtomicBool::new(false));
-        let mut sent: u64 = 0;
-        let (status, cause) = match head {
+        let mut sent = 0;
+        let (status, cause) = match script.wait_head(&mut head_tx, header_timeout).await {
             Err(failure) => {
                 let (status, reason) = failure.answer();
                 if status == StatusCode::BAD_GATEWAY {
                     tracing::error!("CGI {}: {reason}", access.path);
                 }
-                let status = status.as_u16();
                 let cause = failure.cause();
                 let _ = head_tx.send(Err(failure));
-                (status, cause)
+                (status.as_u16(), cause)
             }
             Ok((head, leftover)) => {
-                let status = head.status.as_u16();
-                // hyper sends no body with these: the output is read and
-                // dropped, so that the script can finish normally.
-                let bodiless = access.method == Method::HEAD
-                    || matches!(
-                        head.status,
-                        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-                    );
-                let (tx, rx) = mpsc::channel(BODY_QUEUE);
-                let body = CgiBody {
-                    rx,
-                    complete: complete.clone(),
-                };
-                complete.store(bodiless, Ordering::Release);
-                let body_tx = (!bodiless).then_some(tx);
-                let end = if head_tx.send(Ok((head, body))).is_err() {
-                    End::ClientGone
-                } else {
-                    let mut out = BytesMut::new();
-                    let mut pending =
-                        (body_tx.is_some() && !leftover.is_empty()).then_some(leftover);
-                    loop {
-                        if pending.is_none() && out.capacity() == 0 {
-                            out.reserve(READ_CHUNK);
-                        }
-                        tokio::select! {
-                            permit = reserve(&body_tx), if pending.is_some() => match permit {
-                                Some(permit) => {
-                                    let chunk = pending.take().unwrap_or_default();
-                                    sent += chunk.len() as u64;
-                                    permit.send(chunk);
-                                }
-                                None => break End::ClientGone,
-                            },
-                            read = stdout.read_buf(&mut out), if pending.is_none() => match read {
-                                Ok(0) => break End::Done,
-                                Ok(_) if body_tx.is_some() => pending = Some(out.split().freeze()),
-                                Ok(_) => out.clear(),
-                                Err(_) => break End::Io,
-                            },
-                            fed = &mut feed, if !feed_done => {
-                                feed_done = true;
-                                if fed == Feed::TooLarge {
-                                    break End::TooLarge;
-                                }
-                            }
-                            () = &mut logs, if !logs_done => logs_done = true,
-                            () = &mut deadline => break End::Timeout,
-                            () = closed(&body_tx) => break End::ClientGone,
-                            () = shutdown.cancelled() => break End::Shutdown,
-                        }
-                    }
-                };
-                if end == End::Timeout {
-                    tracing::error!(
-                        "CGI {}: response not finished within {MAX_DURATION:?}",
-                        access.path
-                    );
-                }
-                if !bodiless {
-                    complete.store(end == End::Done, Ordering::Release);
-                }
-                // Dropping the sender ends the response (cleanly only if
-                // complete).
-                drop(body_tx);
-                (status, end.cause())
+                script
+                    .respond(&access, head, leftover, head_tx, &mut sent)
+                    .await
             }
         };
-
-        // 3. The end: stdin closed, the grace, signals if needed, reaped.
+        // The end: stdin and stdout closed (a script still writing gets
+        // EPIPE), the grace, signals if needed, reaped.
+        let Script {
+            stdout,
+            feed,
+            logs,
+            logs_done,
+            ..
+        } = script;
         drop(feed);
         drop(stdout);
-        let exit = end_child(&mut child, grace, &mut logs, logs_done).await;
+        let exit = end_child(&mut child, grace, logs, logs_done).await;
         drop(permit);
         access.log(status, Some(pid), sent, &exit.to_string(), cause);
     }
 }
 
+/// A running script and what runs beside its header and body phases: the
+/// request body going to stdin, stderr going to the log, and the limits.
+struct Script {
+    stdout: pipe::Receiver,
+    /// Writes the request body, then closes stdin.
+    feed: Pin<Box<dyn Future<Output = Feed> + Send>>,
+    feed_done: bool,
+    /// Logs stderr until it closes.
+    logs: Pin<Box<dyn Future<Output = ()> + Send>>,
+    logs_done: bool,
+    /// [`MAX_DURATION`] from the start of the request.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    shutdown: Shutdown,
+}
+
+impl Script {
+    /// The header block. `--cgitimeout` counts from the moment the script
+    /// has the whole request body (a slow upload is bounded by
+    /// [`MAX_DURATION`] only).
+    async fn wait_head(
+        &mut self,
+        head_tx: &mut oneshot::Sender<HeadResult>,
+        header_timeout: Duration,
+    ) -> Result<(Head, Bytes), Failure> {
+        let head_timeout = tokio::time::sleep(header_timeout);
+        let reading = read_head(&mut self.stdout);
+        tokio::pin!(head_timeout, reading);
+        loop {
+            tokio::select! {
+                head = &mut reading => return head,
+                fed = &mut self.feed, if !self.feed_done => {
+                    self.feed_done = true;
+                    if fed == Feed::TooLarge {
+                        return Err(Failure::TooLarge);
+                    }
+                    head_timeout
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + header_timeout);
+                }
+                () = &mut self.logs, if !self.logs_done => self.logs_done = true,
+                () = &mut head_timeout, if self.feed_done => return Err(Failure::Timeout),
+                () = &mut self.deadline => return Err(Failure::Timeout),
+                () = head_tx.closed() => return Err(Failure::ClientGone),
+                () = self.shutdown.cancelled() => return Err(Failure::Shutdown),
+            }
+        }
+    }
+
+    /// Hands the head to the client and streams the body after it; the
+    /// status and the cause for the access log.
+    async fn respond(
+        &mut self,
+        access: &Access,
+        head: Head,
+        leftover: Bytes,
+        head_tx: oneshot::Sender<HeadResult>,
+        sent: &mut u64,
+    ) -> (u16, &'static str) {
+        let status = head.status.as_u16();
+        // hyper sends no body with these: the output is read and dropped,
+        // so that the script can finish normally.
+        let bodiless = access.method == Method::HEAD
+            || matches!(
+                head.status,
+                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+            );
+        let complete = Arc::new(AtomicBool::new(bodiless));
+        let (tx, rx) = mpsc::channel(BODY_QUEUE);
+        let body = CgiBody {
+            rx,
+            complete: complete.clone(),
+        };
+        let body_tx = (!bodiless).then_some(tx);
+        let end = if head_tx.send(Ok((head, body))).is_err() {
+            End::ClientGone
+        } else {
+            self.stream_body(leftover, &body_tx, sent).await
+        };
+        if end == End::Timeout {
+            tracing::error!(
+                "CGI {}: response not finished within {MAX_DURATION:?}",
+                access.path
+            );
+        }
+        if !bodiless {
+            complete.store(end == End::Done, Ordering::Release);
+        }
+        // Dropping the sender ends the response (cleanly only if complete).
+        drop(body_tx);
+        (status, end.cause())
+    }
+
+    /// Streams stdout to the client (or, without a body to send, reads and
+    /// drops it) until it ends; counts the bytes sent.
+    async fn stream_body(
+        &mut self,
+        leftover: Bytes,
+        body_tx: &Option<mpsc::Sender<Bytes>>,
+        sent: &mut u64,
+    ) -> End {
+        let mut out = BytesMut::new();
+        let mut pending = (body_tx.is_some() && !leftover.is_empty()).then_some(leftover);
+        loop {
+            if pending.is_none() && out.capacity() == 0 {
+                out.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                permit = reserve(body_tx), if pending.is_some() => match permit {
+                    Some(permit) => {
+                        let chunk = pending.take().unwrap_or_default();
+                        *sent += chunk.len() as u64;
+                        permit.send(chunk);
+                    }
+                    None => return End::ClientGone,
+                },
+                read = self.stdout.read_buf(&mut out), if pending.is_none() => match read {
+                    Ok(0) => return End::Done,
+                    Ok(_) if body_tx.is_some() => pending = Some(out.split().freeze()),
+                    Ok(_) => out.clear(),
+                    Err(_) => return End::Io,
+                },
+                fed = &mut self.feed, if !self.feed_done => {
+                    self.feed_done = true;
+                    if fed == Feed::TooLarge {
+                        return End::TooLarge;
+                    }
+                }
+                () = &mut self.logs, if !self.logs_done => self.logs_done = true,
+                () = &mut self.deadline => return End::Timeout,
+                () = closed(body_tx) => return End::ClientGone,
+                () = self.shutdown.cancelled() => return End::Shutdown,
+            }
+        }
+    }
+}
+
 /// Ends and reaps `child` (logging its stderr meanwhile) and returns how it
 /// ended.
-async fn end_child<F>(
+async fn end_child(
     child: &mut Child,
     grace: Duration,
-    logs: &mut Pin<Box<F>>,
+    mut logs: Pin<Box<dyn Future<Output = ()> + Send>>,
     logs_done: bool,
-) -> Exit
-where
-    F: std::future::Future<Output = ()>,
-{
+) -> Exit {
     let mut logs_done = logs_done;
     let status = {
         let terminate = child.terminate(grace);
