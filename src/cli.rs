@@ -190,8 +190,9 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
 
-    /// Serve Prometheus/OpenMetrics statistics on HOST:PORT or a Unix socket
-    /// PATH (apart from the public port).
+    /// Serve Prometheus/OpenMetrics statistics on HOST:PORT (TCP) or a Unix
+    /// socket PATH (a value with a '/', or unix:PATH), apart from the public
+    /// port.
     #[arg(long, value_name = "ADDR|PATH")]
     pub metrics: Option<String>,
 

@@ -52,3 +52,6 @@ pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod tls;
+
+#[cfg(test)]
+mod testing;

@@ -237,28 +237,33 @@ mod tests {
         resolve_blocking(Some(&Endpoint::Dir(root.to_path_buf())), path)
     }
 
-    // A lookup done on the worker would be finished at the first poll; one
-    // handed to the blocking pool is still pending then (the pool thread
-    // has to start and make its system calls first).
-    #[tokio::test(flavor = "current_thread")]
-    async fn directory_lookups_leave_the_worker_and_commands_do_not() {
-        use std::future::Future;
-        use std::task::Poll;
+    // With the blocking pool held busy, a lookup done on the worker would
+    // still finish at once; one handed to the pool cannot.
+    #[test]
+    fn directory_lookups_leave_the_worker_and_commands_do_not() {
+        use crate::testing::{ready_at_first_poll, with_busy_blocking_pool};
         let (_tmp, root) = setup();
-        let endpoint = Endpoint::Dir(root.clone());
-        let mut lookup = std::pin::pin!(resolve(Some(&endpoint), "/chat"));
-        let first = std::future::poll_fn(|cx| Poll::Ready(lookup.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "the directory was read on the worker");
-        assert_eq!(lookup.await.unwrap().program, root.join("chat"));
+        with_busy_blocking_pool(|release| async move {
+            let spec = CommandSpec {
+                program: "cat".into(),
+                args: Vec::new(),
+            };
+            let command = Endpoint::Command(spec);
+            let mut at_once = std::pin::pin!(resolve(Some(&command), "/x"));
+            assert!(
+                ready_at_first_poll(at_once.as_mut()).await,
+                "a command needs no lookup"
+            );
 
-        let spec = CommandSpec {
-            program: "cat".into(),
-            args: Vec::new(),
-        };
-        let command = Endpoint::Command(spec);
-        let mut at_once = std::pin::pin!(resolve(Some(&command), "/x"));
-        let first = std::future::poll_fn(|cx| Poll::Ready(at_once.as_mut().poll(cx))).await;
-        assert!(first.is_ready(), "a single command needs no lookup");
+            let endpoint = Endpoint::Dir(root.clone());
+            let mut lookup = std::pin::pin!(resolve(Some(&endpoint), "/chat"));
+            assert!(
+                !ready_at_first_poll(lookup.as_mut()).await,
+                "read on the worker"
+            );
+            drop(release);
+            assert_eq!(lookup.await.unwrap().program, root.join("chat"));
+        });
     }
 
     #[test]

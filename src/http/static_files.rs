@@ -76,3 +76,37 @@ impl StaticFiles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ready_at_first_poll, with_busy_blocking_pool};
+
+    // With the blocking pool held busy, a check done on the worker would
+    // still finish at once; one handed to the pool cannot.
+    #[test]
+    fn path_checks_leave_the_worker() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        std::fs::create_dir(root.join("cgi")).unwrap();
+        std::fs::write(root.join("cgi/s"), "#!/bin/sh\n").unwrap();
+        let files = StaticFiles::new(root.clone(), Some(root.join("cgi")));
+        with_busy_blocking_pool(|release| async move {
+            let mut check = std::pin::pin!(files.check(PathBuf::from("cgi/s")));
+            assert!(
+                !ready_at_first_poll(check.as_mut()).await,
+                "checked on the worker"
+            );
+            drop(release);
+            assert!(check.await.is_some(), "a script under --cgidir is refused");
+            for (path, allowed) in [("a.txt", true), ("missing", true)] {
+                assert_eq!(
+                    files.check(PathBuf::from(path)).await.is_none(),
+                    allowed,
+                    "{path}"
+                );
+            }
+        });
+    }
+}
