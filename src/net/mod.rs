@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 
 pub use bind::{bind_tcp, bind_unix, SocketFiles};
 
@@ -173,32 +174,26 @@ pub enum MetricsListener {
     Unix(UnixListener),
 }
 
+impl MetricsListener {
+    async fn accept(&self) -> std::io::Result<Either<TcpStream, UnixStream>> {
+        Ok(match self {
+            MetricsListener::Tcp(l) => Either::Left(l.accept().await?.0),
+            MetricsListener::Unix(l) => Either::Right(l.accept().await?.0),
+        })
+    }
+}
+
 /// Serves `--metrics`.
 pub async fn serve_metrics(listener: MetricsListener, registry: Arc<Registry>, shutdown: Shutdown) {
-    match listener {
-        MetricsListener::Tcp(l) => {
-            accept_loop(
-                &shutdown,
-                None,
-                || l.accept(),
-                |(stream, _), _| {
-                    shutdown.spawn(serve_scrape(stream, registry.clone(), shutdown.clone()));
-                },
-            )
-            .await
-        }
-        MetricsListener::Unix(l) => {
-            accept_loop(
-                &shutdown,
-                None,
-                || l.accept(),
-                |(stream, _), _| {
-                    shutdown.spawn(serve_scrape(stream, registry.clone(), shutdown.clone()));
-                },
-            )
-            .await
-        }
-    }
+    accept_loop(
+        &shutdown,
+        None,
+        || listener.accept(),
+        |stream, _| {
+            shutdown.spawn(serve_scrape(stream, registry.clone(), shutdown.clone()));
+        },
+    )
+    .await;
 }
 
 /// One connection to the metrics listener.
