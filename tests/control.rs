@@ -3,10 +3,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -263,6 +265,108 @@ async fn kill_ends_the_child_and_the_socket_closes() {
     let (code, _) = expect_close(&mut ws).await;
     assert_eq!(code, 1000, "a child we ended closes normally");
     assert!(wait_dead(pid, TIMEOUT));
+}
+
+/// Bytes written to a Unix stream socket that the peer has not read yet
+/// (SIOCOUTQ): 0 once the server has taken everything we sent.
+fn unread(stream: &UnixStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(SIOCOUTQ) on a socket we own, writing one int into `n`.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    usize::try_from(n).unwrap()
+}
+
+/// A `ctl send` waiting for room in a full session's queue answers
+/// not_found as soon as the session ends, instead of waiting out its
+/// delivery timeout (2 s) and then calling the gone session busy.
+#[test]
+fn a_send_waiting_on_a_full_session_fails_at_once_when_the_session_ends() {
+    let ctl = start(&["cat"]);
+    // A client that never reads: the socket buffers fill up, then the
+    // session's queue of injected messages (64).
+    let client = RawClient::connect(ctl.server.addr, "/");
+    let (id, _) = ctl.only_session();
+    let mut fill = UnixStream::connect(&ctl.socket).unwrap();
+    fill.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut replies = BufReader::new(fill.try_clone().unwrap());
+    let big = serde_json::json!({
+        "cmd": "send",
+        "id": id.parse::<u64>().unwrap(),
+        "message": "x".repeat(64 * 1024),
+    });
+    let big = format!("{big}\n");
+    let mut delivered = 0;
+    loop {
+        fill.write_all(big.as_bytes()).unwrap();
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if reply["ok"] == true {
+            delivered += 1;
+            assert!(delivered < 10_000, "the session never filled up");
+            continue;
+        }
+        // This one waited the whole delivery timeout for room: the queue
+        // is full, and stays so, as nothing drains it.
+        assert_eq!(reply["kind"], "busy", "{reply}");
+        break;
+    }
+
+    // One more, from `wspipe ctl send`, through a relay: the relay can see
+    // when the server has read the request, and so is waiting for room.
+    let relay_path = ctl._dir.path().join("relay.sock");
+    let relay = UnixListener::bind(&relay_path).unwrap();
+    relay.set_nonblocking(true).unwrap();
+    let sender = Command::new(bin())
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&relay_path)
+        .args(["send", &id, "one too many"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut from_ctl = None;
+    assert!(
+        wait_until(TIMEOUT, || {
+            from_ctl = relay.accept().ok().map(|(s, _)| s);
+            from_ctl.is_some()
+        }),
+        "ctl did not connect to the relay"
+    );
+    let mut from_ctl = from_ctl.unwrap();
+    from_ctl.set_nonblocking(false).unwrap();
+    from_ctl.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut request = String::new();
+    BufReader::new(&from_ctl).read_line(&mut request).unwrap();
+    let mut to_server = UnixStream::connect(&ctl.socket).unwrap();
+    to_server.set_read_timeout(Some(TIMEOUT)).unwrap();
+    to_server.write_all(request.as_bytes()).unwrap();
+    assert!(
+        wait_until(TIMEOUT, || unread(&to_server) == 0),
+        "the server did not read the request"
+    );
+
+    // The session ends: its client resets the connection.
+    let ended = Instant::now();
+    client.reset();
+    let mut reply = String::new();
+    BufReader::new(&to_server).read_line(&mut reply).unwrap();
+    let waited = ended.elapsed();
+    from_ctl.write_all(reply.as_bytes()).unwrap();
+    drop(from_ctl);
+    let out = sender.wait_with_output().unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["kind"], "not_found", "{reply}");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("no session with id {id}")), "{err}");
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered {waited:?} after the session ended"
+    );
+    ctl.wait_sessions(0);
 }
 
 #[tokio::test]
