@@ -664,12 +664,12 @@ where
     F: std::future::Future<Output = ()>,
 {
     let mut logs_done = logs_done;
-    let status = {
+    let exit = {
         let terminate = child.terminate(grace);
         tokio::pin!(terminate);
         loop {
             tokio::select! {
-                (_, status) = &mut terminate => break status,
+                (_, exit) = &mut terminate => break exit,
                 () = logs.as_mut(), if !logs_done => logs_done = true,
             }
         }
@@ -677,7 +677,7 @@ where
     if !logs_done {
         let _ = tokio::time::timeout(STDERR_DRAIN, logs.as_mut()).await;
     }
-    Exit::from(status)
+    exit
 }
 
 /// Reads stdout up to the end of the header block; returns the head and
