@@ -91,9 +91,38 @@ impl Ctl {
         ids
     }
 
+    /// [`Ctl::wait_sessions`] for async tests: sleeps between looks on the
+    /// runtime's timer instead of blocking it (each look runs `ctl list`).
+    async fn wait_sessions_async(&self, n: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        assert!(
+            wait_until_async(TIMEOUT, || {
+                ids = self
+                    .sessions()
+                    .iter()
+                    .map(|s| s["id"].as_u64().unwrap())
+                    .collect();
+                ids.len() == n
+            })
+            .await,
+            "expected {n} sessions, have {ids:?}"
+        );
+        ids
+    }
+
     /// Waits for the one session there should be; its id and child pid.
     fn only_session(&self) -> (String, u32) {
         self.wait_sessions(1);
+        self.the_session()
+    }
+
+    /// [`Ctl::only_session`] for async tests.
+    async fn only_session_async(&self) -> (String, u32) {
+        self.wait_sessions_async(1).await;
+        self.the_session()
+    }
+
+    fn the_session(&self) -> (String, u32) {
         let session = &self.sessions()[0];
         let pid = session["pid"].as_u64().expect("pid") as u32;
         (session["id"].to_string(), pid)
@@ -115,7 +144,7 @@ async fn list_shows_every_live_connection() {
     let ctl = start(&["cat"]);
     let _a = connect(&ctl.server.url("/one")).await;
     let _b = connect(&ctl.server.url("/two?x=1")).await;
-    ctl.wait_sessions(2);
+    ctl.wait_sessions_async(2).await;
     let sessions = ctl.sessions();
     assert_eq!(sessions[0]["path"], "/one");
     assert_eq!(sessions[1]["path"], "/two");
@@ -141,7 +170,7 @@ async fn send_reaches_exactly_one_client_and_counts_traffic() {
     let ctl = start(&["cat"]);
     let mut a = connect(&ctl.server.url("/")).await;
     let mut b = connect(&ctl.server.url("/")).await;
-    let ids = ctl.wait_sessions(2);
+    let ids = ctl.wait_sessions_async(2).await;
     ctl.ok(&["send", &ids[1].to_string(), "for b only"]);
     assert_eq!(next_text(&mut b).await, "for b only");
     send_text(&mut a, "echo a").await;
@@ -161,7 +190,7 @@ async fn send_reaches_exactly_one_client_and_counts_traffic() {
 async fn send_reads_the_message_from_stdin_with_dash() {
     let ctl = start(&["cat"]);
     let mut a = connect(&ctl.server.url("/")).await;
-    let id = ctl.wait_sessions(1)[0].to_string();
+    let id = ctl.wait_sessions_async(1).await[0].to_string();
     let mut child = Command::new(bin())
         .args([
             "ctl",
@@ -221,7 +250,7 @@ async fn broadcast_reaches_100_clients_exactly_once() {
     for _ in 0..100 {
         clients.push(connect(&ctl.server.url("/room")).await);
     }
-    ctl.wait_sessions(100);
+    ctl.wait_sessions_async(100).await;
     let out = ctl.ok(&["broadcast", "hello everyone"]);
     assert!(out.contains("delivered to 100"), "{out}");
     for ws in &mut clients {
@@ -237,7 +266,7 @@ async fn broadcast_can_target_one_path() {
     let ctl = start(&["cat"]);
     let mut lobby = connect(&ctl.server.url("/lobby")).await;
     let mut game = connect(&ctl.server.url("/game")).await;
-    ctl.wait_sessions(2);
+    ctl.wait_sessions_async(2).await;
     let out = ctl.ok(&["broadcast", "--path", "/game", "game only"]);
     assert!(out.contains("delivered to 1"), "{out}");
     assert_eq!(next_text(&mut game).await, "game only");
@@ -249,22 +278,22 @@ async fn broadcast_can_target_one_path() {
 async fn close_sends_the_code_and_reason_and_ends_the_child() {
     let ctl = start(&["cat"]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    let (id, pid) = ctl.only_session();
+    let (id, pid) = ctl.only_session_async().await;
     ctl.ok(&["close", &id, "--code", "4001", "--reason", "bye now"]);
     assert_eq!(expect_close(&mut ws).await, (4001, "bye now".to_string()));
-    assert!(wait_dead(pid, TIMEOUT));
-    ctl.wait_sessions(0);
+    assert!(wait_dead_async(pid, TIMEOUT).await);
+    ctl.wait_sessions_async(0).await;
 }
 
 #[tokio::test]
 async fn kill_ends_the_child_and_the_socket_closes() {
     let ctl = start(&["sleep", "1000"]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    let (id, pid) = ctl.only_session();
+    let (id, pid) = ctl.only_session_async().await;
     ctl.ok(&["kill", &id]);
     let (code, _) = expect_close(&mut ws).await;
     assert_eq!(code, 1000, "a child we ended closes normally");
-    assert!(wait_dead(pid, TIMEOUT));
+    assert!(wait_dead_async(pid, TIMEOUT).await);
 }
 
 /// Bytes written to a Unix stream socket that the peer has not read yet
@@ -418,7 +447,7 @@ async fn injected_messages_never_split_a_child_line() {
         &format!("i=0; while [ $i -lt 400 ]; do echo {line}; i=$((i+1)); done"),
     ]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    let id = ctl.wait_sessions(1).first().copied();
+    let id = ctl.wait_sessions_async(1).await.first().copied();
     let socket = ctl.socket.clone();
     let sender = std::thread::spawn(move || {
         let mut delivered = 0;
@@ -596,7 +625,8 @@ async fn metrics_expose_the_same_counters_for_prometheus() {
     let line = ctl
         .server
         .log
-        .wait_for("metrics on http://", TIMEOUT)
+        .wait_for_async("metrics on http://", TIMEOUT)
+        .await
         .unwrap();
     let addr: std::net::SocketAddr = line
         .split("http://")

@@ -73,7 +73,8 @@ async fn maxforks_refuses_with_429_and_frees_the_slot_when_the_child_is_reaped()
     assert_eq!(handshake_status(&server.url("/"), &[]).await, 429);
     server
         .log
-        .wait_for("maxforks", TIMEOUT)
+        .wait_for_async("maxforks", TIMEOUT)
+        .await
         .expect("a log line about --maxforks");
     assert_eq!(
         server.children().len(),
@@ -85,12 +86,13 @@ async fn maxforks_refuses_with_429_and_frees_the_slot_when_the_child_is_reaped()
 
     close(first).await;
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "child reaped after the client closed"
     );
     server
         .log
-        .wait_for("disconnect", TIMEOUT)
+        .wait_for_async("disconnect", TIMEOUT)
+        .await
         .expect("session end logged");
 
     // The slot is released when the session task ends, right after the
@@ -608,9 +610,12 @@ async fn unix_socket_replaces_a_stale_socket_file() {
     assert!(path.exists(), "the dead listener left its file");
     // A child another test thread is spawning may hold a copy of the
     // listener until its exec: wait until nobody listens any more.
-    assert!(wait_until(TIMEOUT, || {
-        std::os::unix::net::UnixStream::connect(&path).is_err()
-    }));
+    assert!(
+        wait_until_async(TIMEOUT, || {
+            std::os::unix::net::UnixStream::connect(&path).is_err()
+        })
+        .await
+    );
     let _daemon = unix_daemon(&path, &["cat"]);
     unix_echo(&path, "fresh").await;
 }
