@@ -398,8 +398,10 @@ impl RawClient {
 
 /// Reads an HTTP response head (up to the blank line).
 ///
-/// Retries reads interrupted by a signal (a SIGCHLD from another test's
-/// child interrupts a read that has a timeout).
+/// Retries reads interrupted by a signal: a socket with a receive timeout
+/// (SO_RCVTIMEO) returns EINTR instead of restarting when any signal wakes
+/// the thread, e.g. a SIGCHLD from another test's child, and that must not
+/// be taken for the end of the response.
 pub fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -414,7 +416,7 @@ pub fn read_head(stream: &mut TcpStream) -> String {
 }
 
 /// Sends a raw HTTP request and returns the status line's code and the
-/// whole response head.
+/// whole response head (read by [`read_head`], which survives EINTR).
 pub fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -590,7 +592,7 @@ pub fn raw_response(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
-    let head = read_head_retrying(&mut stream);
+    let head = read_head(&mut stream);
     let code = head
         .split_whitespace()
         .nth(1)
@@ -676,20 +678,6 @@ pub fn parse_env(lines: &[String]) -> std::collections::BTreeMap<String, String>
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// [`read_head`] that retries reads interrupted by a signal. A socket with a
-/// receive timeout (SO_RCVTIMEO) returns EINTR instead of restarting when
-/// any signal wakes the thread, e.g. a SIGCHLD from another test's child
-/// queued while some thread had it blocked; `read_head` takes that for the
-/// end of the response.
-pub fn read_head_retrying(stream: &mut TcpStream) -> String {
-    read_head(stream)
-}
-
-/// [`raw_request`] that survives EINTR (see [`read_head_retrying`]).
-pub fn raw_request_retrying(addr: SocketAddr, request: &str) -> (u16, String) {
-    raw_request(addr, request)
 }
 
 /// Like [`script`], but the file is written by a separate `sh`, so this
