@@ -487,7 +487,9 @@ fn pipelined_upgrades_start_one_child_and_the_rest_is_a_protocol_error() {
         server.children()
     );
     assert!(wait_until(TIMEOUT, || connects(&server) >= 1));
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the session has ended, so has the connection whose bytes could
+    // have started a second one: every session there was is logged by now.
+    server.wait_log("wspipe::access: disconnect ");
     assert_eq!(connects(&server), 1, "{:?}", server.log.lines());
     assert_no_panic(&server);
 }
@@ -603,6 +605,8 @@ async fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_serve
         latencies.push(t0.elapsed());
         ws.close(None).await.unwrap();
         finish_close(&mut ws).await;
+        // Pacing, not synchronisation (nothing is waited for): one probe
+        // session every ~100 ms for as long as the attack lasts.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -1015,8 +1019,24 @@ enum Attempt {
 }
 
 async fn attempt(url: &str, wait: Duration) -> Attempt {
+    outcome(tokio::time::timeout(wait, tokio_tungstenite::connect_async(url)).await)
+}
+
+/// [`attempt`] on a TCP connection already made (which may wait in the
+/// listen backlog: the kernel completes the TCP handshake for it).
+async fn attempt_on(stream: tokio::net::TcpStream, url: &str, wait: Duration) -> Attempt {
+    let handshake = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream));
+    outcome(tokio::time::timeout(wait, handshake).await)
+}
+
+fn outcome<R>(
+    result: Result<
+        Result<(Ws, R), tokio_tungstenite::tungstenite::Error>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Attempt {
     use tokio_tungstenite::tungstenite::Error;
-    match tokio::time::timeout(wait, tokio_tungstenite::connect_async(url)).await {
+    match result {
         Err(_) => Attempt::Pending,
         Ok(Ok((ws, _))) => Attempt::Open(Box::new(ws)),
         Ok(Err(Error::Http(resp))) => Attempt::Refused(resp.status().as_u16()),
@@ -1097,16 +1117,26 @@ async fn running_out_of_fds_refuses_cleanly_keeps_sessions_and_recovers() {
         "{} fds",
         server.fd_count()
     );
+    // Connected here, so it is known to be in the backlog from now on.
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let waiting = {
         let url = url.clone();
-        tokio::spawn(async move { attempt(&url, Duration::from_secs(30)).await })
+        tokio::spawn(async move { attempt_on(stream, &url, Duration::from_secs(30)).await })
     };
     server.wait_log_async("accept failed").await;
     for (i, ws) in sessions.iter_mut().enumerate() {
         echo(ws, &format!("still here {i}")).await;
     }
-    // Not refused, not dropped: it waits until a descriptor is free.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not refused, not dropped: it waits until a descriptor is free. The
+    // server retries accept() every 50 ms and logs each failure: a few
+    // more failures are a few more tries with this client in the queue.
+    let failures = server.log.count("accept failed");
+    assert!(
+        wait_until_async(TIMEOUT, || server.log.count("accept failed")
+            >= failures + 5)
+        .await,
+        "the server stopped retrying accept()"
+    );
     assert!(
         !waiting.is_finished(),
         "a client arriving while accept() fails should wait in the backlog"
@@ -1277,7 +1307,14 @@ async fn ten_thousand_sessions_leave_no_zombies_fds_or_memory_behind() {
     // Warm up (allocator arenas, thread pools), then measure.
     churn(&url, CLIENTS, 200).await;
     assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
-    std::thread::sleep(Duration::from_millis(200));
+    // Baseline once every warm-up session is over: a session has closed
+    // all its fds (socket, pipes, pidfd) before its end is logged.
+    assert!(
+        wait_until_async(TIMEOUT, || server.log.count("wspipe::access: disconnect ")
+            == 200)
+        .await,
+        "the warm-up sessions did not all end"
+    );
     let baseline_fds = server.fd_count();
     let baseline_rss = server.rss_kib();
 
