@@ -21,6 +21,10 @@ struct Inner<T> {
     /// Set when the receiving end is dropped.
     closed: AtomicBool,
     capacity: usize,
+    /// Posters waiting in `post_timeout` for room, so tests can tell that
+    /// a poster really waited rather than found room at once.
+    #[cfg(test)]
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl<T> Inner<T> {
@@ -53,6 +57,8 @@ pub fn mailbox<T>(capacity: usize) -> (Poster<T>, Mailbox<T>) {
         room: Notify::new(),
         closed: AtomicBool::new(false),
         capacity,
+        #[cfg(test)]
+        waiting: std::sync::atomic::AtomicUsize::new(0),
     });
     (Poster(inner.clone()), Mailbox(inner))
 }
@@ -106,7 +112,8 @@ impl<T> Poster<T> {
     ) -> Result<(), PostError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            // Registered before the check, so a take in between wakes us.
+            // Registered before the check, so a take (or the receiver's
+            // drop) in between wakes us.
             let room = self.0.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
@@ -114,10 +121,38 @@ impl<T> Poster<T> {
                 Err((PostError::Full, back)) => item = back,
                 other => return other.map_err(|(e, _)| e),
             }
+            #[cfg(test)]
+            let _waiting = Waiting::new(&self.0.waiting);
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 return Err(PostError::Full);
             }
         }
+    }
+
+    /// How many posters are waiting for room right now.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.0.waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a poster as waiting for as long as it lives, including when the
+/// waiting future is dropped (a cancelled `post_timeout`).
+#[cfg(test)]
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+#[cfg(test)]
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -164,6 +199,12 @@ impl<T> Mailbox<T> {
 impl<T> Drop for Mailbox<T> {
     fn drop(&mut self) {
         self.0.closed.store(true, Ordering::Release);
+        // Posters waiting for room would otherwise sleep out their whole
+        // timeout and report `Full` for a receiver that is gone. No poster
+        // is missed: each takes its `Notified` before it checks `closed`,
+        // and notify_waiters wakes every `Notified` taken before the call;
+        // one taken after it sees `closed` set (the store comes first).
+        self.0.room.notify_waiters();
     }
 }
 
@@ -185,6 +226,20 @@ mod tests {
         assert_eq!(tx.post(5), Err(PostError::Closed));
     }
 
+    /// Yields until `n` posters wait for room. Deterministic on the
+    /// single-threaded test runtime: each yield lets every spawned poster
+    /// run until it blocks. Panics if they never get there, e.g. because
+    /// a poster found room (or an error) without waiting.
+    async fn until_waiting<T>(tx: &Poster<T>, n: usize) {
+        for _ in 0..100 {
+            if tx.waiting() == n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} posters waiting, expected {n}", tx.waiting());
+    }
+
     #[tokio::test]
     async fn a_full_mailbox_makes_posters_wait_for_room() {
         let (tx, mut rx) = mailbox(1);
@@ -197,9 +252,34 @@ mod tests {
                 .post_timeout(2, std::time::Duration::from_secs(10))
                 .await
         });
-        tokio::task::yield_now().await;
+        until_waiting(&tx, 1).await;
         assert_eq!(rx.recv().await, 1);
         assert_eq!(waiting.await.unwrap(), Ok(()));
+        assert_eq!(tx.waiting(), 0);
         assert_eq!(rx.recv().await, 2);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_mailbox_fails_waiting_posters_at_once() {
+        let (tx, rx) = mailbox(1);
+        tx.post(1).unwrap();
+        let patience = std::time::Duration::from_secs(10);
+        let posters: Vec<_> = (0..2)
+            .map(|i| {
+                let poster = tx.clone();
+                tokio::spawn(async move { poster.post_timeout(i, patience).await })
+            })
+            .collect();
+        until_waiting(&tx, 2).await;
+        drop(rx);
+        // Far less than their patience: woken by the drop, not timed out.
+        let soon = std::time::Duration::from_secs(1);
+        for poster in posters {
+            let result = tokio::time::timeout(soon, poster)
+                .await
+                .expect("a waiting poster was not woken by the drop");
+            assert_eq!(result.unwrap(), Err(PostError::Closed));
+        }
+        assert_eq!(tx.waiting(), 0);
     }
 }

@@ -64,8 +64,9 @@ pub struct Child {
     inner: std::process::Child,
     pgid: Pid,
     watch: ExitWatch,
-    /// Set once reaped; the pid must not be signalled afterwards.
-    status: Option<ExitStatus>,
+    /// Set once reaped (or found not reapable); the pid must not be
+    /// signalled afterwards.
+    status: Option<Exit>,
 }
 
 /// Spawns a child with piped stdio, a clean environment and its own group.
@@ -180,31 +181,38 @@ impl Child {
 
     /// Kills whatever is left of the group and reaps the child, waiting for
     /// it to exit if it has not yet.
-    pub async fn reap(&mut self) -> ExitStatus {
-        if let Some(status) = self.status {
-            return status;
+    pub async fn reap(&mut self) -> Exit {
+        if let Some(exit) = self.status {
+            return exit;
         }
         // The leader is usually a zombie already; if not (the caller gave up
         // waiting), SIGKILL ends it and whatever it spawned.
         self.kill_group(Signal::SIGKILL);
         self.exited().await;
         let status = match self.inner.try_wait() {
-            Ok(Some(status)) => status,
+            Ok(Some(status)) => Ok(status),
             // Cannot happen after exited(); fall back to a blocking wait.
-            _ => self
-                .inner
-                .wait()
-                .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0)),
+            _ => self.inner.wait(),
         };
-        self.status = Some(status);
-        status
+        let exit = match status {
+            Ok(status) => Exit::from(status),
+            Err(e) => {
+                // Reaped elsewhere (ECHILD) or refused: the status is lost.
+                // Reporting success would close the socket with 1000.
+                tracing::error!(pid = self.pid(), "cannot reap child: {e}");
+                Exit::Unknown
+            }
+        };
+        // Also after a failed wait: the pid may not be ours any more.
+        self.status = Some(exit);
+        exit
     }
 
     /// Closes in on a child that should stop, climbing [`ESCALATION`]
     /// (websocketd's 100/250/500 ms at the default 100 ms grace), all to the
     /// process group. Returns the signal that ended it, if one was needed,
-    /// and the status.
-    pub async fn terminate(&mut self, grace: Duration) -> (Option<Signal>, ExitStatus) {
+    /// and how it ended.
+    pub async fn terminate(&mut self, grace: Duration) -> (Option<Signal>, Exit) {
         let mut sent = None;
         for (sig, factor) in ESCALATION {
             if tokio::time::timeout(grace.mul_f32(factor), self.exited())
@@ -222,8 +230,8 @@ impl Child {
     /// How the child ended, read without reaping it (`None` while alive).
     pub fn peek_exit(&self) -> Option<Exit> {
         use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-        if let Some(status) = self.status {
-            return Some(Exit::from(status));
+        if let Some(exit) = self.status {
+            return Some(exit);
         }
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         match waitid(Id::Pid(self.pgid), flags).ok()? {
@@ -241,6 +249,8 @@ pub enum Exit {
     Code(i32),
     /// Killed by this signal number.
     Signal(i32),
+    /// Not known: waiting for the child failed.
+    Unknown,
 }
 
 impl From<ExitStatus> for Exit {
@@ -249,7 +259,9 @@ impl From<ExitStatus> for Exit {
         match (status.code(), status.signal()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(sig)) => Exit::Signal(sig),
-            (None, None) => Exit::Code(-1),
+            // Neither exited nor killed (stopped or continued): wait() does
+            // not report those, but if it did, -1 would be made up.
+            (None, None) => Exit::Unknown,
         }
     }
 }
@@ -262,6 +274,7 @@ impl std::fmt::Display for Exit {
                 Ok(s) => write!(f, "killed by {}", s.as_str()),
                 Err(_) => write!(f, "killed by signal {sig}"),
             },
+            Exit::Unknown => f.write_str("exit status unknown"),
         }
     }
 }
@@ -284,5 +297,45 @@ impl Drop for Child {
             }
             Err(_) => reap(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_reaped_elsewhere_has_an_unknown_exit_not_success() {
+        let spec = SpawnSpec {
+            program: std::path::Path::new("/bin/sh"),
+            args: &["-c".into(), "exit 0".into()],
+            env: [&[], &[]],
+            dir: None,
+        };
+        let mut spawned = spawn(&spec).unwrap();
+        let pid = Pid::from_raw(spawned.child.pid() as i32);
+        // Reaped behind the Child's back: its own wait() then fails (ECHILD).
+        let reaped = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(reaped, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        let exit = spawned.child.reap().await;
+        assert_eq!(exit, Exit::Unknown);
+        assert_eq!(exit.to_string(), "exit status unknown");
+        // Settled: asked again, the same answer, and no second wait.
+        assert_eq!(spawned.child.reap().await, Exit::Unknown);
+        assert_eq!(spawned.child.peek_exit(), Some(Exit::Unknown));
+    }
+
+    #[tokio::test]
+    async fn reap_reports_the_real_status() {
+        let spec = SpawnSpec {
+            program: std::path::Path::new("/bin/sh"),
+            args: &["-c".into(), "exit 3".into()],
+            env: [&[], &[]],
+            dir: None,
+        };
+        let mut spawned = spawn(&spec).unwrap();
+        // reap() kills a child still running: let it exit first.
+        spawned.child.exited().await;
+        assert_eq!(spawned.child.reap().await, Exit::Code(3));
     }
 }

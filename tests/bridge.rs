@@ -180,7 +180,8 @@ async fn stderr_goes_to_the_log_tagged_with_the_connection() {
     assert_eq!(texts, ["out"]);
     let line = server
         .log
-        .wait_for("oops-on-stderr", TIMEOUT)
+        .wait_for_async("oops-on-stderr", TIMEOUT)
+        .await
         .expect("stderr logged");
     assert!(line.contains("id="), "{line}");
 }
@@ -204,13 +205,17 @@ async fn access_log_records_open_and_close() {
     let server = Server::start(&["sh", "-c", "echo hi; exit 4"]);
     let mut ws = connect(&server.url("/some/path")).await;
     let _ = texts_until_close(&mut ws).await;
-    let open = server.log.wait_for("connect", TIMEOUT).unwrap();
+    let open = server.log.wait_for_async("connect", TIMEOUT).await.unwrap();
     assert!(
         open.contains("path=\"/some/path\"") || open.contains("path=/some/path"),
         "{open}"
     );
     assert!(open.contains("pid="), "{open}");
-    let close = server.log.wait_for("disconnect", TIMEOUT).unwrap();
+    let close = server
+        .log
+        .wait_for_async("disconnect", TIMEOUT)
+        .await
+        .unwrap();
     for field in [
         "remote=",
         "duration=",
@@ -228,10 +233,11 @@ async fn loglevel_info_hides_access_lines() {
     let mut ws = connect(&server.url("/")).await;
     let _ = texts_until_close(&mut ws).await;
     // The session is fully over once the child is reaped.
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
     assert!(server
         .log
-        .wait_for("disconnect", Duration::from_millis(300))
+        .wait_for_async("disconnect", Duration::from_millis(300))
+        .await
         .is_none());
 }
 
@@ -244,7 +250,7 @@ async fn client_message_too_big_closes_with_1009() {
     let _ = ws.send(Message::text("y".repeat(5000))).await;
     assert_eq!(expect_close(&mut ws).await.0, 1009);
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "child ended"
     );
 }
@@ -256,7 +262,7 @@ async fn binary_message_in_text_mode_closes_with_1003() {
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1003);
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "child ended"
     );
 }
@@ -325,7 +331,7 @@ async fn framed_mode_closes_1011_when_the_child_breaks_the_framing() {
     let (code, reason) = expect_close(&mut ws).await;
     assert_eq!(code, 1011);
     assert!(reason.contains("frame type"), "{reason}");
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 }
 
 #[test]

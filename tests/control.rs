@@ -3,10 +3,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -89,9 +91,38 @@ impl Ctl {
         ids
     }
 
+    /// [`Ctl::wait_sessions`] for async tests: sleeps between looks on the
+    /// runtime's timer instead of blocking it (each look runs `ctl list`).
+    async fn wait_sessions_async(&self, n: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        assert!(
+            wait_until_async(TIMEOUT, || {
+                ids = self
+                    .sessions()
+                    .iter()
+                    .map(|s| s["id"].as_u64().unwrap())
+                    .collect();
+                ids.len() == n
+            })
+            .await,
+            "expected {n} sessions, have {ids:?}"
+        );
+        ids
+    }
+
     /// Waits for the one session there should be; its id and child pid.
     fn only_session(&self) -> (String, u32) {
         self.wait_sessions(1);
+        self.the_session()
+    }
+
+    /// [`Ctl::only_session`] for async tests.
+    async fn only_session_async(&self) -> (String, u32) {
+        self.wait_sessions_async(1).await;
+        self.the_session()
+    }
+
+    fn the_session(&self) -> (String, u32) {
         let session = &self.sessions()[0];
         let pid = session["pid"].as_u64().expect("pid") as u32;
         (session["id"].to_string(), pid)
@@ -113,7 +144,7 @@ async fn list_shows_every_live_connection() {
     let ctl = start(&["cat"]);
     let _a = connect(&ctl.server.url("/one")).await;
     let _b = connect(&ctl.server.url("/two?x=1")).await;
-    ctl.wait_sessions(2);
+    ctl.wait_sessions_async(2).await;
     let sessions = ctl.sessions();
     assert_eq!(sessions[0]["path"], "/one");
     assert_eq!(sessions[1]["path"], "/two");
@@ -139,7 +170,7 @@ async fn send_reaches_exactly_one_client_and_counts_traffic() {
     let ctl = start(&["cat"]);
     let mut a = connect(&ctl.server.url("/")).await;
     let mut b = connect(&ctl.server.url("/")).await;
-    let ids = ctl.wait_sessions(2);
+    let ids = ctl.wait_sessions_async(2).await;
     ctl.ok(&["send", &ids[1].to_string(), "for b only"]);
     assert_eq!(next_text(&mut b).await, "for b only");
     send_text(&mut a, "echo a").await;
@@ -159,7 +190,7 @@ async fn send_reaches_exactly_one_client_and_counts_traffic() {
 async fn send_reads_the_message_from_stdin_with_dash() {
     let ctl = start(&["cat"]);
     let mut a = connect(&ctl.server.url("/")).await;
-    let id = ctl.wait_sessions(1)[0].to_string();
+    let id = ctl.wait_sessions_async(1).await[0].to_string();
     let mut child = Command::new(bin())
         .args([
             "ctl",
@@ -219,7 +250,7 @@ async fn broadcast_reaches_100_clients_exactly_once() {
     for _ in 0..100 {
         clients.push(connect(&ctl.server.url("/room")).await);
     }
-    ctl.wait_sessions(100);
+    ctl.wait_sessions_async(100).await;
     let out = ctl.ok(&["broadcast", "hello everyone"]);
     assert!(out.contains("delivered to 100"), "{out}");
     for ws in &mut clients {
@@ -235,7 +266,7 @@ async fn broadcast_can_target_one_path() {
     let ctl = start(&["cat"]);
     let mut lobby = connect(&ctl.server.url("/lobby")).await;
     let mut game = connect(&ctl.server.url("/game")).await;
-    ctl.wait_sessions(2);
+    ctl.wait_sessions_async(2).await;
     let out = ctl.ok(&["broadcast", "--path", "/game", "game only"]);
     assert!(out.contains("delivered to 1"), "{out}");
     assert_eq!(next_text(&mut game).await, "game only");
@@ -247,22 +278,124 @@ async fn broadcast_can_target_one_path() {
 async fn close_sends_the_code_and_reason_and_ends_the_child() {
     let ctl = start(&["cat"]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    let (id, pid) = ctl.only_session();
+    let (id, pid) = ctl.only_session_async().await;
     ctl.ok(&["close", &id, "--code", "4001", "--reason", "bye now"]);
     assert_eq!(expect_close(&mut ws).await, (4001, "bye now".to_string()));
-    assert!(wait_dead(pid, TIMEOUT));
-    ctl.wait_sessions(0);
+    assert!(wait_dead_async(pid, TIMEOUT).await);
+    ctl.wait_sessions_async(0).await;
 }
 
 #[tokio::test]
 async fn kill_ends_the_child_and_the_socket_closes() {
     let ctl = start(&["sleep", "1000"]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    let (id, pid) = ctl.only_session();
+    let (id, pid) = ctl.only_session_async().await;
     ctl.ok(&["kill", &id]);
     let (code, _) = expect_close(&mut ws).await;
     assert_eq!(code, 1000, "a child we ended closes normally");
-    assert!(wait_dead(pid, TIMEOUT));
+    assert!(wait_dead_async(pid, TIMEOUT).await);
+}
+
+/// Bytes written to a Unix stream socket that the peer has not read yet
+/// (SIOCOUTQ): 0 once the server has taken everything we sent.
+fn unread(stream: &UnixStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(SIOCOUTQ) on a socket we own, writing one int into `n`.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    usize::try_from(n).unwrap()
+}
+
+/// A `ctl send` waiting for room in a full session's queue answers
+/// not_found as soon as the session ends, instead of waiting out its
+/// delivery timeout (2 s) and then calling the gone session busy.
+#[test]
+fn a_send_waiting_on_a_full_session_fails_at_once_when_the_session_ends() {
+    let ctl = start(&["cat"]);
+    // A client that never reads: the socket buffers fill up, then the
+    // session's queue of injected messages (64).
+    let client = RawClient::connect(ctl.server.addr, "/");
+    let (id, _) = ctl.only_session();
+    let mut fill = UnixStream::connect(&ctl.socket).unwrap();
+    fill.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut replies = BufReader::new(fill.try_clone().unwrap());
+    let big = serde_json::json!({
+        "cmd": "send",
+        "id": id.parse::<u64>().unwrap(),
+        "message": "x".repeat(64 * 1024),
+    });
+    let big = format!("{big}\n");
+    let mut delivered = 0;
+    loop {
+        fill.write_all(big.as_bytes()).unwrap();
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if reply["ok"] == true {
+            delivered += 1;
+            assert!(delivered < 10_000, "the session never filled up");
+            continue;
+        }
+        // This one waited the whole delivery timeout for room: the queue
+        // is full, and stays so, as nothing drains it.
+        assert_eq!(reply["kind"], "busy", "{reply}");
+        break;
+    }
+
+    // One more, from `wspipe ctl send`, through a relay: the relay can see
+    // when the server has read the request, and so is waiting for room.
+    let relay_path = ctl._dir.path().join("relay.sock");
+    let relay = UnixListener::bind(&relay_path).unwrap();
+    relay.set_nonblocking(true).unwrap();
+    let sender = Command::new(bin())
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&relay_path)
+        .args(["send", &id, "one too many"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut from_ctl = None;
+    assert!(
+        wait_until(TIMEOUT, || {
+            from_ctl = relay.accept().ok().map(|(s, _)| s);
+            from_ctl.is_some()
+        }),
+        "ctl did not connect to the relay"
+    );
+    let mut from_ctl = from_ctl.unwrap();
+    from_ctl.set_nonblocking(false).unwrap();
+    from_ctl.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut request = String::new();
+    BufReader::new(&from_ctl).read_line(&mut request).unwrap();
+    let mut to_server = UnixStream::connect(&ctl.socket).unwrap();
+    to_server.set_read_timeout(Some(TIMEOUT)).unwrap();
+    to_server.write_all(request.as_bytes()).unwrap();
+    assert!(
+        wait_until(TIMEOUT, || unread(&to_server) == 0),
+        "the server did not read the request"
+    );
+
+    // The session ends: its client resets the connection.
+    let ended = Instant::now();
+    client.reset();
+    let mut reply = String::new();
+    BufReader::new(&to_server).read_line(&mut reply).unwrap();
+    let waited = ended.elapsed();
+    from_ctl.write_all(reply.as_bytes()).unwrap();
+    drop(from_ctl);
+    let out = sender.wait_with_output().unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["kind"], "not_found", "{reply}");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("no session with id {id}")), "{err}");
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered {waited:?} after the session ended"
+    );
+    ctl.wait_sessions(0);
 }
 
 #[tokio::test]
@@ -314,7 +447,7 @@ async fn injected_messages_never_split_a_child_line() {
         &format!("i=0; while [ $i -lt 400 ]; do echo {line}; i=$((i+1)); done"),
     ]);
     let mut ws = connect(&ctl.server.url("/")).await;
-    let id = ctl.wait_sessions(1).first().copied();
+    let id = ctl.wait_sessions_async(1).await.first().copied();
     let socket = ctl.socket.clone();
     let sender = std::thread::spawn(move || {
         let mut delivered = 0;
@@ -492,7 +625,8 @@ async fn metrics_expose_the_same_counters_for_prometheus() {
     let line = ctl
         .server
         .log
-        .wait_for("metrics on http://", TIMEOUT)
+        .wait_for_async("metrics on http://", TIMEOUT)
+        .await
         .unwrap();
     let addr: std::net::SocketAddr = line
         .split("http://")

@@ -563,7 +563,11 @@ async fn echo_through(kind: Kind, test: &str) {
     .expect("send close");
     assert_eq!(expect_close(&mut ws).await.0, 1000);
     assert!(
-        server.log.wait_for("disconnect", TIMEOUT).is_some(),
+        server
+            .log
+            .wait_for_async("disconnect", TIMEOUT)
+            .await
+            .is_some(),
         "wspipe saw the session end: {:?}",
         server.log.lines()
     );

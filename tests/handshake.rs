@@ -73,7 +73,8 @@ async fn maxforks_refuses_with_429_and_frees_the_slot_when_the_child_is_reaped()
     assert_eq!(handshake_status(&server.url("/"), &[]).await, 429);
     server
         .log
-        .wait_for("maxforks", TIMEOUT)
+        .wait_for_async("maxforks", TIMEOUT)
+        .await
         .expect("a log line about --maxforks");
     assert_eq!(
         server.children().len(),
@@ -85,12 +86,13 @@ async fn maxforks_refuses_with_429_and_frees_the_slot_when_the_child_is_reaped()
 
     close(first).await;
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "child reaped after the client closed"
     );
     server
         .log
-        .wait_for("disconnect", TIMEOUT)
+        .wait_for_async("disconnect", TIMEOUT)
+        .await
         .expect("session end logged");
 
     // The slot is released when the session task ends, right after the
@@ -217,20 +219,20 @@ fn extra_headers_go_to_the_right_responses() {
     ]);
     let addr = server.addr;
 
-    let (code, head) = raw_request_retrying(addr, &handshake(addr, "/"));
+    let (code, head) = raw_request(addr, &handshake(addr, "/"));
     assert_eq!(code, 101, "{head}");
     assert_eq!(header_values(&head, "X-All"), ["1"], "{head}");
     assert_eq!(header_values(&head, "X-Ws"), ["2"], "{head}");
     assert!(header_values(&head, "X-Http").is_empty(), "{head}");
 
-    let (code, head) = raw_request_retrying(addr, &request(addr, "GET / HTTP/1.1", &[]));
+    let (code, head) = raw_request(addr, &request(addr, "GET / HTTP/1.1", &[]));
     assert_eq!(code, 426, "{head}");
     assert_eq!(header_values(&head, "X-All"), ["1"], "{head}");
     assert_eq!(header_values(&head, "X-Http"), ["3"], "{head}");
     assert!(header_values(&head, "X-Ws").is_empty(), "{head}");
 
     // A refused handshake is a plain HTTP response too.
-    let (code, head) = raw_request_retrying(
+    let (code, head) = raw_request(
         addr,
         &request(
             addr,
@@ -261,7 +263,7 @@ async fn bad_handshakes_are_refused_without_spawning() {
     let v13 = "Sec-WebSocket-Version: 13";
 
     // Wrong version: 426 naming the version we speak.
-    let (code, head) = raw_request_retrying(
+    let (code, head) = raw_request(
         addr,
         &request(
             addr,
@@ -277,14 +279,14 @@ async fn bad_handshakes_are_refused_without_spawning() {
     );
 
     // Missing version is refused the same way.
-    let (code, head) = raw_request_retrying(
+    let (code, head) = raw_request(
         addr,
         &request(addr, "GET / HTTP/1.1", &[upgrade[0], upgrade[1], &key]),
     );
     assert_eq!(code, 426, "{head}");
 
     // Missing key.
-    let (code, head) = raw_request_retrying(
+    let (code, head) = raw_request(
         addr,
         &request(addr, "GET / HTTP/1.1", &[upgrade[0], upgrade[1], v13]),
     );
@@ -299,7 +301,7 @@ async fn bad_handshakes_are_refused_without_spawning() {
         "",                         // empty
     ] {
         let key = format!("Sec-WebSocket-Key: {bad_key}");
-        let (code, head) = raw_request_retrying(
+        let (code, head) = raw_request(
             addr,
             &request(addr, "GET / HTTP/1.1", &[upgrade[0], upgrade[1], &key, v13]),
         );
@@ -307,7 +309,7 @@ async fn bad_handshakes_are_refused_without_spawning() {
     }
 
     // POST with upgrade headers.
-    let (code, head) = raw_request_retrying(
+    let (code, head) = raw_request(
         addr,
         &request(
             addr,
@@ -318,7 +320,7 @@ async fn bad_handshakes_are_refused_without_spawning() {
     assert_eq!(code, 405, "{head}");
 
     // HTTP/1.0 cannot upgrade.
-    let (code, head) = raw_request_retrying(
+    let (code, head) = raw_request(
         addr,
         &request(addr, "GET / HTTP/1.0", &[upgrade[0], upgrade[1], &key, v13]),
     );
@@ -336,7 +338,7 @@ async fn bad_handshakes_are_refused_without_spawning() {
     assert_eq!(header_values(&head, "Upgrade"), ["websocket"], "{head}");
 
     // A plain POST.
-    let (code, head) = raw_request_retrying(
+    let (code, head) = raw_request(
         addr,
         &request(addr, "POST / HTTP/1.1", &["Content-Length: 0"]),
     );
@@ -428,7 +430,7 @@ async fn dir_refuses_missing_forbidden_and_escaping_paths() {
         "/.secret",
         "/%2esecret",
     ] {
-        let (code, head) = raw_request_retrying(server.addr, &handshake(server.addr, path));
+        let (code, head) = raw_request(server.addr, &handshake(server.addr, path));
         assert_eq!(code, 400, "{path}: {head}");
     }
     assert!(server.children().is_empty(), "{:?}", server.children());
@@ -608,9 +610,12 @@ async fn unix_socket_replaces_a_stale_socket_file() {
     assert!(path.exists(), "the dead listener left its file");
     // A child another test thread is spawning may hold a copy of the
     // listener until its exec: wait until nobody listens any more.
-    assert!(wait_until(TIMEOUT, || {
-        std::os::unix::net::UnixStream::connect(&path).is_err()
-    }));
+    assert!(
+        wait_until_async(TIMEOUT, || {
+            std::os::unix::net::UnixStream::connect(&path).is_err()
+        })
+        .await
+    );
     let _daemon = unix_daemon(&path, &["cat"]);
     unix_echo(&path, "fresh").await;
 }

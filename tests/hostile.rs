@@ -451,10 +451,11 @@ async fn handshake_garbage_gets_4xx_or_a_closed_connection_and_spawns_nothing() 
     assert_no_panic(&server);
     let mut fds = 0;
     assert!(
-        wait_until(TIMEOUT, || {
+        wait_until_async(TIMEOUT, || {
             fds = server.fd_count();
             fds <= baseline_fds + 2
-        }),
+        })
+        .await,
         "garbage connections left fds open: {fds} (baseline {baseline_fds})"
     );
     let mut ws = connect(&server.url("/")).await;
@@ -486,7 +487,9 @@ fn pipelined_upgrades_start_one_child_and_the_rest_is_a_protocol_error() {
         server.children()
     );
     assert!(wait_until(TIMEOUT, || connects(&server) >= 1));
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the session has ended, so has the connection whose bytes could
+    // have started a second one: every session there was is logged by now.
+    server.wait_log("wspipe::access: disconnect ");
     assert_eq!(connects(&server), 1, "{:?}", server.log.lines());
     assert_no_panic(&server);
 }
@@ -586,8 +589,9 @@ async fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_serve
     }
     let ramp = started.elapsed();
     assert!(
-        wait_until(Duration::from_secs(5), || server.fd_count()
-            >= baseline_fds + SLOW + IDLE),
+        wait_until_async(Duration::from_secs(5), || server.fd_count()
+            >= baseline_fds + SLOW + IDLE)
+        .await,
         "the server did not take all {SLOW} slow connections: {} fds",
         server.fd_count()
     );
@@ -601,6 +605,8 @@ async fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_serve
         latencies.push(t0.elapsed());
         ws.close(None).await.unwrap();
         finish_close(&mut ws).await;
+        // Pacing, not synchronisation (nothing is waited for): one probe
+        // session every ~100 ms for as long as the attack lasts.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -651,19 +657,20 @@ async fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_serve
     );
     assert!(latencies.len() >= 10, "only {} sessions", latencies.len());
     assert!(*worst < Duration::from_secs(3), "a session took {worst:?}");
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
     assert!(
-        wait_until(TIMEOUT, || connects(&server) == latencies.len()),
+        wait_until_async(TIMEOUT, || connects(&server) == latencies.len()).await,
         "{} sessions logged, {} made",
         connects(&server),
         latencies.len()
     );
     let mut fds = 0;
     assert!(
-        wait_until(TIMEOUT, || {
+        wait_until_async(TIMEOUT, || {
             fds = server.fd_count();
             fds <= baseline_fds + 2
-        }),
+        })
+        .await,
         "fds {fds} after the attack (baseline {baseline_fds})"
     );
     assert_no_panic(&server);
@@ -839,11 +846,11 @@ async fn children_that_exit_at_once_close_1000_and_are_reaped() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8), "{N} sessions took {took:?}");
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "not reaped: {:?}",
         server.children()
     );
-    let ended = wait_until(TIMEOUT, || {
+    let ended = wait_until_async(TIMEOUT, || {
         server
             .log
             .lines()
@@ -851,7 +858,8 @@ async fn children_that_exit_at_once_close_1000_and_are_reaped() {
             .filter(|l| l.contains("disconnect") && l.contains("close=1000"))
             .count()
             == N
-    });
+    })
+    .await;
     assert!(ended, "{:?}", server.log.lines());
     assert!(!server
         .log
@@ -1011,8 +1019,24 @@ enum Attempt {
 }
 
 async fn attempt(url: &str, wait: Duration) -> Attempt {
+    outcome(tokio::time::timeout(wait, tokio_tungstenite::connect_async(url)).await)
+}
+
+/// [`attempt`] on a TCP connection already made (which may wait in the
+/// listen backlog: the kernel completes the TCP handshake for it).
+async fn attempt_on(stream: tokio::net::TcpStream, url: &str, wait: Duration) -> Attempt {
+    let handshake = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream));
+    outcome(tokio::time::timeout(wait, handshake).await)
+}
+
+fn outcome<R>(
+    result: Result<
+        Result<(Ws, R), tokio_tungstenite::tungstenite::Error>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Attempt {
     use tokio_tungstenite::tungstenite::Error;
-    match tokio::time::timeout(wait, tokio_tungstenite::connect_async(url)).await {
+    match result {
         Err(_) => Attempt::Pending,
         Ok(Ok((ws, _))) => Attempt::Open(Box::new(ws)),
         Ok(Err(Error::Http(resp))) => Attempt::Refused(resp.status().as_u16()),
@@ -1080,7 +1104,7 @@ async fn running_out_of_fds_refuses_cleanly_keeps_sessions_and_recovers() {
     );
     assert!(sessions.len() >= 3, "only {} sessions", sessions.len());
     assert_eq!(refusals, [503, 503, 503], "out of fds is 503 (try again)");
-    server.wait_log("Too many open files");
+    server.wait_log_async("Too many open files").await;
 
     // Take the last descriptors with connections that never send a byte:
     // then even accept() fails and a new client waits in the listen backlog.
@@ -1089,20 +1113,30 @@ async fn running_out_of_fds_refuses_cleanly_keeps_sessions_and_recovers() {
         idle.push(TcpStream::connect(server.addr).unwrap());
     }
     assert!(
-        wait_until(TIMEOUT, || server.fd_count() as u64 >= LIMIT),
+        wait_until_async(TIMEOUT, || server.fd_count() as u64 >= LIMIT).await,
         "{} fds",
         server.fd_count()
     );
+    // Connected here, so it is known to be in the backlog from now on.
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let waiting = {
         let url = url.clone();
-        tokio::spawn(async move { attempt(&url, Duration::from_secs(30)).await })
+        tokio::spawn(async move { attempt_on(stream, &url, Duration::from_secs(30)).await })
     };
-    server.wait_log("accept failed");
+    server.wait_log_async("accept failed").await;
     for (i, ws) in sessions.iter_mut().enumerate() {
         echo(ws, &format!("still here {i}")).await;
     }
-    // Not refused, not dropped: it waits until a descriptor is free.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not refused, not dropped: it waits until a descriptor is free. The
+    // server retries accept() every 50 ms and logs each failure: a few
+    // more failures are a few more tries with this client in the queue.
+    let failures = server.log.count("accept failed");
+    assert!(
+        wait_until_async(TIMEOUT, || server.log.count("accept failed")
+            >= failures + 5)
+        .await,
+        "the server stopped retrying accept()"
+    );
     assert!(
         !waiting.is_finished(),
         "a client arriving while accept() fails should wait in the backlog"
@@ -1138,13 +1172,14 @@ async fn running_out_of_fds_refuses_cleanly_keeps_sessions_and_recovers() {
     }
     drop(fresh);
     drop(sessions);
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
     let mut fds = 0;
     assert!(
-        wait_until(TIMEOUT, || {
+        wait_until_async(TIMEOUT, || {
             fds = server.fd_count();
             fds <= baseline_fds + 2
-        }),
+        })
+        .await,
         "fds {fds} (baseline {baseline_fds})"
     );
     assert_no_panic(&server);
@@ -1164,7 +1199,7 @@ async fn running_out_of_fds_refuses_cleanly_keeps_sessions_and_recovers() {
 async fn the_announced_session_capacity_is_what_fits() {
     const LIMIT: u64 = 120;
     let server = start_with_fd_limit(LIMIT, &["--maxforks=100", "cat"]);
-    let warning = server.wait_log("--maxforks 100 exceeds");
+    let warning = server.wait_log_async("--maxforks 100 exceeds").await;
     assert!(
         warning.contains(&format!("open files limit {LIMIT} allows"))
             && warning.contains("raise it to at least 600"),
@@ -1197,11 +1232,11 @@ async fn the_announced_session_capacity_is_what_fits() {
         "announced about {announced} sessions, {fit} fit"
     );
     drop(sessions);
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 
     // Without --maxforks the same budget is one informational line.
     let plain = start_with_fd_limit(LIMIT, &["cat"]);
-    let line = plain.wait_log("open files limit");
+    let line = plain.wait_log_async("open files limit").await;
     assert!(
         line.contains(&format!("room for about {announced} sessions")),
         "{line}"
@@ -1271,8 +1306,15 @@ async fn ten_thousand_sessions_leave_no_zombies_fds_or_memory_behind() {
     let url = server.url("/");
     // Warm up (allocator arenas, thread pools), then measure.
     churn(&url, CLIENTS, 200).await;
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
+    // Baseline once every warm-up session is over: a session has closed
+    // all its fds (socket, pipes, pidfd) before its end is logged.
+    assert!(
+        wait_until_async(TIMEOUT, || server.log.count("wspipe::access: disconnect ")
+            == 200)
+        .await,
+        "the warm-up sessions did not all end"
+    );
     let baseline_fds = server.fd_count();
     let baseline_rss = server.rss_kib();
 
@@ -1280,16 +1322,17 @@ async fn ten_thousand_sessions_leave_no_zombies_fds_or_memory_behind() {
     churn(&url, CLIENTS, CYCLES).await;
     let took = started.elapsed();
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "children left (zombies or not): {:?}",
         server.children()
     );
     let mut fds = 0;
     assert!(
-        wait_until(TIMEOUT, || {
+        wait_until_async(TIMEOUT, || {
             fds = server.fd_count();
             fds <= baseline_fds + 2
-        }),
+        })
+        .await,
         "fds grew from {baseline_fds} to {fds}"
     );
     let rss = server.rss_kib();
@@ -1304,7 +1347,7 @@ async fn ten_thousand_sessions_leave_no_zombies_fds_or_memory_behind() {
     // The line is written once the child is reaped, and read by the log
     // thread a moment later.
     let mut disconnects = 0;
-    let logged = wait_until(TIMEOUT, || {
+    let logged = wait_until_async(TIMEOUT, || {
         disconnects = server
             .log
             .lines()
@@ -1312,7 +1355,8 @@ async fn ten_thousand_sessions_leave_no_zombies_fds_or_memory_behind() {
             .filter(|l| l.contains("wspipe::access: disconnect "))
             .count();
         disconnects == CYCLES + 200
-    });
+    })
+    .await;
     assert!(logged, "{disconnects} sessions logged their end");
     assert_no_panic(&server);
 }
@@ -1332,7 +1376,7 @@ async fn idle_sessions_cost_a_few_kib_each() {
     let url = server.url("/");
     // Warm up (allocator arenas, thread pools), then measure.
     churn(&url, 4, 100).await;
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
     let baseline = server.rss_kib();
     let mut held = Vec::with_capacity(SESSIONS);
     for i in 0..SESSIONS {
@@ -1340,7 +1384,7 @@ async fn idle_sessions_cost_a_few_kib_each() {
         echo(&mut ws, &format!("idle {i}")).await;
         held.push(ws);
     }
-    assert!(wait_until(TIMEOUT, || server.children().len() == SESSIONS));
+    assert!(wait_until_async(TIMEOUT, || server.children().len() == SESSIONS).await);
     let rss = server.rss_kib();
     let per_session = rss.saturating_sub(baseline) / SESSIONS as u64;
     eprintln!("{SESSIONS} idle sessions: RSS {baseline} -> {rss} KiB, {per_session} KiB each");
@@ -1349,7 +1393,7 @@ async fn idle_sessions_cost_a_few_kib_each() {
         "{per_session} KiB per idle session (RSS {baseline} -> {rss} KiB)"
     );
     drop(held);
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 }
 
 // ---------------------------------------------------------------------------

@@ -52,22 +52,26 @@ async fn client_close_closes_child_stdin_and_child_is_reaped() {
     let server = Server::start(&["--closems", "60000", &drain, path_str(&marker)]);
     let mut ws = connect(&server.url("/")).await;
     send_text(&mut ws, "some input").await;
-    assert!(wait_until(TIMEOUT, || server.children().len() == 1));
+    assert!(wait_until_async(TIMEOUT, || server.children().len() == 1).await);
     assert!(!marker.exists(), "script finished before stdin was closed");
 
     ws.close(None).await.unwrap();
     assert!(
-        wait_until(TIMEOUT, || marker.exists()),
+        wait_until_async(TIMEOUT, || marker.exists()).await,
         "child never saw the end of stdin"
     );
     finish_close(&mut ws).await;
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "child not reaped: {:?}",
         server.children()
     );
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "done\n");
-    let line = server.log.wait_for("disconnect", TIMEOUT).unwrap();
+    let line = server
+        .log
+        .wait_for_async("disconnect", TIMEOUT)
+        .await
+        .unwrap();
     assert!(line.contains("exit=exit status 0"), "{line}");
 }
 
@@ -99,24 +103,34 @@ async fn escalation_ends_children_that_ignore_eof_int_and_term() {
     let server = Server::start(&["--closems", "50", "--dir", path_str(&scripts)]);
     let mut a = connect(&server.url("/no_int")).await;
     let mut b = connect(&server.url("/no_term")).await;
-    let pid_a = read_pid(&no_int_pid);
-    let pid_b = read_pid(&no_term_pid);
+    let pid_a = read_pid_async(&no_int_pid).await;
+    let pid_b = read_pid_async(&no_term_pid).await;
     assert!(alive(pid_a) && alive(pid_b));
 
     let closed = Instant::now();
     a.close(None).await.unwrap();
     b.close(None).await.unwrap();
     let limit = Duration::from_secs(5);
-    assert!(wait_dead(pid_a, limit), "INT-ignoring child still alive");
-    assert!(wait_dead(pid_b, limit), "TERM-ignoring child still alive");
+    assert!(
+        wait_dead_async(pid_a, limit).await,
+        "INT-ignoring child still alive"
+    );
+    assert!(
+        wait_dead_async(pid_b, limit).await,
+        "TERM-ignoring child still alive"
+    );
     let took = closed.elapsed();
     finish_close(&mut a).await;
     finish_close(&mut b).await;
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
     assert!(group_members(pid_a).is_empty() && group_members(pid_b).is_empty());
 
-    let line_a = disconnect_line(&server.log, pid_a, TIMEOUT).expect("disconnect logged");
-    let line_b = disconnect_line(&server.log, pid_b, TIMEOUT).expect("disconnect logged");
+    let line_a = disconnect_line_async(&server.log, pid_a, TIMEOUT)
+        .await
+        .expect("disconnect logged");
+    let line_b = disconnect_line_async(&server.log, pid_b, TIMEOUT)
+        .await
+        .expect("disconnect logged");
     assert!(line_a.contains("exit=killed by SIGTERM"), "{line_a}");
     assert!(line_b.contains("exit=killed by SIGKILL"), "{line_b}");
     assert!(line_a.contains("cause=\"client closed\""), "{line_a}");
@@ -139,16 +153,16 @@ async fn client_close_ends_child_and_background_grandchild() {
     let bg = bash(tmp.path(), "bg.sh", &body);
     let server = Server::start(&[&bg]);
     let mut ws = connect(&server.url("/")).await;
-    let pid = read_pid(&pid_file);
-    let gc = read_pid(&gc_file);
+    let pid = read_pid_async(&pid_file).await;
+    let gc = read_pid_async(&gc_file).await;
     assert!(alive(pid) && alive(gc));
     assert_eq!(pgrp(gc), Some(pid), "grandchild is in the child's group");
 
     ws.close(None).await.unwrap();
-    assert!(wait_dead(pid, TIMEOUT), "child still alive");
-    assert!(wait_dead(gc, TIMEOUT), "grandchild still alive");
+    assert!(wait_dead_async(pid, TIMEOUT).await, "child still alive");
+    assert!(wait_dead_async(gc, TIMEOUT).await, "grandchild still alive");
     finish_close(&mut ws).await;
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
     assert!(group_members(pid).is_empty(), "{:?}", group_members(pid));
 }
 
@@ -171,12 +185,12 @@ async fn exited_child_with_grandchild_holding_stdout_closes_1000() {
     assert_eq!(texts, ["hi"]);
     assert_eq!(close.0, 1000, "{close:?}");
     assert!(took < Duration::from_secs(5), "close took {took:?}");
-    let pid = read_pid(&pid_file);
-    let gc = read_pid(&gc_file);
+    let pid = read_pid_async(&pid_file).await;
+    let gc = read_pid_async(&gc_file).await;
     finish_close(&mut ws).await;
-    assert!(wait_dead(gc, TIMEOUT), "grandchild still alive");
-    assert!(wait_until(TIMEOUT, || group_members(pid).is_empty()));
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_dead_async(gc, TIMEOUT).await, "grandchild still alive");
+    assert!(wait_until_async(TIMEOUT, || group_members(pid).is_empty()).await);
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 }
 
 // 4. A child that closes stdout but stays alive.
@@ -190,7 +204,7 @@ async fn child_closing_stdout_ends_the_session() {
     let server = Server::start(&[&mute]);
     let started = Instant::now();
     let mut ws = connect(&server.url("/")).await;
-    let pid = read_pid(&pid_file);
+    let pid = read_pid_async(&pid_file).await;
     let close = expect_close(&mut ws).await;
     let took = started.elapsed();
     assert!(
@@ -198,9 +212,9 @@ async fn child_closing_stdout_ends_the_session() {
         "close took {took:?} ({close:?})"
     );
     finish_close(&mut ws).await;
-    assert!(wait_dead(pid, TIMEOUT), "child still alive");
-    assert!(wait_until(TIMEOUT, || group_members(pid).is_empty()));
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_dead_async(pid, TIMEOUT).await, "child still alive");
+    assert!(wait_until_async(TIMEOUT, || group_members(pid).is_empty()).await);
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 }
 
 // 5. A child that never reads stdin.
@@ -257,7 +271,7 @@ async fn child_not_reading_stdin_stalls_client_with_bounded_memory() {
     let (_tmp, deaf, pid_file) = sleeper();
     let mut server = Server::start(&[&deaf]);
     let ws = connect(&server.url("/")).await;
-    let pid = read_pid(&pid_file);
+    let pid = read_pid_async(&pid_file).await;
     let (sink, mut stream) = ws.split();
     let sent = Arc::new(AtomicUsize::new(0));
     let sender = flood(sink, sent.clone(), Duration::from_secs(30));
@@ -281,7 +295,7 @@ async fn child_not_reading_stdin_stalls_client_with_bounded_memory() {
         .expect("server exit")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(wait_dead(pid, TIMEOUT), "child still alive");
+    assert!(wait_dead_async(pid, TIMEOUT).await, "child still alive");
     assert!(group_members(pid).is_empty());
     sender.abort();
     let _ = tokio::time::timeout(TIMEOUT, stream.next()).await;
@@ -296,7 +310,7 @@ async fn client_vanishing_while_child_not_reading_stdin_ends_child() {
     let (_tmp, deaf, pid_file) = sleeper();
     let server = Server::start(&[&deaf]);
     let mut ws = connect(&server.url("/")).await;
-    let pid = read_pid(&pid_file);
+    let pid = read_pid_async(&pid_file).await;
     let chunk = "y".repeat(32 * 1024);
     for _ in 0..4 {
         tokio::time::timeout(TIMEOUT, ws.send(Message::text(chunk.clone())))
@@ -306,10 +320,10 @@ async fn client_vanishing_while_child_not_reading_stdin_ends_child() {
     }
     drop(ws);
     assert!(
-        wait_dead(pid, TIMEOUT),
+        wait_dead_async(pid, TIMEOUT).await,
         "child still alive {TIMEOUT:?} after its client vanished"
     );
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +334,7 @@ async fn flooding_client_that_vanishes_is_dropped_with_pings() {
     let (_tmp, deaf, pid_file) = sleeper();
     let server = Server::start(&["--pingms", "200", &deaf]);
     let ws = connect(&server.url("/")).await;
-    let pid = read_pid(&pid_file);
+    let pid = read_pid_async(&pid_file).await;
     let (sink, stream) = ws.split();
     let sent = Arc::new(AtomicUsize::new(0));
     let sender = flood(sink, sent.clone(), Duration::from_secs(30));
@@ -329,10 +343,10 @@ async fn flooding_client_that_vanishes_is_dropped_with_pings() {
     let _ = sender.await;
     drop(stream);
     assert!(
-        wait_dead(pid, TIMEOUT),
+        wait_dead_async(pid, TIMEOUT).await,
         "child still alive {TIMEOUT:?} after its client vanished"
     );
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 }
 
 // 6. Slow reader, chatty child.
@@ -346,7 +360,7 @@ async fn slow_reader_gets_every_line_with_bounded_server_memory() {
     let server = Server::start(&["seq", "-f", "%0100.0f", "1", &N.to_string()]);
     let baseline = server.rss_kib();
     let mut ws = connect(&server.url("/")).await;
-    let seq_pid = wait_for_child(&server);
+    let seq_pid = wait_for_child_async(&server).await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = server.rss_kib();
@@ -377,7 +391,7 @@ async fn slow_reader_gets_every_line_with_bounded_server_memory() {
         blocked,
         "seq finished while the client was not reading: nothing was held back"
     );
-    assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+    assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
 }
 
 /// The pid of the server's only child, once there is one.
@@ -388,6 +402,20 @@ fn wait_for_child(server: &Server) -> u32 {
             pid = server.children().first().map(|c| c.0);
             pid.is_some()
         }),
+        "no child"
+    );
+    pid.unwrap()
+}
+
+/// [`wait_for_child`] for async tests.
+async fn wait_for_child_async(server: &Server) -> u32 {
+    let mut pid = None;
+    assert!(
+        wait_until_async(TIMEOUT, || {
+            pid = server.children().first().map(|c| c.0);
+            pid.is_some()
+        })
+        .await,
         "no child"
     );
     pid.unwrap()
@@ -410,7 +438,7 @@ async fn thousand_sessions_leave_no_children_or_fds_behind() {
         ws.close(None).await.unwrap();
         finish_close(&mut ws).await;
         if i == 0 {
-            assert!(wait_until(TIMEOUT, || server.children().is_empty()));
+            assert!(wait_until_async(TIMEOUT, || server.children().is_empty()).await);
             baseline_fds = server.fd_count();
             assert!(baseline_fds > 0);
         }
@@ -420,15 +448,16 @@ async fn thousand_sessions_leave_no_children_or_fds_behind() {
     }
     let took = started.elapsed();
     assert!(
-        wait_until(TIMEOUT, || server.children().is_empty()),
+        wait_until_async(TIMEOUT, || server.children().is_empty()).await,
         "children left: {:?}",
         server.children()
     );
     let mut fds = 0;
-    let settled = wait_until(TIMEOUT, || {
+    let settled = wait_until_async(TIMEOUT, || {
         fds = server.fd_count();
         fds <= baseline_fds + 2
-    });
+    })
+    .await;
     assert!(settled, "fds grew from {baseline_fds} to {fds}");
     // Sessions end as they go: children must not pile up (zombies or not).
     assert!(most_children < 20, "{most_children} children at once");
@@ -461,8 +490,8 @@ async fn sigterm_closes_every_client_with_1001_and_ends_every_child() {
         clients.push(ws);
     }
     clients.push(connect(&server.url("/stubborn")).await);
-    let stubborn = read_pid(&stubborn_pid);
-    assert!(wait_until(TIMEOUT, || server.children().len() == 4));
+    let stubborn = read_pid_async(&stubborn_pid).await;
+    assert!(wait_until_async(TIMEOUT, || server.children().len() == 4).await);
     let pids: Vec<u32> = server.children().iter().map(|c| c.0).collect();
     assert!(pids.contains(&stubborn));
 
@@ -510,7 +539,7 @@ fn client_that_never_answers_pings_is_dropped_and_child_ended() {
 async fn client_that_answers_pings_stays_connected() {
     let server = Server::start(&["--pingms", "200", "cat"]);
     let mut ws = connect(&server.url("/")).await;
-    let cat = wait_for_child(&server);
+    let cat = wait_for_child_async(&server).await;
     let until = Instant::now() + Duration::from_millis(1500);
     let mut pings = 0;
     // Keep reading: tungstenite answers each ping on the next read.
@@ -527,11 +556,12 @@ async fn client_that_answers_pings_stays_connected() {
     assert_eq!(next_text(&mut ws).await, "still here");
     assert!(server
         .log
-        .wait_for("disconnect", Duration::from_millis(10))
+        .wait_for_async("disconnect", Duration::from_millis(10))
+        .await
         .is_none());
     ws.close(None).await.unwrap();
     finish_close(&mut ws).await;
-    assert!(wait_dead(cat, TIMEOUT));
+    assert!(wait_dead_async(cat, TIMEOUT).await);
 }
 
 // 10. A client that vanishes without a close frame.

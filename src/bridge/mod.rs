@@ -175,7 +175,7 @@ where
             Some(InEnd::ClientClosed(code)) => code,
             _ => None,
         }),
-        exit: Exit::from(status),
+        exit: status,
         cause: s.cause.unwrap_or("ended"),
     }
 }
@@ -338,7 +338,7 @@ where
         if self.close_sent.is_some() || self.inbound.is_some() {
             return;
         }
-        let exit = child.peek_exit().unwrap_or(Exit::Code(0));
+        let exit = child.peek_exit().unwrap_or(Exit::Unknown);
         let (code, reason) = close_for_exit(exit, self.signalled.is_some());
         self.set_cause("child exited");
         self.close_sent = Some(u16::from(code));
@@ -462,6 +462,16 @@ mod tests {
         let (code, reason) = close_for_exit(Exit::Signal(11), false);
         assert_eq!(code, CloseCode::Error);
         assert_eq!(reason, "killed by SIGSEGV");
+    }
+
+    #[test]
+    fn an_unknown_exit_is_not_a_normal_close() {
+        assert_eq!(
+            close_for_exit(Exit::Unknown, false),
+            (CloseCode::Error, "exit status unknown".to_string())
+        );
+        // Not even when we signalled it: it may have died of something else.
+        assert_eq!(close_for_exit(Exit::Unknown, true).0, CloseCode::Error);
     }
 
     #[test]

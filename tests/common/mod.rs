@@ -22,19 +22,39 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub type Ws = WebSocketStream<MaybeTlsStream<TokioTcp>>;
 
 /// The server's stderr, collected line by line by a thread.
-#[derive(Default)]
 pub struct Log {
     lines: Mutex<Vec<String>>,
+    /// For plain tests, which block.
     changed: Condvar,
+    /// For async tests, which must not block their runtime's only thread
+    /// (their own WebSocket clients and spawned tasks run on it): the
+    /// number of lines so far.
+    added: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            lines: Mutex::default(),
+            changed: Condvar::new(),
+            added: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Log {
-    /// Waits until a line contains `needle`; returns it.
+    /// Waits until a line contains `needle`; returns it. Blocks the thread:
+    /// for plain `#[test]`s (async tests use [`Log::wait_for_async`]).
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_line(|l| l.contains(needle), timeout)
+    }
+
+    /// Waits until a line satisfies `pred`; returns it. Blocks the thread.
+    pub fn wait_line(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let mut lines = self.lines.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
                 return Some(l.clone());
             }
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -42,9 +62,46 @@ impl Log {
         }
     }
 
+    /// [`Log::wait_for`] for async tests: waits without blocking the thread.
+    pub async fn wait_for_async(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_line_async(|l| l.contains(needle), timeout).await
+    }
+
+    /// Waits (without blocking the thread) until a line satisfies `pred`;
+    /// returns it.
+    pub async fn wait_line_async(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
+        let wait = async {
+            // Subscribed before looking, so a line added in between is not
+            // missed: it marks the count changed.
+            let mut added = self.added.subscribe();
+            loop {
+                if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                    return l.clone();
+                }
+                // The sender lives in `self`: this cannot fail.
+                added.changed().await.unwrap();
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
     /// Every line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// How many lines so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -136,7 +193,13 @@ pub fn wait_dead(pid: u32, timeout: Duration) -> bool {
     wait_until(timeout, || !alive(pid))
 }
 
-/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+/// [`wait_dead`] for async tests.
+pub async fn wait_dead_async(pid: u32, timeout: Duration) -> bool {
+    wait_until_async(timeout, || !alive(pid)).await
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes. Blocks the
+/// thread: for plain `#[test]`s (async tests use [`wait_until_async`]).
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -147,6 +210,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// [`wait_until`] for async tests: sleeps between polls on the runtime's
+/// timer, so the test's own clients and tasks keep running meanwhile.
+/// `cond` itself must be quick (it runs on the runtime's thread).
+pub async fn wait_until_async(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -319,8 +398,10 @@ impl RawClient {
 
 /// Reads an HTTP response head (up to the blank line).
 ///
-/// Retries reads interrupted by a signal (a SIGCHLD from another test's
-/// child interrupts a read that has a timeout).
+/// Retries reads interrupted by a signal: a socket with a receive timeout
+/// (SO_RCVTIMEO) returns EINTR instead of restarting when any signal wakes
+/// the thread, e.g. a SIGCHLD from another test's child, and that must not
+/// be taken for the end of the response.
 pub fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -335,7 +416,7 @@ pub fn read_head(stream: &mut TcpStream) -> String {
 }
 
 /// Sends a raw HTTP request and returns the status line's code and the
-/// whole response head.
+/// whole response head (read by [`read_head`], which survives EINTR).
 pub fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -363,6 +444,7 @@ fn collect_stderr(child: &mut Child) -> Arc<Log> {
             }
             sink.lines.lock().unwrap().push(line);
             sink.changed.notify_all();
+            sink.added.send_modify(|n| *n += 1);
         }
     });
     log
@@ -398,6 +480,14 @@ impl Daemon {
     pub fn wait_log(&self, needle: &str) -> String {
         self.log
             .wait_for(needle, TIMEOUT)
+            .unwrap_or_else(|| panic!("no log line with {needle:?}: {:?}", self.log.lines()))
+    }
+
+    /// [`Daemon::wait_log`] for async tests.
+    pub async fn wait_log_async(&self, needle: &str) -> String {
+        self.log
+            .wait_for_async(needle, TIMEOUT)
+            .await
             .unwrap_or_else(|| panic!("no log line with {needle:?}: {:?}", self.log.lines()))
     }
 
@@ -502,7 +592,7 @@ pub fn raw_response(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
-    let head = read_head_retrying(&mut stream);
+    let head = read_head(&mut stream);
     let code = head
         .split_whitespace()
         .nth(1)
@@ -590,20 +680,6 @@ pub fn parse_env(lines: &[String]) -> std::collections::BTreeMap<String, String>
         .collect()
 }
 
-/// [`read_head`] that retries reads interrupted by a signal. A socket with a
-/// receive timeout (SO_RCVTIMEO) returns EINTR instead of restarting when
-/// any signal wakes the thread, e.g. a SIGCHLD from another test's child
-/// queued while some thread had it blocked; `read_head` takes that for the
-/// end of the response.
-pub fn read_head_retrying(stream: &mut TcpStream) -> String {
-    read_head(stream)
-}
-
-/// [`raw_request`] that survives EINTR (see [`read_head_retrying`]).
-pub fn raw_request_retrying(addr: SocketAddr, request: &str) -> (u16, String) {
-    raw_request(addr, request)
-}
-
 /// Like [`script`], but the file is written by a separate `sh`, so this
 /// (multi-threaded) test process never holds a writable fd to it. With
 /// [`script`], a child that another test thread is forking at that moment
@@ -661,6 +737,21 @@ pub fn read_pid(path: &Path) -> u32 {
     pid.unwrap()
 }
 
+/// [`read_pid`] for async tests.
+pub async fn read_pid_async(path: &Path) -> u32 {
+    let mut pid = None;
+    let found = wait_until_async(TIMEOUT, || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+            .and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    })
+    .await;
+    assert!(found, "no pid written to {}", path.display());
+    pid.unwrap()
+}
+
 /// After a close frame was sent or received: keeps reading (which flushes
 /// our reply to the peer's close) until the connection ends. Bounded.
 pub async fn finish_close(ws: &mut Ws) {
@@ -675,21 +766,15 @@ pub async fn finish_close(ws: &mut Ws) {
 
 /// The access log's `disconnect` line for the session of child `pid`.
 pub fn disconnect_line(log: &Log, pid: u32, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
     let needle = format!(" pid={pid} ");
-    loop {
-        if let Some(line) = log
-            .lines()
-            .into_iter()
-            .find(|l| l.contains("disconnect") && l.contains(&needle))
-        {
-            return Some(line);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    log.wait_line(|l| l.contains("disconnect") && l.contains(&needle), timeout)
+}
+
+/// [`disconnect_line`] for async tests.
+pub async fn disconnect_line_async(log: &Log, pid: u32, timeout: Duration) -> Option<String> {
+    let needle = format!(" pid={pid} ");
+    log.wait_line_async(|l| l.contains("disconnect") && l.contains(&needle), timeout)
+        .await
 }
 
 impl RawClient {

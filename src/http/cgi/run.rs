@@ -341,12 +341,12 @@ async fn end_child(
     logs_done: bool,
 ) -> Exit {
     let mut logs_done = logs_done;
-    let status = {
+    let exit = {
         let terminate = child.terminate(grace);
         tokio::pin!(terminate);
         loop {
             tokio::select! {
-                (_, status) = &mut terminate => break status,
+                (_, exit) = &mut terminate => break exit,
                 () = logs.as_mut(), if !logs_done => logs_done = true,
             }
         }
@@ -354,7 +354,7 @@ async fn end_child(
     if !logs_done {
         let _ = tokio::time::timeout(STDERR_DRAIN, logs.as_mut()).await;
     }
-    Exit::from(status)
+    exit
 }
 
 /// Reads stdout up to the end of the header block; returns the head and
