@@ -296,6 +296,31 @@ async fn kill_ends_the_child_and_the_socket_closes() {
     assert!(wait_dead_async(pid, TIMEOUT).await);
 }
 
+/// `ctl kill` ends a session even when its client has stopped reading:
+/// the child's last output gets a moment to go out, then the session ends,
+/// the child is reaped and its `--maxforks` slot is free again (before,
+/// the session waited for the client forever, holding a zombie).
+#[test]
+fn kill_ends_a_session_whose_client_stopped_reading() {
+    // Binary mode: `yes` goes out in 64 KiB messages, so the buffers of a
+    // client that never reads fill at once.
+    let ctl = start(&["--binary", "--maxforks", "1", "yes"]);
+    let _client = RawClient::connect(ctl.server.addr, "/");
+    let (id, pid) = ctl.only_session();
+    ctl.ok(&["kill", &id]);
+    ctl.wait_sessions(0);
+    assert!(
+        wait_until(TIMEOUT, || !ctl
+            .server
+            .children()
+            .iter()
+            .any(|(p, _)| *p == pid)),
+        "child {pid} not reaped"
+    );
+    let again = RawClient::connect(ctl.server.addr, "/");
+    drop(again);
+}
+
 /// Bytes written to a Unix stream socket that the peer has not read yet
 /// (SIOCOUTQ): 0 once the server has taken everything we sent.
 fn unread(stream: &UnixStream) -> usize {

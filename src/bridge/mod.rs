@@ -109,6 +109,7 @@ where
         outbound: None,
         sink: None,
         exited: false,
+        killed: false,
         shutting_down: false,
         close_sent: None,
         close_deadline: None,
@@ -203,6 +204,8 @@ struct Supervisor<'a, S> {
     /// The socket's write half, handed back when outbound ends.
     sink: Option<SplitSink<WebSocketStream<S>, Message>>,
     exited: bool,
+    /// `wspipe ctl kill` asked for the session to end.
+    killed: bool,
     shutting_down: bool,
     /// The close code we sent, once sent.
     close_sent: Option<u16>,
@@ -278,13 +281,28 @@ where
     fn on_exit(&mut self, child: &Child) {
         self.exited = true;
         if self.outbound.is_none() {
-            // The leader is gone but stdout is still open: something it
-            // spawned holds it. Ask the group to go; force it after the grace.
+            // The leader is gone but stdout is still open (something it
+            // spawned holds it), or its last output is still going out. Ask
+            // the group to go; force it after the grace.
             child.kill_group(Signal::SIGTERM);
             self.escalation = Some(Escalation {
                 step: KILL_STEP,
                 deadline: Instant::now() + self.opts.close_grace,
             });
+            if self.killed {
+                self.stop_waiting_for_output();
+            }
+        }
+    }
+
+    /// After `wspipe ctl kill`, once the child is gone: what it wrote gets
+    /// [`CLOSE_TIMEOUT`] to reach the client, then the session ends, read
+    /// or not. (A client that stopped reading would otherwise hold the
+    /// session, its zombie and its `--maxforks` slot until it went away.)
+    fn stop_waiting_for_output(&mut self) {
+        if self.outbound.is_none() {
+            self.close_deadline
+                .get_or_insert(Instant::now() + CLOSE_TIMEOUT);
         }
     }
 
@@ -306,7 +324,10 @@ where
             }
             SessionCtl::Kill => {
                 self.set_cause("killed by control");
-                if !self.exited {
+                self.killed = true;
+                if self.exited {
+                    self.stop_waiting_for_output();
+                } else {
                     // The escalation, starting now rather than after the grace.
                     let step = self.escalation.as_ref().map_or(0, |e| e.step);
                     self.escalation = Some(Escalation {
