@@ -113,10 +113,11 @@ pub async fn upgrade(
         socket: peer.socket(),
     };
     let on_upgrade = hyper::upgrade::on(req);
-    let task_state = state.clone();
-    state
-        .shutdown()
-        .spawn(async move { session.run(on_upgrade, spawned, task_state).await });
+    // The session's future itself, not wrapped in another async block:
+    // that would hold a second copy of what it moves in, for the
+    // session's whole life (400 bytes per connection).
+    let run = session.run(on_upgrade, spawned, state.clone());
+    state.shutdown().spawn(run);
     Ok(switching_protocols(&key, config))
 }
 
