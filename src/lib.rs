@@ -12,6 +12,7 @@
 //!               console, redirect, metrics, conn
 //! state         the shared state, as a handle     (state.rs)
 //! control       protocol, commands, ctl client    (control/)
+//! hub           channels: members, publish        (hub.rs)
 //! bridge        the pump: supervisor, inbound,    (bridge/)
 //!               outbound, child output
 //! session       registry, stats, mailboxes,       (session/)
@@ -36,6 +37,7 @@ pub mod control;
 pub mod env;
 pub mod frames;
 pub mod http;
+pub mod hub;
 pub mod limits;
 pub mod lines;
 pub mod logging;

@@ -104,6 +104,28 @@ impl<T> Poster<T> {
         Ok(())
     }
 
+    /// Queues `item` without ever waiting: in a full mailbox the oldest
+    /// item is dropped to make room. True if one was dropped. For messages
+    /// a slow receiver may miss rather than hold up the sender.
+    pub fn post_evicting(&self, item: T) -> Result<bool, PostError> {
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(PostError::Closed);
+        }
+        let evicted = {
+            let mut queue = self.0.queue();
+            let evicted = queue.len() >= self.0.capacity && queue.pop_front().is_some();
+            queue.push_back(item);
+            evicted
+        };
+        self.0.ready.notify_one();
+        Ok(evicted)
+    }
+
+    /// True once the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
     /// Posts, waiting up to `timeout` for room in a full mailbox.
     pub async fn post_timeout(
         &self,
@@ -257,6 +279,21 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Ok(()));
         assert_eq!(tx.waiting(), 0);
         assert_eq!(rx.recv().await, 2);
+    }
+
+    #[tokio::test]
+    async fn evicting_posts_never_wait_and_drop_the_oldest() {
+        let (tx, mut rx) = mailbox(2);
+        assert_eq!(tx.post_evicting(1), Ok(false));
+        assert_eq!(tx.post_evicting(2), Ok(false));
+        assert_eq!(tx.post_evicting(3), Ok(true));
+        assert_eq!(rx.recv().await, 2);
+        assert_eq!(rx.recv().await, 3);
+        assert!(rx.is_empty());
+        assert!(!tx.is_closed());
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.post_evicting(4), Err(PostError::Closed));
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The state every connection shares, behind a cheap handle (mini-redis's
 //! `Db`): the configuration and what is derived from it once, the
-//! `--maxforks` slots, the registry of live sessions and the shutdown.
+//! `--maxforks` slots, the registry of live sessions, the channel hub and
+//! the shutdown.
 //! Callers get what they need through methods; nothing here is a public
 //! field to reach into.
 
@@ -12,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::bridge::BridgeOptions;
 use crate::config::Config;
 use crate::control::Control;
+use crate::hub::Hub;
 use crate::peer::AddressPolicy;
 use crate::session::Registry;
 use crate::shutdown::Shutdown;
@@ -44,6 +46,8 @@ struct Inner {
     forks: Option<Arc<Semaphore>>,
     /// Live sessions, for the control socket and metrics.
     registry: Arc<Registry>,
+    /// Channels and their members.
+    hub: Arc<Hub>,
     /// Every task, and the signal to stop.
     shutdown: Shutdown,
 }
@@ -71,6 +75,7 @@ impl State {
             bridge,
             ws_config,
             registry: Arc::default(),
+            hub: Arc::default(),
             shutdown: Shutdown::new(),
             config,
         }))
@@ -92,6 +97,10 @@ impl State {
         &self.0.registry
     }
 
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.0.hub
+    }
+
     pub fn shutdown(&self) -> &Shutdown {
         &self.0.shutdown
     }
@@ -109,6 +118,7 @@ impl State {
     pub fn control(&self) -> Control {
         Control::new(
             self.0.registry.clone(),
+            self.0.hub.clone(),
             self.0.config.mode,
             self.0.shutdown.clone(),
         )

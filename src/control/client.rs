@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
-use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats, MAX_REQUEST};
+use super::protocol::{
+    ChannelEntry, ErrorKind, Request, Response, SessionInfo, Stats, MAX_REQUEST,
+};
 
 /// Control a running wspipe server through its control socket.
 #[derive(Debug, Parser)]
@@ -60,6 +62,19 @@ pub enum CtlCommand {
     Kill { id: u64 },
     /// Server-wide counters.
     Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to every member of a channel ("-" reads stdin: each
+    /// line is one message, all over one connection).
+    Publish { channel: String, message: String },
+    /// Make a connection a member of a channel.
+    Subscribe { id: u64, channel: String },
+    /// Take a connection out of a channel.
+    Unsubscribe { id: u64, channel: String },
+    /// List channels: members, messages published, messages dropped.
+    Channels {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -113,6 +128,11 @@ fn run(cli: CtlCli) -> Result<(), Failure> {
             "no control socket: give --socket PATH or set WSPIPE_CONTROL",
         )
     })?;
+    if let CtlCommand::Publish { channel, message } = &cli.command {
+        if message == "-" {
+            return publish_lines(&socket, channel);
+        }
+    }
     let (request, output) = request_for(cli.command)?;
     let response = call(&socket, &request)?;
     if !response.ok {
@@ -135,6 +155,7 @@ enum Output {
     Json,
     Stats { json: bool },
     Broadcast,
+    Channels { json: bool },
 }
 
 fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
@@ -167,6 +188,16 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
         ),
         CtlCommand::Kill { id } => (Request::Kill { id }, Output::Nothing),
         CtlCommand::Stats { json } => (Request::Stats {}, Output::Stats { json }),
+        CtlCommand::Publish { channel, message } => {
+            (Request::Publish { channel, message }, Output::Broadcast)
+        }
+        CtlCommand::Subscribe { id, channel } => {
+            (Request::Subscribe { id, channel }, Output::Nothing)
+        }
+        CtlCommand::Unsubscribe { id, channel } => {
+            (Request::Unsubscribe { id, channel }, Output::Nothing)
+        }
+        CtlCommand::Channels { json } => (Request::Channels {}, Output::Channels { json }),
     })
 }
 
@@ -187,6 +218,108 @@ fn message_arg(message: String) -> Result<String, Failure> {
         }
     }
     Ok(text)
+}
+
+/// `publish CHANNEL -`: one message per line of stdin, all over one
+/// connection. Requests are written as lines come (pipelined: the server
+/// answers them in order) while a thread reads the answers, so a stream
+/// like `tail -F log | wspipe ctl publish /log -` costs one round trip per
+/// message only in the server, never one process. Prints the totals.
+fn publish_lines(socket: &std::path::Path, channel: &str) -> Result<(), Failure> {
+    let no_server = |e: std::io::Error| fail(3, format!("no server at {}: {e}", socket.display()));
+    let stream = UnixStream::connect(socket).map_err(no_server)?;
+    let replies = stream.try_clone().map_err(no_server)?;
+    let reader = std::thread::spawn(move || count_replies(replies));
+    let mut writer = std::io::BufWriter::new(&stream);
+    let mut sent = 0u64;
+    let mut publish = |line: &[u8], writer: &mut std::io::BufWriter<&UnixStream>| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let request = Request::Publish {
+            channel: channel.to_owned(),
+            message: String::from_utf8_lossy(line).into_owned(),
+        };
+        let mut text = serde_json::to_string(&request).map_err(|e| fail(2, e.to_string()))?;
+        text.push('\n');
+        sent += 1;
+        writer.write_all(text.as_bytes()).map_err(no_server)
+    };
+    // Whatever one read brings (a line from `tail -F`, a burst from a
+    // file) is written, then flushed: a lone line goes out at once, a
+    // burst in few system calls.
+    let mut input = std::io::stdin().lock();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match input.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(fail(2, format!("cannot read stdin: {e}"))),
+        };
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(end) = memchr::memchr(b'\n', &pending[start..]) {
+            publish(&pending[start..start + end], &mut writer)?;
+            start += end + 1;
+        }
+        pending.drain(..start);
+        if pending.len() > MAX_REQUEST {
+            return Err(fail(2, "a line on stdin is longer than 1 MiB"));
+        }
+        writer.flush().map_err(no_server)?;
+    }
+    if !pending.is_empty() {
+        publish(&pending, &mut writer)?;
+    }
+    writer.flush().map_err(no_server)?;
+    drop(writer);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let tally = reader
+        .join()
+        .map_err(|_| fail(3, "reading the answers failed"))?;
+    if tally.answered < sent {
+        return Err(fail(
+            3,
+            format!("the server answered {} of {sent} messages", tally.answered),
+        ));
+    }
+    println!(
+        "published {sent} message(s), delivered {} time(s)",
+        tally.delivered
+    );
+    match tally.error {
+        Some(error) => Err(fail(2, error)),
+        None => Ok(()),
+    }
+}
+
+/// What the answers to a stream of publishes said.
+#[derive(Default)]
+struct Tally {
+    answered: u64,
+    delivered: u64,
+    /// The first error, if any.
+    error: Option<String>,
+}
+
+fn count_replies(stream: UnixStream) -> Tally {
+    let mut tally = Tally::default();
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        tally.answered += 1;
+        match serde_json::from_str::<Response>(&line) {
+            Ok(r) if r.ok => tally.delivered += r.delivered.unwrap_or(0),
+            Ok(r) => {
+                tally.error.get_or_insert(r.error.unwrap_or_default());
+            }
+            Err(_) => {
+                tally.error.get_or_insert("no valid reply".into());
+            }
+        }
+    }
+    tally
 }
 
 /// Sends one request and reads its response.
@@ -227,6 +360,17 @@ impl Output {
                     } else {
                         print!("{}", stats_text(stats));
                     }
+                }
+            }
+            Output::Channels { json } => {
+                let channels = response.channels.as_deref().unwrap_or_default();
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(channels).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", channels_table(channels));
                 }
             }
             Output::Broadcast => {
@@ -281,8 +425,13 @@ fn table(sessions: &[SessionInfo], now: u64) -> String {
             ]
         })
         .collect();
+    aligned(&header, &rows)
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
@@ -294,10 +443,27 @@ fn table(sessions: &[SessionInfo], now: u64) -> String {
         out.push('\n');
     };
     line(&mut header.iter().copied());
-    for row in &rows {
+    for row in rows {
         line(&mut row.iter().map(String::as_str));
     }
     out
+}
+
+/// Channels as an aligned table for people.
+fn channels_table(channels: &[ChannelEntry]) -> String {
+    let header = ["CHANNEL", "MEMBERS", "PUBLISHED", "DROPPED"];
+    let rows: Vec<[String; 4]> = channels
+        .iter()
+        .map(|c| {
+            [
+                c.name.clone(),
+                c.members.to_string(),
+                c.published.to_string(),
+                c.dropped.to_string(),
+            ]
+        })
+        .collect();
+    aligned(&header, &rows)
 }
 
 fn stats_text(s: &Stats) -> String {
@@ -330,6 +496,7 @@ mod tests {
             messages_out: 2,
             bytes_in: 3,
             bytes_out: 4,
+            channels: vec!["/chat".into()],
         };
         let t = table(&[s], 130);
         let lines: Vec<&str> = t.lines().collect();

@@ -8,7 +8,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::channels;
 use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats};
+use super::Control;
+use crate::hub::Hub;
 use crate::config::Mode;
 use crate::mailbox::PostError;
 use crate::session::{Registry, SessionCtl, SessionHandle};
@@ -18,9 +21,11 @@ use crate::session::{Registry, SessionCtl, SessionHandle};
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Carries out one request.
-pub async fn dispatch(req: Request, registry: &Registry, mode: Mode) -> Response {
+pub async fn dispatch(req: Request, control: &Control) -> Response {
+    let (registry, mode) = (&*control.registry, control.mode);
+    let hub = &*control.hub;
     match req {
-        Request::List { path } => list(registry, path.as_deref()),
+        Request::List { path } => list(registry, hub, path.as_deref()),
         Request::Send { id, message } => send(registry, id, message, mode).await,
         Request::Broadcast { message, path } => {
             broadcast(registry, message, path.as_deref(), mode).await
@@ -28,30 +33,36 @@ pub async fn dispatch(req: Request, registry: &Registry, mode: Mode) -> Response
         Request::Close { id, code, reason } => close(registry, id, code, reason),
         Request::Kill { id } => kill(registry, id),
         Request::Stats {} => stats(registry),
+        Request::Publish { channel, message } => {
+            channels::publish(hub, &channel, &message, mode)
+        }
+        Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
+        Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
+        Request::Channels {} => channels::list(hub),
     }
 }
 
-fn not_found(id: u64) -> Response {
+pub(super) fn not_found(id: u64) -> Response {
     Response::error(ErrorKind::NotFound, format!("no session with id {id}"))
 }
 
 /// The message as the session's mode frames it.
-fn message(text: &str, mode: Mode) -> Message {
+pub(super) fn message(text: &str, mode: Mode) -> Message {
     match mode {
         Mode::Text | Mode::Framed => Message::text(text),
         Mode::Binary => Message::Binary(Bytes::copy_from_slice(text.as_bytes())),
     }
 }
 
-fn list(registry: &Registry, path: Option<&str>) -> Response {
-    let sessions = registry.list(path).iter().map(info).collect();
+fn list(registry: &Registry, hub: &Hub, path: Option<&str>) -> Response {
+    let sessions = registry.list(path).iter().map(|h| info(h, hub)).collect();
     Response {
         sessions: Some(sessions),
         ..Response::ok()
     }
 }
 
-fn info(h: &SessionHandle) -> SessionInfo {
+fn info(h: &SessionHandle, hub: &Hub) -> SessionInfo {
     let t = h.stats.traffic();
     SessionInfo {
         id: h.id,
@@ -67,6 +78,11 @@ fn info(h: &SessionHandle) -> SessionInfo {
         messages_out: t.messages_out,
         bytes_in: t.bytes_in,
         bytes_out: t.bytes_out,
+        channels: hub
+            .channels_of(h.id)
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
     }
 }
 

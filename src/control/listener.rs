@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::commands::dispatch;
-use super::protocol::{parse_request, ErrorKind, Response, MAX_REQUEST};
+use super::protocol::{parse_request, ErrorKind, Request, Response, MAX_REQUEST};
 use super::Control;
 
 /// Control connections served at once; more wait in the accept queue.
@@ -43,23 +43,29 @@ pub async fn serve(stream: UnixStream, control: Control) {
         let response = match line {
             Ok(Line::Eof) | Err(_) => return,
             Ok(Line::TooLong) => Response::error(ErrorKind::BadRequest, "request too long"),
-            Ok(Line::Request(text)) => {
-                if window.elapsed() >= Duration::from_secs(1) {
-                    window = Instant::now();
-                    in_window = 0;
-                }
-                in_window += 1;
-                if in_window > MAX_RATE {
-                    let wait = Duration::from_secs(1).saturating_sub(window.elapsed());
-                    tokio::time::sleep(wait).await;
-                    Response::error(ErrorKind::RateLimited, "too many requests; slow down")
-                } else {
-                    match parse_request(text.trim()) {
-                        Ok(req) => dispatch(req, &control.registry, control.mode).await,
-                        Err(e) => Response::error(ErrorKind::BadRequest, e),
+            Ok(Line::Request(text)) => match parse_request(text.trim()) {
+                // A publish never waits and the connection answers one
+                // request at a time: one publisher's throughput is bounded
+                // by the work, not by a rate.
+                Ok(req @ Request::Publish { .. }) => dispatch(req, &control).await,
+                parsed => {
+                    if window.elapsed() >= Duration::from_secs(1) {
+                        window = Instant::now();
+                        in_window = 0;
+                    }
+                    in_window += 1;
+                    if in_window > MAX_RATE {
+                        let wait = Duration::from_secs(1).saturating_sub(window.elapsed());
+                        tokio::time::sleep(wait).await;
+                        Response::error(ErrorKind::RateLimited, "too many requests; slow down")
+                    } else {
+                        match parsed {
+                            Ok(req) => dispatch(req, &control).await,
+                            Err(e) => Response::error(ErrorKind::BadRequest, e),
+                        }
                     }
                 }
-            }
+            },
         };
         let mut out = encode(&response);
         out.push('\n');

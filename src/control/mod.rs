@@ -13,9 +13,10 @@
 //! `listener` serves one control connection, `client` is the `wspipe ctl`
 //! command, and `metrics` renders the counters for Prometheus. The accept
 //! loop is the server's own (`crate::net`); this layer needs only a
-//! [`Control`]: the registry, the mode messages are framed in, and the
-//! shutdown to watch.
+//! [`Control`]: the registry, the channel hub, the mode messages are framed
+//! in, and the shutdown to watch.
 
+pub mod channels;
 pub mod client;
 pub mod commands;
 pub mod listener;
@@ -25,6 +26,7 @@ pub mod protocol;
 use std::sync::Arc;
 
 use crate::config::Mode;
+use crate::hub::Hub;
 use crate::session::Registry;
 use crate::shutdown::Shutdown;
 
@@ -33,6 +35,8 @@ use crate::shutdown::Shutdown;
 pub struct Control {
     /// The sessions requests act on.
     registry: Arc<Registry>,
+    /// The channels publish and subscribe act on.
+    hub: Arc<Hub>,
     /// How injected messages are framed (binary mode sends binary).
     mode: Mode,
     /// Connections end when the server shuts down.
@@ -40,9 +44,10 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(registry: Arc<Registry>, mode: Mode, shutdown: Shutdown) -> Self {
+    pub fn new(registry: Arc<Registry>, hub: Arc<Hub>, mode: Mode, shutdown: Shutdown) -> Self {
         Control {
             registry,
+            hub,
             mode,
             shutdown,
         }

@@ -37,6 +37,14 @@ pub enum Request {
     },
     /// End one session's child with the signal escalation.
     Kill { id: u64 },
+    /// A message to every member of a channel (never waits for a slow one).
+    Publish { channel: String, message: String },
+    /// Make a session a member of a channel.
+    Subscribe { id: u64, channel: String },
+    /// Take a session out of a channel.
+    Unsubscribe { id: u64, channel: String },
+    /// Every channel with its counters.
+    Channels {},
     /// Server-wide counters.
     Stats {},
 }
@@ -68,6 +76,21 @@ pub struct SessionInfo {
     pub messages_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The channels it is a member of.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// One channel, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelEntry {
+    pub name: String,
+    pub members: u64,
+    /// Messages published to it since it came to be (it goes when its last
+    /// member leaves).
+    pub published: u64,
+    /// Queued messages its members lost to newer ones (slow clients).
+    pub dropped: u64,
 }
 
 /// Server-wide counters.
@@ -96,9 +119,15 @@ pub struct Response {
     pub kind: Option<ErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<Vec<SessionInfo>>,
-    /// Broadcast: clients that got the message.
+    /// Broadcast and publish: clients that got the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
+    /// Publish: of those, clients that lost an older queued message for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// Channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<ChannelEntry>>,
     /// Broadcast: clients that did not take it in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<u64>,
@@ -145,6 +174,10 @@ mod tests {
             r#"{"cmd":"close","id":3,"code":4000,"reason":"bye"}"#,
             r#"{"cmd":"kill","id":3}"#,
             r#"{"cmd":"stats"}"#,
+            r#"{"cmd":"publish","channel":"/room","message":"hi"}"#,
+            r#"{"cmd":"subscribe","id":3,"channel":"/room"}"#,
+            r#"{"cmd":"unsubscribe","id":3,"channel":"/room"}"#,
+            r#"{"cmd":"channels"}"#,
         ];
         for line in cases {
             let req = parse_request(line).unwrap();
@@ -195,6 +228,10 @@ mod proptests {
                 .prop_map(|(id, code, reason)| Request::Close { id, code, reason }),
             any::<u64>().prop_map(|id| Request::Kill { id }),
             Just(Request::Stats {}),
+            (text(), text()).prop_map(|(channel, message)| Request::Publish { channel, message }),
+            (any::<u64>(), text()).prop_map(|(id, channel)| Request::Subscribe { id, channel }),
+            (any::<u64>(), text()).prop_map(|(id, channel)| Request::Unsubscribe { id, channel }),
+            Just(Request::Channels {}),
         ]
     }
 
@@ -208,12 +245,16 @@ mod proptests {
             "close",
             "kill",
             "stats",
+            "publish",
+            "subscribe",
+            "unsubscribe",
+            "channels",
             "LIST",
             "",
             "nope",
         ]);
         let key = prop::sample::select(vec![
-            "cmd", "id", "message", "path", "code", "reason", "extra",
+            "cmd", "id", "message", "path", "code", "reason", "channel", "extra",
         ]);
         let val = prop_oneof![
             any::<i64>().prop_map(|n| n.to_string()),

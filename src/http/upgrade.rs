@@ -5,6 +5,7 @@
 //! then the child is spawned, *before* answering 101, so that a failure to
 //! spawn is an honest HTTP error rather than a socket that opens and dies.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
@@ -24,7 +25,8 @@ use crate::env::{request_vars, RequestEnv};
 use crate::peer::{client_text, Peer, PeerSocket};
 use crate::process::{SpawnSpec, Spawned};
 use crate::route;
-use crate::session::{self, Identity, Links, Refusal, Registration};
+use crate::hub::{ChannelName, Hub, Presence};
+use crate::session::{self, Identity, Links, Refusal, Registration, SessionHandle};
 use crate::state::State;
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
@@ -105,10 +107,12 @@ pub async fn upgrade(
     // Registered before the 101 goes out: a client that has its answer is
     // already reachable by `wspipe ctl` (messages wait in its mailbox).
     let (links, handle) = session::links(identity.clone());
+    let presence = join_channels(state.hub(), &identity, &handle);
     let session = Session {
         identity,
         links,
         registration: state.registry().register(handle),
+        presence,
         permit,
         socket: peer.socket(),
     };
@@ -119,6 +123,19 @@ pub async fn upgrade(
     let run = session.run(on_upgrade, spawned, state.clone());
     state.shutdown().spawn(run);
     Ok(switching_protocols(&key, config))
+}
+
+/// Makes the session present in the hub, a member of the channel of its
+/// URL path (when that path can name one: at most 1024 bytes).
+fn join_channels(hub: &Arc<Hub>, identity: &Identity, handle: &SessionHandle) -> Presence {
+    let presence = hub.enter(identity.id, handle.inject.clone());
+    match ChannelName::parse(&identity.path) {
+        Ok(channel) => {
+            let _ = hub.subscribe(identity.id, &channel);
+        }
+        Err(e) => tracing::debug!(path = %identity.path, "in no channel: {e}"),
+    }
+    presence
 }
 
 /// The protocol rules of a handshake (RFC 6455 4.2.1), before anything
@@ -180,6 +197,8 @@ struct Session {
     links: Links,
     /// Keeps the session listed until it ends.
     registration: Registration,
+    /// Keeps it in its channels until it ends.
+    presence: Presence,
     /// The `--maxforks` slot, held until the child is reaped.
     permit: Option<OwnedSemaphorePermit>,
     socket: Option<PeerSocket>,
@@ -193,6 +212,7 @@ impl Session {
             identity,
             links,
             registration,
+            presence,
             permit,
             socket,
         } = self;
@@ -229,8 +249,9 @@ impl Session {
             cause = end.cause,
             "disconnect"
         );
-        // The child is reaped: its slot and its listing go.
+        // The child is reaped: its slot, its channels and its listing go.
         drop(permit);
+        drop(presence);
         drop(registration);
     }
 }

@@ -1,0 +1,338 @@
+//! Channels: one message to many sessions' sockets.
+//!
+//! A channel is named by a path (`/room`). Every session is a member of
+//! the channel of its URL path from the moment it is registered, and can be
+//! made a member of others (`wspipe ctl subscribe`). Publishing a message to
+//! a channel hands it to every member's queue of messages for its client
+//! (the same queue `wspipe ctl send` uses, so a published message goes out
+//! between the child's lines, never inside one), in publish order: publishes
+//! are serialised, so every member sees the same order.
+//!
+//! A publish never waits: a member whose queue is full (its client reads
+//! slowly) loses its oldest queued message to make room, and the loss is
+//! counted. A member that keeps up gets every message, once, in order. The
+//! message is built once; members share its bytes.
+//!
+//! A channel exists while it has members: the last one to leave takes it,
+//! and its counters, away, so clients connecting to ever new paths cannot
+//! grow the hub without bound.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::mailbox::{PostError, Poster};
+
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL: usize = 1024;
+
+/// A valid channel name: a path (`/` first), at most [`MAX_CHANNEL`] bytes,
+/// no control characters and no query (`?`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChannelName(Arc<str>);
+
+/// Why a string is not a channel name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a channel name is a path: it starts with '/'")]
+    NotAPath,
+    #[error("a channel name is at most 1024 bytes")]
+    TooLong,
+    #[error("a channel name has no control characters and no '?'")]
+    BadCharacter,
+}
+
+impl ChannelName {
+    pub fn parse(name: &str) -> Result<Self, NameError> {
+        if !name.starts_with('/') {
+            return Err(NameError::NotAPath);
+        }
+        if name.len() > MAX_CHANNEL {
+            return Err(NameError::TooLong);
+        }
+        if name.chars().any(|c| c.is_control() || c == '?') {
+            return Err(NameError::BadCharacter);
+        }
+        Ok(ChannelName(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Members whose queue took the message.
+    pub delivered: u64,
+    /// Of those, members that lost their oldest queued message for it.
+    pub dropped: u64,
+}
+
+/// One channel, as `wspipe ctl channels` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub name: ChannelName,
+    pub members: u64,
+    /// Messages published to it since it came to be.
+    pub published: u64,
+    /// Queued messages its members lost to newer ones.
+    pub dropped: u64,
+}
+
+/// No session with that id is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotPresent;
+
+#[derive(Debug, Default)]
+struct Channel {
+    members: BTreeSet<u64>,
+    published: u64,
+    dropped: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    /// The session's queue of messages for its client.
+    poster: Poster<Message>,
+    /// The channels it is in, so that leaving is cheap.
+    channels: BTreeSet<ChannelName>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    channels: BTreeMap<ChannelName, Channel>,
+    members: HashMap<u64, Member>,
+}
+
+/// All channels and their members.
+#[derive(Debug, Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+/// A session's presence in the hub: while it lives the session can be
+/// subscribed to channels; dropping it leaves them all.
+#[derive(Debug)]
+pub struct Presence {
+    hub: Arc<Hub>,
+    id: u64,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        if let Some(member) = inner.members.remove(&self.id) {
+            for name in &member.channels {
+                inner.remove_from(name, self.id);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn remove_from(&mut self, name: &ChannelName, id: u64) -> bool {
+        let Some(channel) = self.channels.get_mut(name) else {
+            return false;
+        };
+        let removed = channel.members.remove(&id);
+        if channel.members.is_empty() {
+            self.channels.remove(name);
+        }
+        removed
+    }
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the maps consistent before it can
+        // panic (a post never panics): poison is moot.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes session `id` present, delivering to `poster`.
+    pub fn enter(self: &Arc<Self>, id: u64, poster: Poster<Message>) -> Presence {
+        let member = Member {
+            poster,
+            channels: BTreeSet::new(),
+        };
+        self.lock().members.insert(id, member);
+        Presence {
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    /// Adds session `id` to `channel`; false if it was a member already.
+    pub fn subscribe(&self, id: u64, channel: &ChannelName) -> Result<bool, NotPresent> {
+        let mut inner = self.lock();
+        let member = inner.members.get_mut(&id).ok_or(NotPresent)?;
+        if !member.channels.insert(channel.clone()) {
+            return Ok(false);
+        }
+        let entry = inner.channels.entry(channel.clone()).or_default();
+        entry.members.insert(id);
+        Ok(true)
+    }
+
+    /// Takes session `id` out of `channel`; false if it was not in it.
+    pub fn unsubscribe(&self, id: u64, channel: &ChannelName) -> Result<bool, NotPresent> {
+        let mut inner = self.lock();
+        let member = inner.members.get_mut(&id).ok_or(NotPresent)?;
+        if !member.channels.remove(channel) {
+            return Ok(false);
+        }
+        Ok(inner.remove_from(channel, id))
+    }
+
+    /// Hands `message` to every member of `channel`, never waiting.
+    pub fn publish(&self, channel: &ChannelName, message: Message) -> Delivery {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(ch) = inner.channels.get_mut(channel) else {
+            return Delivery::default();
+        };
+        let mut delivery = Delivery::default();
+        for id in &ch.members {
+            let Some(member) = inner.members.get(id) else {
+                continue;
+            };
+            match member.poster.post_evicting(message.clone()) {
+                Ok(evicted) => {
+                    delivery.delivered += 1;
+                    delivery.dropped += u64::from(evicted);
+                }
+                // Ending: its presence is about to leave.
+                Err(PostError::Closed | PostError::Full) => {}
+            }
+        }
+        ch.published += 1;
+        ch.dropped += delivery.dropped;
+        delivery
+    }
+
+    /// Every channel, by name.
+    pub fn channels(&self) -> Vec<ChannelInfo> {
+        self.lock()
+            .channels
+            .iter()
+            .map(|(name, ch)| ChannelInfo {
+                name: name.clone(),
+                members: ch.members.len() as u64,
+                published: ch.published,
+                dropped: ch.dropped,
+            })
+            .collect()
+    }
+
+    /// The channels session `id` is in.
+    pub fn channels_of(&self, id: u64) -> Vec<ChannelName> {
+        self.lock()
+            .members
+            .get(&id)
+            .map(|m| m.channels.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::{mailbox, Mailbox};
+
+    fn name(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    fn member(hub: &Arc<Hub>, id: u64, queue: usize) -> (Presence, Mailbox<Message>) {
+        let (poster, rx) = mailbox(queue);
+        (hub.enter(id, poster), rx)
+    }
+
+    fn texts(rx: &mut Mailbox<Message>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv())
+            .map(|m| m.into_text().unwrap().as_str().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn names_are_paths_without_control_characters_or_queries() {
+        assert!(ChannelName::parse("/room").is_ok());
+        assert!(ChannelName::parse("/").is_ok());
+        assert_eq!(ChannelName::parse("room"), Err(NameError::NotAPath));
+        assert_eq!(ChannelName::parse(""), Err(NameError::NotAPath));
+        assert_eq!(ChannelName::parse("/a\0b"), Err(NameError::BadCharacter));
+        assert_eq!(ChannelName::parse("/a?b=1"), Err(NameError::BadCharacter));
+        assert_eq!(ChannelName::parse("/a\nb"), Err(NameError::BadCharacter));
+        let long = format!("/{}", "x".repeat(MAX_CHANNEL));
+        assert_eq!(ChannelName::parse(&long), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn members_get_every_message_in_order_and_others_nothing() {
+        let hub = Arc::new(Hub::default());
+        let (_a, mut ra) = member(&hub, 1, 8);
+        let (_b, mut rb) = member(&hub, 2, 8);
+        let (_c, mut rc) = member(&hub, 3, 8);
+        let room = name("/room");
+        assert_eq!(hub.subscribe(1, &room), Ok(true));
+        assert_eq!(hub.subscribe(2, &room), Ok(true));
+        assert_eq!(hub.subscribe(2, &room), Ok(false), "once is enough");
+        assert_eq!(hub.subscribe(3, &name("/other")), Ok(true));
+        for m in ["one", "two", "three"] {
+            let d = hub.publish(&room, Message::text(m));
+            assert_eq!((d.delivered, d.dropped), (2, 0));
+        }
+        assert_eq!(texts(&mut ra), ["one", "two", "three"]);
+        assert_eq!(texts(&mut rb), ["one", "two", "three"]);
+        assert!(texts(&mut rc).is_empty());
+        assert_eq!(hub.publish(&name("/nobody"), Message::text("x")), Delivery::default());
+    }
+
+    #[test]
+    fn a_full_queue_loses_its_oldest_and_never_holds_up_the_others() {
+        let hub = Arc::new(Hub::default());
+        let (_slow, mut slow) = member(&hub, 1, 2);
+        let (_fast, mut fast) = member(&hub, 2, 100);
+        let room = name("/room");
+        hub.subscribe(1, &room).unwrap();
+        hub.subscribe(2, &room).unwrap();
+        let mut dropped = 0;
+        for i in 0..10 {
+            dropped += hub.publish(&room, Message::text(i.to_string())).dropped;
+        }
+        assert_eq!(dropped, 8);
+        assert_eq!(texts(&mut slow), ["8", "9"], "the newest survive");
+        assert_eq!(texts(&mut fast).len(), 10);
+        let info = &hub.channels()[0];
+        assert_eq!((info.published, info.dropped, info.members), (10, 8, 2));
+    }
+
+    #[test]
+    fn leaving_takes_the_member_out_and_empty_channels_away() {
+        let hub = Arc::new(Hub::default());
+        let (a, _ra) = member(&hub, 1, 4);
+        let (_b, _rb) = member(&hub, 2, 4);
+        let (room, side) = (name("/room"), name("/side"));
+        hub.subscribe(1, &room).unwrap();
+        hub.subscribe(1, &side).unwrap();
+        hub.subscribe(2, &room).unwrap();
+        assert_eq!(hub.channels_of(1), [room.clone(), side.clone()]);
+        assert_eq!(hub.unsubscribe(1, &side), Ok(true));
+        assert_eq!(hub.unsubscribe(1, &side), Ok(false));
+        assert_eq!(hub.channels().len(), 1, "/side had no one left");
+        drop(a);
+        assert_eq!(hub.subscribe(1, &room), Err(NotPresent));
+        let infos = hub.channels();
+        assert_eq!((infos.len(), infos[0].members), (1, 1));
+        assert_eq!(hub.publish(&room, Message::text("x")).delivered, 1);
+    }
+}

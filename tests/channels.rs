@@ -1,0 +1,210 @@
+//! End to end: channels. Every session is a member of the channel of its
+//! URL path; `wspipe ctl publish` reaches every member's client (not its
+//! child), in order; `subscribe` / `unsubscribe` move sessions between
+//! channels; a client that does not read loses old messages instead of
+//! holding up the publisher or the other members.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// A server with a control socket.
+struct Hub {
+    server: Server,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start(args: &[&str]) -> Hub {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let mut all = vec!["--control", socket.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    server.wait_log("control socket at");
+    Hub {
+        server,
+        socket,
+        _dir: dir,
+    }
+}
+
+impl Hub {
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_with_stdin(args, b"")
+    }
+
+    fn ctl_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let writer = std::thread::spawn(move || input.write_all(&stdin));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        out
+    }
+
+    /// ctl, expecting success; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    /// Waits until `n` sessions are listed; their ids, oldest first.
+    async fn sessions(&self, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        let listed = wait_until_async(TIMEOUT, || {
+            let list = self.json(&["list", "--json"]);
+            ids = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].to_string())
+                .collect();
+            ids.len() == n
+        })
+        .await;
+        assert!(listed, "expected {n} sessions, have {ids:?}");
+        ids
+    }
+}
+
+#[tokio::test]
+async fn a_publish_reaches_every_member_of_the_path_channel_and_no_one_else() {
+    let hub = start(&["cat"]);
+    let mut a = connect(&hub.server.url("/room")).await;
+    let mut b = connect(&hub.server.url("/room?x=1")).await;
+    let mut other = connect(&hub.server.url("/other")).await;
+    hub.sessions(3).await;
+    let said = hub.ok(&["publish", "/room", "hello"]);
+    assert_eq!(said.trim(), "delivered to 2 client(s)");
+    assert_eq!(next_text(&mut a).await, "hello");
+    assert_eq!(next_text(&mut b).await, "hello");
+    // Published to the clients, not to the children: cat echoes nothing.
+    send_text(&mut other, "ping").await;
+    assert_eq!(next_text(&mut other).await, "ping", "nothing came before");
+    send_text(&mut a, "mine").await;
+    assert_eq!(next_text(&mut a).await, "mine", "cat heard no publish");
+
+    let channels = hub.json(&["channels", "--json"]);
+    let room = channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "/room")
+        .expect("/room listed");
+    assert_eq!((room["members"].as_u64(), room["published"].as_u64()), (Some(2), Some(1)));
+    let nobody = hub.ok(&["publish", "/nobody", "x"]);
+    assert_eq!(nobody.trim(), "delivered to 0 client(s)", "no members is not an error");
+}
+
+#[tokio::test]
+async fn subscribe_and_unsubscribe_move_a_session_between_channels() {
+    let hub = start(&["cat"]);
+    let mut a = connect(&hub.server.url("/a")).await;
+    let ids = hub.sessions(1).await;
+    let id = &ids[0];
+    hub.ok(&["subscribe", id, "/news"]);
+    hub.ok(&["subscribe", id, "/news"]); // twice is once
+    let list = hub.json(&["list", "--json"]);
+    assert_eq!(list[0]["channels"], serde_json::json!(["/a", "/news"]));
+    assert_eq!(hub.ok(&["publish", "/news", "first"]).trim(), "delivered to 1 client(s)");
+    assert_eq!(next_text(&mut a).await, "first");
+    hub.ok(&["unsubscribe", id, "/news"]);
+    assert_eq!(hub.ok(&["publish", "/news", "gone"]).trim(), "delivered to 0 client(s)");
+    assert_eq!(hub.ok(&["publish", "/a", "still"]).trim(), "delivered to 1 client(s)");
+    assert_eq!(next_text(&mut a).await, "still");
+
+    a.close(None).await.unwrap();
+    hub.sessions(0).await;
+    let out = hub.ctl(&["subscribe", id, "/news"]);
+    assert_eq!(out.status.code(), Some(1), "an ended session is not found");
+    let channels = hub.json(&["channels", "--json"]);
+    assert_eq!(channels, serde_json::json!([]), "channels go with their last member");
+}
+
+#[test]
+fn bad_channel_names_are_refused_with_one_line() {
+    let hub = start(&["cat"]);
+    let long = format!("/{}", "x".repeat(1024));
+    for name in ["room", "/a?b", long.as_str()] {
+        let out = hub.ctl(&["publish", name, "x"]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("bad channel"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn lines_on_stdin_are_published_in_order_over_one_connection() {
+    let hub = start(&["cat"]);
+    let mut ws = connect(&hub.server.url("/log")).await;
+    hub.sessions(1).await;
+    let lines: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let out = hub.ctl_with_stdin(&["publish", "/log", "-"], lines.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "published 2000 message(s), delivered 2000 time(s)"
+    );
+    for i in 0..2000 {
+        assert_eq!(next_text(&mut ws).await, format!("line {i}"));
+    }
+    // Past the 2000 requests a second the other commands are held to.
+    let out = hub.ctl_with_stdin(&["publish", "/log", "-"], lines.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
+    let hub = start(&["cat"]);
+    // Never reads: its socket buffers fill, then its queue (64 messages).
+    let stalled = RawClient::connect(hub.server.addr, "/room");
+    let mut reader = connect(&hub.server.url("/room")).await;
+    hub.sessions(2).await;
+    let big = "x".repeat(60_000);
+    let count = 400;
+    let lines: String = (0..count).map(|i| format!("{i} {big}\n")).collect();
+    let started = std::time::Instant::now();
+    let out = hub.ctl_with_stdin(&["publish", "/room", "-"], lines.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for i in 0..count {
+        let text = next_text(&mut reader).await;
+        assert!(text.starts_with(&format!("{i} ")), "message {i} out of order");
+    }
+    // 24 MB went to the reader; the publisher never waited on the other.
+    assert!(started.elapsed() < TIMEOUT);
+    let channels = hub.json(&["channels", "--json"]);
+    assert!(
+        channels[0]["dropped"].as_u64().unwrap() > 0,
+        "the stalled client lost messages: {channels}"
+    );
+    drop(stalled);
+}
+
+#[allow(dead_code)]
+fn unused(_: TcpStream) {}
