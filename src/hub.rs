@@ -22,10 +22,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::mailbox::{PostError, Poster};
+use crate::mailbox::{Bound, PostError, Poster};
 
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL: usize = 1024;
+
+/// What a member's queue holds before published messages are dropped,
+/// oldest first. Far more than one pipelined burst of publishes outruns a
+/// reading client by; the payloads are shared by every member, so a slow
+/// member costs its slots (a few dozen bytes each) and at most this many
+/// payload bytes kept alive.
+pub const MEMBER_QUEUE: Bound = Bound {
+    items: 1024,
+    bytes: 1 << 20,
+};
 
 /// A valid channel name: a path (`/` first), at most [`MAX_CHANNEL`] bytes,
 /// no control characters and no query (`?`).
@@ -73,7 +83,7 @@ impl std::fmt::Display for ChannelName {
 pub struct Delivery {
     /// Members whose queue took the message.
     pub delivered: u64,
-    /// Of those, members that lost their oldest queued message for it.
+    /// Older queued messages its members lost for it.
     pub dropped: u64,
 }
 
@@ -205,10 +215,10 @@ impl Hub {
             let Some(member) = inner.members.get(id) else {
                 continue;
             };
-            match member.poster.post_evicting(message.clone()) {
+            match member.poster.post_evicting(message.clone(), MEMBER_QUEUE) {
                 Ok(evicted) => {
                     delivery.delivered += 1;
-                    delivery.dropped += u64::from(evicted);
+                    delivery.dropped += evicted;
                 }
                 // Ending: its presence is about to leave.
                 Err(PostError::Closed | PostError::Full) => {}
@@ -246,14 +256,14 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mailbox::{mailbox, Mailbox};
+    use crate::mailbox::{mailbox_weighed, Mailbox};
 
     fn name(s: &str) -> ChannelName {
         ChannelName::parse(s).unwrap()
     }
 
     fn member(hub: &Arc<Hub>, id: u64, queue: usize) -> (Presence, Mailbox<Message>) {
-        let (poster, rx) = mailbox(queue);
+        let (poster, rx) = mailbox_weighed(queue, |m: &Message| m.len());
         (hub.enter(id, poster), rx)
     }
 
@@ -294,7 +304,10 @@ mod tests {
         assert_eq!(texts(&mut ra), ["one", "two", "three"]);
         assert_eq!(texts(&mut rb), ["one", "two", "three"]);
         assert!(texts(&mut rc).is_empty());
-        assert_eq!(hub.publish(&name("/nobody"), Message::text("x")), Delivery::default());
+        assert_eq!(
+            hub.publish(&name("/nobody"), Message::text("x")),
+            Delivery::default()
+        );
     }
 
     #[test]
@@ -305,15 +318,34 @@ mod tests {
         let room = name("/room");
         hub.subscribe(1, &room).unwrap();
         hub.subscribe(2, &room).unwrap();
+        // The slow one never reads; the fast one reads as they come.
+        let total = MEMBER_QUEUE.items + 10;
         let mut dropped = 0;
-        for i in 0..10 {
+        let mut got = Vec::new();
+        for i in 0..total {
             dropped += hub.publish(&room, Message::text(i.to_string())).dropped;
+            got.extend(texts(&mut fast));
         }
-        assert_eq!(dropped, 8);
-        assert_eq!(texts(&mut slow), ["8", "9"], "the newest survive");
-        assert_eq!(texts(&mut fast).len(), 10);
+        assert_eq!(dropped, 10);
+        let kept = texts(&mut slow);
+        assert_eq!(kept.len(), MEMBER_QUEUE.items);
+        assert_eq!(kept[0], "10", "the oldest went first");
+        assert_eq!(got.len(), total, "the reader lost nothing");
         let info = &hub.channels()[0];
-        assert_eq!((info.published, info.dropped, info.members), (10, 8, 2));
+        assert_eq!((info.published, info.dropped), (total as u64, 10));
+    }
+
+    #[test]
+    fn big_messages_are_bounded_by_bytes() {
+        let hub = Arc::new(Hub::default());
+        let (_slow, mut slow) = member(&hub, 1, 2);
+        let room = name("/room");
+        hub.subscribe(1, &room).unwrap();
+        let big = "x".repeat(300 * 1024);
+        for _ in 0..5 {
+            hub.publish(&room, Message::text(big.as_str()));
+        }
+        assert_eq!(texts(&mut slow).len(), 3, "1 MiB holds three of 300 KiB");
     }
 
     #[test]

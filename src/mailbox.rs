@@ -12,8 +12,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+/// The queued items and what they weigh.
+struct Queue<T> {
+    items: VecDeque<T>,
+    /// The sum of the items' weights.
+    bytes: usize,
+}
+
 struct Inner<T> {
-    queue: Mutex<VecDeque<T>>,
+    queue: Mutex<Queue<T>>,
+    /// What an item weighs, for [`Bound::bytes`].
+    weigh: fn(&T) -> usize,
     /// Signalled when an item is queued.
     ready: Notify,
     /// Signalled when an item is taken (room for a waiting poster).
@@ -28,7 +37,7 @@ struct Inner<T> {
 }
 
 impl<T> Inner<T> {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<T>> {
+    fn queue(&self) -> MutexGuard<'_, Queue<T>> {
         // Every critical section is a single push or pop: poison is moot.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -49,10 +58,27 @@ pub struct Poster<T>(Arc<Inner<T>>);
 /// The receiving side.
 pub struct Mailbox<T>(Arc<Inner<T>>);
 
-/// A mailbox holding at most `capacity` undelivered items.
+/// The bounds of an evicting post: past either, the oldest items go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+/// A mailbox holding at most `capacity` undelivered items (for
+/// [`Poster::post`] and [`Poster::post_timeout`]).
 pub fn mailbox<T>(capacity: usize) -> (Poster<T>, Mailbox<T>) {
+    mailbox_weighed(capacity, |_| 0)
+}
+
+/// Like [`mailbox`], with items weighed for [`Poster::post_evicting`].
+pub fn mailbox_weighed<T>(capacity: usize, weigh: fn(&T) -> usize) -> (Poster<T>, Mailbox<T>) {
     let inner = Arc::new(Inner {
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+        }),
+        weigh,
         ready: Notify::new(),
         room: Notify::new(),
         closed: AtomicBool::new(false),
@@ -94,29 +120,39 @@ impl<T> Poster<T> {
         }
         {
             let mut queue = self.0.queue();
-            if queue.len() >= self.0.capacity {
+            if queue.items.len() >= self.0.capacity {
                 return Err((PostError::Full, item));
             }
-            queue.push_back(item);
+            queue.bytes += (self.0.weigh)(&item);
+            queue.items.push_back(item);
         }
         // notify_one stores a permit when nobody waits: no lost wake-up.
         self.0.ready.notify_one();
         Ok(())
     }
 
-    /// Queues `item` without ever waiting: in a full mailbox the oldest
-    /// item is dropped to make room. True if one was dropped. For messages
-    /// a slow receiver may miss rather than hold up the sender.
-    pub fn post_evicting(&self, item: T) -> Result<bool, PostError> {
+    /// Queues `item` without ever waiting: past `bound` the oldest items
+    /// are dropped to make room (the newest always stays). Returns how many
+    /// were dropped. For messages a slow receiver may miss rather than hold
+    /// up the sender.
+    pub fn post_evicting(&self, item: T, bound: Bound) -> Result<u64, PostError> {
         if self.0.closed.load(Ordering::Acquire) {
             return Err(PostError::Closed);
         }
-        let evicted = {
+        let mut evicted = 0;
+        {
             let mut queue = self.0.queue();
-            let evicted = queue.len() >= self.0.capacity && queue.pop_front().is_some();
-            queue.push_back(item);
-            evicted
-        };
+            queue.bytes += (self.0.weigh)(&item);
+            queue.items.push_back(item);
+            while queue.items.len() > 1
+                && (queue.items.len() > bound.items || queue.bytes > bound.bytes)
+            {
+                if let Some(old) = queue.items.pop_front() {
+                    queue.bytes -= (self.0.weigh)(&old);
+                    evicted += 1;
+                }
+            }
+        }
         self.0.ready.notify_one();
         Ok(evicted)
     }
@@ -205,12 +241,24 @@ impl<T> Mailbox<T> {
 
     /// How many items are queued.
     pub fn len(&self) -> usize {
-        self.0.queue().len()
+        self.0.queue().items.len()
     }
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
-        let item = self.0.queue().pop_front();
+        let item = {
+            let mut queue = self.0.queue();
+            let item = queue.items.pop_front();
+            if let Some(item) = &item {
+                queue.bytes -= (self.0.weigh)(item);
+            }
+            // After a burst beyond the usual bound, an idle receiver keeps
+            // no big buffer.
+            if queue.items.is_empty() && queue.items.capacity() > self.0.capacity {
+                queue.items = VecDeque::new();
+            }
+            item
+        };
         if item.is_some() {
             self.0.room.notify_waiters();
         }
@@ -283,17 +331,30 @@ mod tests {
 
     #[tokio::test]
     async fn evicting_posts_never_wait_and_drop_the_oldest() {
-        let (tx, mut rx) = mailbox(2);
-        assert_eq!(tx.post_evicting(1), Ok(false));
-        assert_eq!(tx.post_evicting(2), Ok(false));
-        assert_eq!(tx.post_evicting(3), Ok(true));
-        assert_eq!(rx.recv().await, 2);
-        assert_eq!(rx.recv().await, 3);
+        let (tx, mut rx) = mailbox_weighed(1, |s: &String| s.len());
+        let bound = Bound {
+            items: 3,
+            bytes: 10,
+        };
+        // Past the mailbox's own capacity, up to the bound's.
+        assert_eq!(tx.post_evicting("aaa".into(), bound), Ok(0));
+        assert_eq!(tx.post_evicting("bbb".into(), bound), Ok(0));
+        assert_eq!(tx.post_evicting("ccc".into(), bound), Ok(0));
+        assert_eq!(tx.post_evicting("d".into(), bound), Ok(1), "four items");
+        assert_eq!(tx.post_evicting("eeeeeee".into(), bound), Ok(2), "bytes");
+        assert_eq!(rx.recv().await, "d");
+        assert_eq!(rx.recv().await, "eeeeeee");
         assert!(rx.is_empty());
+        // The newest stays even when it alone is over the bound.
+        assert_eq!(tx.post_evicting("x".repeat(20), bound), Ok(0));
+        assert_eq!(rx.recv().await.len(), 20);
         assert!(!tx.is_closed());
         drop(rx);
         assert!(tx.is_closed());
-        assert_eq!(tx.post_evicting(4), Err(PostError::Closed));
+        assert_eq!(
+            tx.post_evicting("late".into(), bound),
+            Err(PostError::Closed)
+        );
     }
 
     #[tokio::test]

@@ -208,8 +208,8 @@ fn next_injected(
         *cleared = queued;
     }
     let Some(message) = inject.try_recv() else {
-        // Nothing is taken anywhere else, so this cannot happen; if it
-        // did, the next message must be looked for afresh.
+        // A channel publish to a full queue drops the oldest messages, so
+        // fewer may be left than were counted: look afresh.
         *cleared = 0;
         return None;
     };

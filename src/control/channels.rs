@@ -3,16 +3,19 @@
 use super::commands::{message, not_found};
 use super::protocol::{ChannelEntry, ErrorKind, Response};
 use crate::config::Mode;
-use crate::hub::{ChannelName, Hub, NotPresent};
+use crate::hub::{ChannelName, Hub, NameError, NotPresent};
 
-/// The channel a request names, or the error to answer.
-fn channel(name: &str) -> Result<ChannelName, Response> {
-    ChannelName::parse(name).map_err(|e| {
-        Response::error(
-            ErrorKind::BadRequest,
-            format!("bad channel {:?}: {e}", truncated(name)),
-        )
-    })
+/// The channel a request names.
+fn channel(name: &str) -> Result<ChannelName, NameError> {
+    ChannelName::parse(name)
+}
+
+/// The answer to a request naming a bad channel.
+fn bad_channel(name: &str, e: NameError) -> Response {
+    Response::error(
+        ErrorKind::BadRequest,
+        format!("bad channel {:?}: {e}", truncated(name)),
+    )
 }
 
 /// A name as an error message quotes it: at most 64 characters.
@@ -23,7 +26,7 @@ fn truncated(name: &str) -> String {
 pub fn publish(hub: &Hub, name: &str, text: &str, mode: Mode) -> Response {
     let channel = match channel(name) {
         Ok(channel) => channel,
-        Err(response) => return response,
+        Err(e) => return bad_channel(name, e),
     };
     let delivery = hub.publish(&channel, message(text, mode));
     Response {
@@ -36,14 +39,14 @@ pub fn publish(hub: &Hub, name: &str, text: &str, mode: Mode) -> Response {
 pub fn subscribe(hub: &Hub, id: u64, name: &str) -> Response {
     match channel(name) {
         Ok(channel) => membership(hub.subscribe(id, &channel), id),
-        Err(response) => response,
+        Err(e) => bad_channel(name, e),
     }
 }
 
 pub fn unsubscribe(hub: &Hub, id: u64, name: &str) -> Response {
     match channel(name) {
         Ok(channel) => membership(hub.unsubscribe(id, &channel), id),
-        Err(response) => response,
+        Err(e) => bad_channel(name, e),
     }
 }
 

@@ -11,8 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::channels;
 use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats};
 use super::Control;
-use crate::hub::Hub;
 use crate::config::Mode;
+use crate::hub::Hub;
 use crate::mailbox::PostError;
 use crate::session::{Registry, SessionCtl, SessionHandle};
 
@@ -33,9 +33,7 @@ pub async fn dispatch(req: Request, control: &Control) -> Response {
         Request::Close { id, code, reason } => close(registry, id, code, reason),
         Request::Kill { id } => kill(registry, id),
         Request::Stats {} => stats(registry),
-        Request::Publish { channel, message } => {
-            channels::publish(hub, &channel, &message, mode)
-        }
+        Request::Publish { channel, message } => channels::publish(hub, &channel, &message, mode),
         Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
         Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
         Request::Channels {} => channels::list(hub),

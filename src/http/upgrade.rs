@@ -22,10 +22,10 @@ use tokio_tungstenite::WebSocketStream;
 use super::{add_headers, empty, Body};
 use crate::config::Config;
 use crate::env::{request_vars, RequestEnv};
+use crate::hub::{ChannelName, Hub, Presence};
 use crate::peer::{client_text, Peer, PeerSocket};
 use crate::process::{SpawnSpec, Spawned};
 use crate::route;
-use crate::hub::{ChannelName, Hub, Presence};
 use crate::session::{self, Identity, Links, Refusal, Registration, SessionHandle};
 use crate::state::State;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::mailbox::{mailbox, Mailbox};
+use crate::mailbox::{mailbox, mailbox_weighed, Mailbox};
 
 pub use registry::{Registration, Registry, SessionHandle, Snapshot};
 pub use spawn::Refusal;
@@ -80,9 +80,10 @@ pub enum SessionCtl {
     Kill,
 }
 
-/// Injected messages a session holds for its client: bounds the memory a
-/// burst of broadcasts can take per slow client (the rest wait, then time
-/// out).
+/// Injected messages a session holds for its client from `send` and
+/// `broadcast`: bounds the memory a burst can take per slow client (the
+/// rest wait, then time out). Channel publishes, which never wait, have a
+/// bound of their own (`crate::hub`).
 const INJECT_QUEUE: usize = 64;
 
 /// Close and kill requests a session holds (they come once in its life).
@@ -113,7 +114,7 @@ pub struct Identity {
 /// The mailboxes and counters of a new session: its own ends, and the
 /// handle the registry keeps.
 pub fn links(identity: Identity) -> (Links, SessionHandle) {
-    let (inject_tx, inject) = mailbox(INJECT_QUEUE);
+    let (inject_tx, inject) = mailbox_weighed(INJECT_QUEUE, |m: &Message| m.len());
     let (control_tx, control) = mailbox(CONTROL_QUEUE);
     let stats = Arc::new(SessionStats::default());
     let handle = SessionHandle::new(identity, stats.clone(), inject_tx, control_tx);
