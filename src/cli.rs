@@ -55,6 +55,20 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub framed: bool,
 
+    /// Channel endpoints with no program: a client on /room is a member of
+    /// channel /room, and what it sends is published to every member.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub pubsub: bool,
+
+    /// With --pubsub: clients only listen; a message from one closes it
+    /// with 1008.
+    #[arg(long = "pubsub-readonly", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub pubsub_readonly: bool,
+
     /// Serve every executable in DIR as an endpoint (/chat runs DIR/chat).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

@@ -47,6 +47,11 @@ pub enum Endpoint {
     Command(CommandSpec),
     /// Every executable under a directory, found by path (`--dir`).
     Dir(PathBuf),
+    /// No program: every path is a channel endpoint (`--pubsub`).
+    PubSub {
+        /// Clients may not publish (`--pubsub-readonly`).
+        read_only: bool,
+    },
 }
 
 /// How messages map to the child's byte streams.
@@ -221,14 +226,28 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
         cli.dir.is_some(),
         cli.command.is_some(),
         !cli.program.is_empty(),
+        cli.pubsub,
     ];
+    if cli.pubsub_readonly && !cli.pubsub {
+        return Err(bad("--pubsub-readonly needs --pubsub"));
+    }
     match given.iter().filter(|g| **g).count() {
         0 if serves_http => return Ok(None),
         0 => return Err(bad(
-            "no program to run: give COMMAND [ARGS...], --command, --dir, --staticdir or --cgidir",
+            "no program to run: give COMMAND [ARGS...], --command, --dir, --pubsub, --staticdir or --cgidir",
         )),
         1 => {}
-        _ => return Err(bad("give only one of COMMAND, --command and --dir")),
+        _ => return Err(bad("give only one of COMMAND, --command, --dir and --pubsub")),
+    }
+    if cli.pubsub {
+        if cli.framed {
+            return Err(bad(
+                "--framed frames a program's stdin and stdout: --pubsub has none",
+            ));
+        }
+        return Ok(Some(Endpoint::PubSub {
+            read_only: cli.pubsub_readonly,
+        }));
     }
     if let Some(root) = existing_dir("--dir", cli.dir.as_ref())? {
         return Ok(Some(Endpoint::Dir(root)));

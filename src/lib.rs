@@ -12,6 +12,7 @@
 //!               console, redirect, metrics, conn
 //! state         the shared state, as a handle     (state.rs)
 //! control       protocol, commands, ctl client    (control/)
+//! pubsub        a channel session, no child       (pubsub.rs)
 //! hub           channels: members, publish        (hub.rs)
 //! bridge        the pump: supervisor, inbound,    (bridge/)
 //!               outbound, child output
@@ -48,6 +49,7 @@ pub mod peer;
 pub mod pipes;
 pub mod process;
 pub mod proxy;
+pub mod pubsub;
 pub mod route;
 pub mod server;
 pub mod session;

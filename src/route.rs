@@ -93,6 +93,8 @@ pub fn resolve_blocking(
             path_info: decode_lossy(raw_path)?,
         }),
         Endpoint::Dir(root) => resolve_in_dir(root, raw_path),
+        // Channel endpoints run nothing.
+        Endpoint::PubSub { .. } => Err(RouteError::NotFound),
     }
 }
 

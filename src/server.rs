@@ -129,6 +129,8 @@ fn describe(config: &Config) -> String {
     match &config.endpoint {
         Some(Endpoint::Command(spec)) => parts.push(format!("command {}", spec.program.display())),
         Some(Endpoint::Dir(dir)) => parts.push(format!("scripts in {}", dir.display())),
+        Some(Endpoint::PubSub { read_only: false }) => parts.push("channels".into()),
+        Some(Endpoint::PubSub { read_only: true }) => parts.push("channels, read-only".into()),
         None => {}
     }
     if let Some(dir) = &config.static_dir {

@@ -30,7 +30,7 @@ const STALL_PROBE: Duration = Duration::from_secs(1);
 
 /// Why the inbound direction stopped.
 #[derive(Debug)]
-pub(super) enum InEnd {
+pub(crate) enum InEnd {
     /// The client sent a close frame (its code, if any).
     ClientClosed(Option<u16>),
     /// The connection dropped without a close frame.
@@ -48,13 +48,13 @@ const BATCH: usize = 16 * 1024;
 const DIRECT: usize = 4096;
 
 /// What one item from the socket means for the pump.
-enum Step {
+pub(crate) enum Step {
     Data(Kind, Bytes),
     Skip,
     End(InEnd),
 }
 
-fn step(item: Option<Result<Message, WsError>>, mode: Mode, pong: &AtomicBool) -> Step {
+pub(crate) fn step(item: Option<Result<Message, WsError>>, mode: Mode, pong: &AtomicBool) -> Step {
     let msg = match item {
         None => return Step::End(InEnd::Gone),
         Some(Err(e)) => return Step::End(classify(e)),

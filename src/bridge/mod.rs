@@ -41,7 +41,8 @@ mod child_output;
 mod inbound;
 mod outbound;
 
-use inbound::{inbound, InEnd};
+use inbound::inbound;
+pub(crate) use inbound::{step, InEnd, Step};
 use outbound::{outbound, Command, OutEnd, Sources};
 
 /// How long we wait for the client's half of a close handshake, or for a
@@ -446,7 +447,8 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn frame(code: CloseCode, reason: &str) -> CloseFrame {
+/// A close frame, its reason cut to fit.
+pub(crate) fn frame(code: CloseCode, reason: &str) -> CloseFrame {
     // A close reason must fit in a control frame (125 bytes with the code).
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::channels;
-use super::protocol::{ErrorKind, Request, Response, SessionInfo, Stats};
+use super::protocol::{ErrorKind, Request, Response, SessionInfo, SessionKind, Stats};
 use super::Control;
 use crate::config::Mode;
 use crate::hub::Hub;
@@ -66,6 +66,10 @@ fn info(h: &SessionHandle, hub: &Hub) -> SessionInfo {
         id: h.id,
         remote: h.remote.clone(),
         path: h.path.clone(),
+        kind: match h.pid {
+            Some(_) => SessionKind::Process,
+            None => SessionKind::Pubsub,
+        },
         pid: h.pid,
         started: h
             .started

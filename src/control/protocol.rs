@@ -69,7 +69,10 @@ pub struct SessionInfo {
     pub id: u64,
     pub remote: String,
     pub path: String,
-    pub pid: u32,
+    /// What serves it: a program (`process`) or the channel alone (`pubsub`).
+    pub kind: SessionKind,
+    /// Its child's pid (`null` for `pubsub`).
+    pub pid: Option<u32>,
     /// Start time, seconds since the Unix epoch.
     pub started: u64,
     pub messages_in: u64,
@@ -79,6 +82,16 @@ pub struct SessionInfo {
     /// The channels it is a member of.
     #[serde(default)]
     pub channels: Vec<String>,
+}
+
+/// What serves a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// A child process per connection.
+    Process,
+    /// No process: a channel endpoint (`--pubsub`).
+    Pubsub,
 }
 
 /// One channel, as listed.

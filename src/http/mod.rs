@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 
 pub use response::{add_headers, empty, full, text, Body};
 
+use crate::config::Endpoint;
 use crate::peer::Peer;
 use crate::state::State;
 use static_files::StaticFiles;
@@ -112,6 +113,9 @@ impl Site {
             return files.serve(req).await;
         }
         if config.dev_console && response::is_read(req.method()) {
+            if matches!(config.endpoint, Some(Endpoint::PubSub { .. })) {
+                return console::page(); // every path is a channel
+            }
             return match crate::route::resolve(config.endpoint.as_ref(), req.uri().path()).await {
                 Ok(_) => console::page(),
                 Err(e) => text(e.status(), &format!("{e}\n")),

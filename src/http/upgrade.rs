@@ -20,11 +20,12 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{add_headers, empty, Body};
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::env::{request_vars, RequestEnv};
 use crate::hub::{ChannelName, Hub, Presence};
 use crate::peer::{client_text, Peer, PeerSocket};
 use crate::process::{SpawnSpec, Spawned};
+use crate::pubsub;
 use crate::route;
 use crate::session::{self, Identity, Links, Refusal, Registration, SessionHandle};
 use crate::state::State;
@@ -64,45 +65,48 @@ pub async fn upgrade(
         .origin
         .check(origin, host, https)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
-    let resolved = route::resolve(config.endpoint.as_ref(), req.uri().path())
-        .await
-        .map_err(|e| refuse(e.status(), e.to_string()))?;
-    let permit = state.fork_permit().map_err(|_| {
-        tracing::error!("--maxforks reached: upgrade refused");
-        refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many connections (--maxforks reached)",
-        )
-    })?;
+    let program = match &config.endpoint {
+        Some(Endpoint::PubSub { .. }) => None,
+        endpoint => Some(admit_program(endpoint.as_ref(), req.uri().path(), state).await?),
+    };
 
     let id = state.registry().next_id();
     let remote = addresses.remote_info(peer, req.headers()).await;
-    let vars = request_vars(&RequestEnv {
-        id: &id.to_string(),
-        method: req.method(),
-        uri: req.uri(),
-        version: req.version(),
-        headers: req.headers(),
-        remote: &remote,
-        tls: https,
-        local_port: peer.local_port(),
-        script_name: &resolved.script_name,
-        path_info: &resolved.path_info,
-    });
-    let spawned = session::spawn::spawn(&SpawnSpec {
-        program: &resolved.program,
-        args: &resolved.args,
-        env: [config.base_env.vars(), &vars],
-        // websocketd's WebSocket children share its working directory.
-        dir: None,
-    })
-    .await?;
+    let work = match program {
+        None => Work::Channel,
+        Some((resolved, permit)) => {
+            let vars = request_vars(&RequestEnv {
+                id: &id.to_string(),
+                method: req.method(),
+                uri: req.uri(),
+                version: req.version(),
+                headers: req.headers(),
+                remote: &remote,
+                tls: https,
+                local_port: peer.local_port(),
+                script_name: &resolved.script_name,
+                path_info: &resolved.path_info,
+            });
+            let spawned = session::spawn::spawn(&SpawnSpec {
+                program: &resolved.program,
+                args: &resolved.args,
+                env: [config.base_env.vars(), &vars],
+                // websocketd's WebSocket children share its working directory.
+                dir: None,
+            })
+            .await?;
+            Work::Program { spawned, permit }
+        }
+    };
 
     let identity = Identity {
         id,
         remote: client_text(peer, &remote),
         path: req.uri().path().to_owned(),
-        pid: spawned.child.pid(),
+        pid: match &work {
+            Work::Program { spawned, .. } => Some(spawned.child.pid()),
+            Work::Channel => None,
+        },
     };
     // Registered before the 101 goes out: a client that has its answer is
     // already reachable by `wspipe ctl` (messages wait in its mailbox).
@@ -113,16 +117,48 @@ pub async fn upgrade(
         links,
         registration: state.registry().register(handle),
         presence,
-        permit,
         socket: peer.socket(),
     };
     let on_upgrade = hyper::upgrade::on(req);
     // The session's future itself, not wrapped in another async block:
     // that would hold a second copy of what it moves in, for the
     // session's whole life (400 bytes per connection).
-    let run = session.run(on_upgrade, spawned, state.clone());
+    let run = session.run(on_upgrade, work, state.clone());
     state.shutdown().spawn(run);
     Ok(switching_protocols(&key, config))
+}
+
+/// The program a path runs, and its `--maxforks` slot.
+async fn admit_program(
+    endpoint: Option<&Endpoint>,
+    path: &str,
+    state: &State,
+) -> Result<(route::Resolved, Option<OwnedSemaphorePermit>), Refusal> {
+    let resolved = route::resolve(endpoint, path)
+        .await
+        .map_err(|e| refuse(e.status(), e.to_string()))?;
+    let permit = state.fork_permit().map_err(|_| {
+        tracing::error!("--maxforks reached: upgrade refused");
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections (--maxforks reached)",
+        )
+    })?;
+    Ok((resolved, permit))
+}
+
+/// What serves a session.
+// Moved once into the session's task and kept there: boxing the big
+// variant would only add an allocation per session.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    /// A child process, and its `--maxforks` slot (held until it is reaped).
+    Program {
+        spawned: Spawned,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// Nothing but its channel (`--pubsub`).
+    Channel,
 }
 
 /// Makes the session present in the hub, a member of the channel of its
@@ -199,31 +235,31 @@ struct Session {
     registration: Registration,
     /// Keeps it in its channels until it ends.
     presence: Presence,
-    /// The `--maxforks` slot, held until the child is reaped.
-    permit: Option<OwnedSemaphorePermit>,
     socket: Option<PeerSocket>,
 }
 
 impl Session {
-    /// Runs the bridge once the upgrade completes, with an access line at
+    /// Runs the session once the upgrade completes, with an access line at
     /// each end; a failed upgrade just ends the child.
-    async fn run(self, on_upgrade: OnUpgrade, mut spawned: Spawned, state: State) {
+    async fn run(self, on_upgrade: OnUpgrade, work: Work, state: State) {
         let Session {
             identity,
             links,
             registration,
             presence,
-            permit,
             socket,
         } = self;
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
+        let upgraded = match (on_upgrade.await, work) {
+            (Ok(upgraded), work) => (upgraded, work),
+            (Err(e), work) => {
                 tracing::debug!("upgrade failed: {e}");
-                spawned.child.terminate(state.config().close_grace).await;
+                if let Work::Program { mut spawned, .. } = work {
+                    spawned.child.terminate(state.config().close_grace).await;
+                }
                 return;
             }
         };
+        let (upgraded, work) = upgraded;
         let io = TokioIo::new(upgraded);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(state.ws_config())).await;
         let Identity {
@@ -235,8 +271,33 @@ impl Session {
         let id = id.to_string();
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         let started = Instant::now();
-        let opts = state.bridge_options();
-        let end = crate::bridge::run(ws, spawned, opts, state.shutdown(), &id, links, socket).await;
+        let (exit, close_code, cause) = match work {
+            Work::Program { spawned, permit } => {
+                let opts = state.bridge_options();
+                let end =
+                    crate::bridge::run(ws, spawned, opts, state.shutdown(), &id, links, socket)
+                        .await;
+                // The child is reaped: its slot goes.
+                drop(permit);
+                (end.exit.to_string(), end.close_code, end.cause)
+            }
+            Work::Channel => {
+                let config = state.config();
+                let opts = pubsub::Options {
+                    mode: config.mode,
+                    ping: config.ping,
+                    read_only: matches!(
+                        config.endpoint,
+                        Some(Endpoint::PubSub { read_only: true })
+                    ),
+                    hub: state.hub(),
+                    channel: ChannelName::parse(path).ok(),
+                    shutdown: state.shutdown(),
+                };
+                let end = pubsub::run(ws, opts, links).await;
+                ("-".to_owned(), end.close_code, end.cause)
+            }
+        };
         tracing::info!(
             target: "wspipe::access",
             id = %id,
@@ -244,13 +305,12 @@ impl Session {
             path = %path,
             pid,
             duration = ?started.elapsed(),
-            exit = %end.exit,
-            close = end.close_code.map(i32::from).unwrap_or(-1),
-            cause = end.cause,
+            exit = %exit,
+            close = close_code.map(i32::from).unwrap_or(-1),
+            cause = cause,
             "disconnect"
         );
-        // The child is reaped: its slot, its channels and its listing go.
-        drop(permit);
+        // Its channels and its listing go.
         drop(presence);
         drop(registration);
     }

@@ -107,8 +107,8 @@ pub struct Identity {
     pub remote: String,
     /// The URL path it connected to.
     pub path: String,
-    /// Its child's pid.
-    pub pid: u32,
+    /// Its child's pid; `None` for a channel endpoint, which has none.
+    pub pid: Option<u32>,
 }
 
 /// The mailboxes and counters of a new session: its own ends, and the

@@ -23,7 +23,8 @@ pub struct SessionHandle {
     pub id: u64,
     pub remote: String,
     pub path: String,
-    pub pid: u32,
+    /// Its child's pid; `None` for a channel endpoint.
+    pub pid: Option<u32>,
     pub started: SystemTime,
     pub stats: Arc<SessionStats>,
     /// Messages to deliver to the client, in order with the child's lines.
@@ -213,7 +214,7 @@ mod tests {
             id,
             remote: "127.0.0.1:1".into(),
             path: path.into(),
-            pid: 1,
+            pid: Some(1),
         };
         (
             SessionHandle::new(identity, Arc::default(), inject, control),

@@ -1,0 +1,212 @@
+//! A channel endpoint (`--pubsub`): a session with no child process.
+//!
+//! The client is a member of the channel of its URL path (made so by the
+//! upgrade, like every session). What it sends is published to that
+//! channel, the sender included: a chat room in which everyone, the author
+//! too, sees every line in the one order the hub gave them. What members
+//! are sent comes from the session's queue (publishes, `ctl send`), fed to
+//! the socket as it takes them; a client that reads slowly loses the
+//! oldest of its queued publishes (see [`crate::hub`]), never holding up
+//! the others. With `--pubsub-readonly` a client message closes the
+//! connection with 1008 (policy violation).
+//!
+//! Pings (`--pingms`), `ctl close` / `ctl kill` and server shutdown end a
+//! session as they end any other.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::bridge::{frame, step, InEnd, Step, CLOSE_TIMEOUT};
+use crate::config::Mode;
+use crate::frames::Kind;
+use crate::hub::{ChannelName, Hub};
+use crate::session::{Links, SessionCtl};
+use crate::shutdown::Shutdown;
+
+/// What a channel session needs to know.
+#[derive(Debug)]
+pub struct Options<'a> {
+    /// Text or binary: how client messages may come and publishes go out.
+    pub mode: Mode,
+    pub ping: Option<Duration>,
+    /// Clients may not publish.
+    pub read_only: bool,
+    pub hub: &'a Hub,
+    /// Where client messages are published; `None` when the URL path names
+    /// no channel (then client messages go nowhere).
+    pub channel: Option<ChannelName>,
+    pub shutdown: &'a Shutdown,
+}
+
+/// How a channel session ended, for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct End {
+    /// The close code we sent, or else the one the client sent.
+    pub close_code: Option<u16>,
+    pub cause: &'static str,
+}
+
+type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+
+/// Runs a channel session until its client goes or it is closed.
+pub async fn run<S>(ws: WebSocketStream<S>, opts: Options<'_>, links: Links) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Links {
+        mut inject,
+        mut control,
+        stats,
+    } = links;
+    let (mut sink, mut stream) = ws.split();
+    let pong = AtomicBool::new(false);
+    let mut ping = opts.ping.map(|period| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
+    let mut awaiting_pong = false;
+    let mut pending: Option<Message> = None;
+    let mut unflushed = false;
+    loop {
+        if pending.is_none() {
+            pending = inject.try_recv();
+        }
+        let idle = pending.is_none() && !unflushed;
+        tokio::select! {
+            biased;
+            ctl = control.recv() => {
+                let (frame, cause) = match ctl {
+                    SessionCtl::Close(frame) => (frame, "closed by control"),
+                    SessionCtl::Kill => (frame(CloseCode::Normal, ""), "killed by control"),
+                };
+                return close(sink, stream, frame, cause).await;
+            }
+            () = opts.shutdown.cancelled() => {
+                let away = frame(CloseCode::Away, "server shutting down");
+                return close(sink, stream, away, "server shutting down").await;
+            }
+            _ = tick(ping.as_mut()) => {
+                if awaiting_pong && !pong.swap(false, Ordering::Relaxed) {
+                    return End { close_code: None, cause: "client missed a pong" };
+                }
+                pong.store(false, Ordering::Relaxed);
+                awaiting_pong = true;
+                // Ahead of queued publishes: a ping is tiny and time-bound.
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return gone();
+                }
+            }
+            item = stream.next() => match step(item, opts.mode, &pong) {
+                Step::Skip => {}
+                Step::Data(..) if opts.read_only => {
+                    let refused = frame(CloseCode::Policy, "this endpoint is read-only");
+                    return close(sink, stream, refused, "client wrote to a read-only endpoint").await;
+                }
+                Step::Data(kind, data) => {
+                    stats.count_in(data.len());
+                    if let Some(channel) = &opts.channel {
+                        opts.hub.publish(channel, message(kind, data));
+                    }
+                }
+                Step::End(InEnd::ClientClosed(code)) => {
+                    // tungstenite has queued the reply: have it flushed.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+                    return End { close_code: code, cause: "client closed" };
+                }
+                Step::End(InEnd::Gone) => return gone(),
+                Step::End(InEnd::Violation(code, reason)) => {
+                    return close(sink, stream, frame(code, reason), reason).await;
+                }
+            },
+            // Feed the pending message once the sink has room, or flush
+            // once nothing is pending.
+            progress = std::future::poll_fn(|cx| {
+                if pending.is_some() {
+                    sink.poll_ready_unpin(cx)
+                } else {
+                    sink.poll_flush_unpin(cx)
+                }
+            }), if !idle => {
+                let sent = progress.and_then(|()| match pending.take() {
+                    Some(msg) => {
+                        stats.count_out(msg.len());
+                        sink.start_send_unpin(msg).map(|()| true)
+                    }
+                    None => Ok(false),
+                });
+                match sent {
+                    Ok(fed) => unflushed = fed,
+                    Err(_) => return gone(),
+                }
+            }
+            () = inject.ready(), if idle => {}
+        }
+    }
+}
+
+/// A client message as the channel passes it on: its type is kept.
+fn message(kind: Kind, data: Bytes) -> Message {
+    match kind {
+        // The bytes came from a text frame, which tungstenite checked:
+        // the conversion back costs no copy and cannot fail.
+        Kind::Text => match Utf8Bytes::try_from(data.clone()) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Binary(data),
+        },
+        Kind::Binary => Message::Binary(data),
+    }
+}
+
+fn gone() -> End {
+    End {
+        close_code: None,
+        cause: "client disconnected",
+    }
+}
+
+/// Sends `frame` and waits (bounded) for the client's answer.
+async fn close<S>(
+    mut sink: Sink<S>,
+    mut stream: SplitStream<WebSocketStream<S>>,
+    frame: CloseFrame,
+    cause: &'static str,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let code = u16::from(frame.code);
+    let sent = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame))));
+    if matches!(sent.await, Ok(Ok(()))) {
+        let answer = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, answer).await;
+    }
+    End {
+        close_code: Some(code),
+        cause,
+    }
+}
+
+async fn tick(timer: Option<&mut tokio::time::Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
