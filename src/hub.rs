@@ -121,6 +121,23 @@ struct Member {
 struct Inner {
     channels: BTreeMap<ChannelName, Channel>,
     members: HashMap<u64, Member>,
+    /// Since start, over every channel (they outlive the channels).
+    totals: Totals,
+}
+
+/// The hub's counters, for `ctl stats` and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Channels now.
+    pub channels: u64,
+    /// Memberships now (a session in two channels counts twice).
+    pub members: u64,
+    /// Messages published since start.
+    pub published: u64,
+    /// Copies handed to members' queues since start.
+    pub delivered: u64,
+    /// Queued messages slow members lost since start.
+    pub dropped: u64,
 }
 
 /// All channels and their members.
@@ -226,7 +243,25 @@ impl Hub {
         }
         ch.published += 1;
         ch.dropped += delivery.dropped;
+        let totals = &mut inner.totals;
+        totals.published += 1;
+        totals.delivered += delivery.delivered;
+        totals.dropped += delivery.dropped;
         delivery
+    }
+
+    /// The counters now.
+    pub fn totals(&self) -> Totals {
+        let inner = self.lock();
+        Totals {
+            channels: inner.channels.len() as u64,
+            members: inner
+                .channels
+                .values()
+                .map(|c| c.members.len() as u64)
+                .sum(),
+            ..inner.totals
+        }
     }
 
     /// Every channel, by name.
@@ -333,6 +368,12 @@ mod tests {
         assert_eq!(got.len(), total, "the reader lost nothing");
         let info = &hub.channels()[0];
         assert_eq!((info.published, info.dropped), (total as u64, 10));
+        let t = hub.totals();
+        assert_eq!((t.channels, t.members), (1, 2));
+        assert_eq!(
+            (t.published, t.delivered, t.dropped),
+            (total as u64, 2 * total as u64, 10)
+        );
     }
 
     #[test]

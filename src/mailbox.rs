@@ -7,7 +7,7 @@
 //! mutex (which allocates only when something is posted) and a `Notify`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -30,6 +30,8 @@ struct Inner<T> {
     /// Set when the receiving end is dropped.
     closed: AtomicBool,
     capacity: usize,
+    /// Items dropped by evicting posts, for the counters.
+    evicted: AtomicU64,
     /// Posters waiting in `post_timeout` for room, so tests can tell that
     /// a poster really waited rather than found room at once.
     #[cfg(test)]
@@ -83,6 +85,7 @@ pub fn mailbox_weighed<T>(capacity: usize, weigh: fn(&T) -> usize) -> (Poster<T>
         room: Notify::new(),
         closed: AtomicBool::new(false),
         capacity,
+        evicted: AtomicU64::new(0),
         #[cfg(test)]
         waiting: std::sync::atomic::AtomicUsize::new(0),
     });
@@ -153,8 +156,16 @@ impl<T> Poster<T> {
                 }
             }
         }
+        if evicted > 0 {
+            self.0.evicted.fetch_add(evicted, Ordering::Relaxed);
+        }
         self.0.ready.notify_one();
         Ok(evicted)
+    }
+
+    /// Items evicting posts have dropped so far.
+    pub fn evicted(&self) -> u64 {
+        self.0.evicted.load(Ordering::Relaxed)
     }
 
     /// True once the receiver is gone.
@@ -342,6 +353,7 @@ mod tests {
         assert_eq!(tx.post_evicting("ccc".into(), bound), Ok(0));
         assert_eq!(tx.post_evicting("d".into(), bound), Ok(1), "four items");
         assert_eq!(tx.post_evicting("eeeeeee".into(), bound), Ok(2), "bytes");
+        assert_eq!(tx.evicted(), 3);
         assert_eq!(rx.recv().await, "d");
         assert_eq!(rx.recv().await, "eeeeeee");
         assert!(rx.is_empty());

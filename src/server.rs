@@ -78,8 +78,11 @@ async fn start_metrics(state: &State, files: &mut SocketFiles) -> anyhow::Result
         }
     };
     let shutdown = state.shutdown().clone();
-    let registry = state.registry().clone();
-    shutdown.spawn(net::serve_metrics(listener, registry, shutdown.clone()));
+    let counters = net::Counters {
+        registry: state.registry().clone(),
+        hub: state.hub().clone(),
+    };
+    shutdown.spawn(net::serve_metrics(listener, counters, shutdown.clone()));
     Ok(())
 }
 

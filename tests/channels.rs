@@ -248,5 +248,24 @@ async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
         channels[0]["dropped"].as_u64().unwrap() > 0,
         "24 MB for a client that reads nothing: some must go ({channels})"
     );
+    // Counted against the stalled session only, and in the totals.
+    let list = hub.json(&["list", "--json"]);
+    let dropped: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["dropped"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dropped.iter().filter(|d| **d > 0).count(), 1, "{list}");
+    assert_eq!(dropped.iter().sum::<u64>(), channels[0]["dropped"].as_u64().unwrap());
+    let stats = hub.json(&["stats", "--json"]);
+    assert_eq!(stats["published_total"], count);
+    assert_eq!(stats["channels"], 1);
+    assert_eq!(stats["channel_members"], 2);
+    assert_eq!(
+        stats["delivered_total"].as_u64().unwrap(),
+        2 * count as u64,
+        "every publish reached both queues"
+    );
     drop(stalled);
 }

@@ -408,8 +408,9 @@ fn table(sessions: &[SessionInfo], now: u64) -> String {
         "MSG_OUT",
         "BYTES_IN",
         "BYTES_OUT",
+        "DROPPED",
     ];
-    let rows: Vec<[String; 9]> = sessions
+    let rows: Vec<[String; 10]> = sessions
         .iter()
         .map(|s| {
             [
@@ -422,6 +423,7 @@ fn table(sessions: &[SessionInfo], now: u64) -> String {
                 s.messages_out.to_string(),
                 s.bytes_in.to_string(),
                 s.bytes_out.to_string(),
+                s.dropped.to_string(),
             ]
         })
         .collect();
@@ -467,17 +469,22 @@ fn channels_table(channels: &[ChannelEntry]) -> String {
 }
 
 fn stats_text(s: &Stats) -> String {
-    format!(
-        "connections: {}\nconnections_total: {}\nrefused_total: {}\nmessages_in: {}\nmessages_out: {}\nbytes_in: {}\nbytes_out: {}\nuptime_seconds: {}\n",
-        s.connections,
-        s.connections_total,
-        s.refused_total,
-        s.messages_in,
-        s.messages_out,
-        s.bytes_in,
-        s.bytes_out,
-        s.uptime_seconds
-    )
+    let rows = [
+        ("connections", s.connections),
+        ("connections_total", s.connections_total),
+        ("refused_total", s.refused_total),
+        ("messages_in", s.messages_in),
+        ("messages_out", s.messages_out),
+        ("bytes_in", s.bytes_in),
+        ("bytes_out", s.bytes_out),
+        ("uptime_seconds", s.uptime_seconds),
+        ("channels", s.channels),
+        ("channel_members", s.channel_members),
+        ("published_total", s.published_total),
+        ("delivered_total", s.delivered_total),
+        ("dropped_total", s.dropped_total),
+    ];
+    rows.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }
 
 #[cfg(test)]
@@ -498,6 +505,7 @@ mod tests {
             bytes_in: 3,
             bytes_out: 4,
             channels: vec!["/chat".into()],
+            dropped: 0,
         };
         let t = table(&[s], 130);
         let lines: Vec<&str> = t.lines().collect();

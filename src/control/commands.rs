@@ -32,7 +32,7 @@ pub async fn dispatch(req: Request, control: &Control) -> Response {
         }
         Request::Close { id, code, reason } => close(registry, id, code, reason),
         Request::Kill { id } => kill(registry, id),
-        Request::Stats {} => stats(registry),
+        Request::Stats {} => stats(registry, hub),
         Request::Publish { channel, message } => channels::publish(hub, &channel, &message, mode),
         Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
         Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
@@ -85,6 +85,7 @@ fn info(h: &SessionHandle, hub: &Hub) -> SessionInfo {
             .iter()
             .map(|c| c.as_str().to_owned())
             .collect(),
+        dropped: h.inject.evicted(),
     }
 }
 
@@ -173,9 +174,10 @@ fn control(h: &SessionHandle, request: SessionCtl) -> Response {
     }
 }
 
-fn stats(registry: &Registry) -> Response {
+fn stats(registry: &Registry, hub: &Hub) -> Response {
     let snap = registry.snapshot();
     let t = snap.traffic;
+    let h = hub.totals();
     Response {
         stats: Some(Stats {
             connections: snap.live,
@@ -186,6 +188,11 @@ fn stats(registry: &Registry) -> Response {
             bytes_in: t.bytes_in,
             bytes_out: t.bytes_out,
             uptime_seconds: snap.uptime.as_secs(),
+            channels: h.channels,
+            channel_members: h.members,
+            published_total: h.published,
+            delivered_total: h.delivered,
+            dropped_total: h.dropped,
         }),
         ..Response::ok()
     }

@@ -7,10 +7,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry as Metrics;
 
+use crate::hub::Hub;
 use crate::session::Registry;
 
 /// The current statistics as OpenMetrics text.
-pub fn render(registry: &Registry) -> String {
+pub fn render(registry: &Registry, hub: &Hub) -> String {
     let mut m = Metrics::with_prefix("wspipe");
     let gauge = |m: &mut Metrics, name: &str, help: &str, value: u64| {
         let g: Gauge = Gauge::default();
@@ -52,6 +53,27 @@ pub fn render(registry: &Registry) -> String {
         "Seconds since start",
         snap.uptime.as_secs(),
     );
+    let h = hub.totals();
+    gauge(&mut m, "channels", "Channels with members", h.channels);
+    gauge(&mut m, "channel_members", "Channel memberships", h.members);
+    counter(
+        &mut m,
+        "published",
+        "Messages published to channels",
+        h.published,
+    );
+    counter(
+        &mut m,
+        "delivered",
+        "Published messages handed to members",
+        h.delivered,
+    );
+    counter(
+        &mut m,
+        "dropped",
+        "Published messages slow members lost",
+        h.dropped,
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m);
@@ -67,13 +89,16 @@ mod tests {
         let registry = Registry::default();
         registry.count_refused();
         registry.count_refused();
-        let text = render(&registry);
+        let text = render(&registry, &Hub::default());
         for line in [
             "wspipe_connections 0",
             "wspipe_connections_opened_total 0",
             "wspipe_upgrades_refused_total 2",
             "wspipe_messages_in_total 0",
             "wspipe_bytes_out_total 0",
+            "wspipe_channels 0",
+            "wspipe_published_total 0",
+            "wspipe_dropped_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -82,6 +82,9 @@ pub struct SessionInfo {
     /// The channels it is a member of.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Published messages it lost because its client read too slowly.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// What serves a session.
@@ -120,6 +123,21 @@ pub struct Stats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub uptime_seconds: u64,
+    /// Channels now.
+    #[serde(default)]
+    pub channels: u64,
+    /// Channel memberships now.
+    #[serde(default)]
+    pub channel_members: u64,
+    /// Messages published to channels since start.
+    #[serde(default)]
+    pub published_total: u64,
+    /// Copies of them handed to members since start.
+    #[serde(default)]
+    pub delivered_total: u64,
+    /// Copies slow members lost since start.
+    #[serde(default)]
+    pub dropped_total: u64,
 }
 
 /// A response; fields that do not apply are left out.

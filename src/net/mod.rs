@@ -21,6 +21,7 @@ use crate::control::listener::MAX_CLIENTS;
 use crate::control::Control;
 use crate::http::conn::{self, HEADER_READ_TIMEOUT};
 use crate::http::Site;
+use crate::hub::Hub;
 use crate::peer::{Peer, Watched};
 use crate::session::Registry;
 use crate::shutdown::Shutdown;
@@ -184,25 +185,33 @@ impl MetricsListener {
 }
 
 /// Serves `--metrics`.
-pub async fn serve_metrics(listener: MetricsListener, registry: Arc<Registry>, shutdown: Shutdown) {
+pub async fn serve_metrics(listener: MetricsListener, counters: Counters, shutdown: Shutdown) {
     accept_loop(
         &shutdown,
         None,
         || listener.accept(),
         |stream, _| {
-            shutdown.spawn(serve_scrape(stream, registry.clone(), shutdown.clone()));
+            shutdown.spawn(serve_scrape(stream, counters.clone(), shutdown.clone()));
         },
     )
     .await;
 }
 
+/// Where the metrics come from.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub registry: Arc<Registry>,
+    pub hub: Arc<Hub>,
+}
+
 /// One connection to the metrics listener.
-async fn serve_scrape<IO>(io: IO, registry: Arc<Registry>, shutdown: Shutdown)
+async fn serve_scrape<IO>(io: IO, counters: Counters, shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let response = crate::http::metrics::respond(req.method(), &registry);
+        let response =
+            crate::http::metrics::respond(req.method(), &counters.registry, &counters.hub);
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
     conn::serve(io, service, &shutdown).await;
