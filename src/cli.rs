@@ -210,6 +210,18 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR|PATH")]
     pub metrics: Option<String>,
 
+    /// Take channel publishes over HTTP (POST /CHANNEL, the body is the
+    /// message) on HOST:PORT or a Unix socket PATH (a value with a '/', or
+    /// unix:PATH). A TCP address must be loopback unless --publish-token is
+    /// given.
+    #[arg(long, value_name = "ADDR|PATH")]
+    pub publish: Option<String>,
+
+    /// A file holding the token --publish requires as
+    /// "Authorization: Bearer TOKEN".
+    #[arg(long = "publish-token", value_name = "FILE")]
+    pub publish_token: Option<PathBuf>,
+
     /// Permission bits of the control socket, in octal.
     #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]
     pub control_mode: String,

@@ -119,6 +119,32 @@ pub struct Config {
     pub redirect_port: Option<u16>,
     /// `--metrics`: where statistics are served.
     pub metrics: Option<Listen>,
+    /// `--publish`: where channel publishes are taken over HTTP.
+    pub publish: Option<PublishListen>,
+}
+
+/// Where HTTP publishes are taken, and the token they must carry.
+#[derive(Debug, Clone)]
+pub struct PublishListen {
+    pub listen: Listen,
+    pub token: Option<Token>,
+}
+
+/// A secret a request must present (`--publish-token`). Its Debug output
+/// hides it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
 }
 
 /// Where the control socket lives and who may use it.
@@ -203,6 +229,7 @@ impl Config {
                 .as_deref()
                 .map(|value| addr_or_path("--metrics", value))
                 .transpose()?,
+            publish: publish(&cli)?,
         })
     }
 }
@@ -340,6 +367,39 @@ fn listen(cli: &Cli) -> Result<Vec<Listen>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+fn publish(cli: &Cli) -> Result<Option<PublishListen>, ConfigError> {
+    let token = match &cli.publish_token {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("--publish-token {}: {e}", path.display())))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(bad(format!(
+                    "--publish-token {}: the file is empty",
+                    path.display()
+                )));
+            }
+            Some(Token(token.to_owned()))
+        }
+    };
+    let Some(value) = &cli.publish else {
+        if token.is_some() {
+            return Err(bad("--publish-token needs --publish"));
+        }
+        return Ok(None);
+    };
+    let listen = addr_or_path("--publish", value)?;
+    if let Listen::Tcp(addr) = listen {
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(bad(format!(
+                "--publish {value}: not a loopback address; give --publish-token FILE to take publishes from the network"
+            )));
+        }
+    }
+    Ok(Some(PublishListen { listen, token }))
 }
 
 /// An `ADDR|PATH` flag's value: a value with a `/` (or starting `unix:`) is

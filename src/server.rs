@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::config::{Config, Endpoint, Listen};
 use crate::http::Site;
-use crate::net::{self, MetricsListener, SocketFiles};
+use crate::net::{self, SideListener, SocketFiles};
 use crate::state::State;
 
 /// Binds every listener, serves until SIGTERM/SIGINT, then shuts down.
@@ -33,6 +33,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> anyhow::Re
     let mut files = SocketFiles::default();
     start_control(&state, &mut files)?;
     start_metrics(&state, &mut files).await?;
+    start_publish(&state, &mut files).await?;
     start_public(&state, &mut files).await?;
     crate::limits::report(state.config().max_forks);
     stop.await;
@@ -69,12 +70,12 @@ async fn start_metrics(state: &State, files: &mut SocketFiles) -> anyhow::Result
         Some(Listen::Tcp(addr)) => {
             let listener = net::bind_tcp(*addr).await?;
             tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-            MetricsListener::Tcp(listener)
+            SideListener::Tcp(listener)
         }
         Some(Listen::Unix(path)) => {
             let listener = net::bind_unix(path, files)?;
             tracing::info!("metrics on unix:{}", path.display());
-            MetricsListener::Unix(listener)
+            SideListener::Unix(listener)
         }
     };
     let shutdown = state.shutdown().clone();
@@ -83,6 +84,28 @@ async fn start_metrics(state: &State, files: &mut SocketFiles) -> anyhow::Result
         hub: state.hub().clone(),
     };
     shutdown.spawn(net::serve_metrics(listener, counters, shutdown.clone()));
+    Ok(())
+}
+
+async fn start_publish(state: &State, files: &mut SocketFiles) -> anyhow::Result<()> {
+    let Some(publish) = &state.config().publish else {
+        return Ok(());
+    };
+    let listener = match &publish.listen {
+        Listen::Tcp(addr) => {
+            let listener = net::bind_tcp(*addr).await?;
+            tracing::info!("publish on http://{}/CHANNEL", listener.local_addr()?);
+            SideListener::Tcp(listener)
+        }
+        Listen::Unix(path) => {
+            let listener = net::bind_unix(path, files)?;
+            tracing::info!("publish on unix:{}", path.display());
+            SideListener::Unix(listener)
+        }
+    };
+    state
+        .shutdown()
+        .spawn(net::serve_publish(listener, state.clone()));
     Ok(())
 }
 

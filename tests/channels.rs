@@ -257,7 +257,10 @@ async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
         .map(|s| s["dropped"].as_u64().unwrap())
         .collect();
     assert_eq!(dropped.iter().filter(|d| **d > 0).count(), 1, "{list}");
-    assert_eq!(dropped.iter().sum::<u64>(), channels[0]["dropped"].as_u64().unwrap());
+    assert_eq!(
+        dropped.iter().sum::<u64>(),
+        channels[0]["dropped"].as_u64().unwrap()
+    );
     let stats = hub.json(&["stats", "--json"]);
     assert_eq!(stats["published_total"], count);
     assert_eq!(stats["channels"], 1);

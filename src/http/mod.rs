@@ -9,13 +9,15 @@
 //!                                  endpoint") or 405
 //! ```
 //!
-//! `conn` serves one connection with hyper (also for `--redirport` and
-//! `--metrics`), `response` holds the helpers every answer is built with.
+//! `conn` serves one connection with hyper (also for `--redirport`,
+//! `--metrics` and `--publish`), `response` holds the helpers every answer
+//! is built with.
 
 pub mod cgi;
 pub mod conn;
 pub mod console;
 pub mod metrics;
+pub mod publish;
 pub mod redirect;
 pub mod response;
 pub mod static_files;

@@ -25,6 +25,7 @@ use crate::hub::Hub;
 use crate::peer::{Peer, Watched};
 use crate::session::Registry;
 use crate::shutdown::Shutdown;
+use crate::state::State;
 
 /// How long to pause accepting when the system is out of descriptors or
 /// memory: long enough not to spin, short enough to resume at once.
@@ -169,23 +170,23 @@ pub async fn serve_redirect(listener: TcpListener, port: u16, https: bool, shutd
     .await;
 }
 
-/// Where `--metrics` listens.
-pub enum MetricsListener {
+/// Where a side door (`--metrics`, `--publish`) listens.
+pub enum SideListener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
-impl MetricsListener {
+impl SideListener {
     async fn accept(&self) -> std::io::Result<Either<TcpStream, UnixStream>> {
         Ok(match self {
-            MetricsListener::Tcp(l) => Either::Left(l.accept().await?.0),
-            MetricsListener::Unix(l) => Either::Right(l.accept().await?.0),
+            SideListener::Tcp(l) => Either::Left(l.accept().await?.0),
+            SideListener::Unix(l) => Either::Right(l.accept().await?.0),
         })
     }
 }
 
 /// Serves `--metrics`.
-pub async fn serve_metrics(listener: MetricsListener, counters: Counters, shutdown: Shutdown) {
+pub async fn serve_metrics(listener: SideListener, counters: Counters, shutdown: Shutdown) {
     accept_loop(
         &shutdown,
         None,
@@ -215,6 +216,35 @@ where
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
     conn::serve(io, service, &shutdown).await;
+}
+
+/// Serves `--publish`: channel publishes over HTTP.
+pub async fn serve_publish(listener: SideListener, state: State) {
+    let shutdown = state.shutdown().clone();
+    accept_loop(
+        &shutdown,
+        None,
+        || listener.accept(),
+        |stream, _| {
+            let state = state.clone();
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move {
+                    let config = state.config();
+                    let publisher = crate::http::publish::Publisher {
+                        hub: state.hub(),
+                        mode: config.mode,
+                        max_message: config.max_message,
+                        token: config.publish.as_ref().and_then(|p| p.token.as_ref()),
+                    };
+                    Ok::<_, std::convert::Infallible>(publisher.handle(req).await)
+                }
+            });
+            let s = shutdown.clone();
+            shutdown.spawn(async move { conn::serve(stream, service, &s).await });
+        },
+    )
+    .await;
 }
 
 /// Serves the control socket, at most [`MAX_CLIENTS`] connections at once.
