@@ -69,6 +69,13 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub pubsub_readonly: bool,
 
+    /// What happens to a client too slow for its channels: "drop" (its
+    /// oldest queued messages go, counted) or "close" (it is closed with
+    /// 1008).
+    #[arg(long = "channel-overflow", value_name = "POLICY", default_value = "drop",
+          value_parser = ["drop", "close"])]
+    pub channel_overflow: String,
+
     /// Serve every executable in DIR as an endpoint (/chat runs DIR/chat).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

@@ -121,6 +121,18 @@ pub struct Config {
     pub metrics: Option<Listen>,
     /// `--publish`: where channel publishes are taken over HTTP.
     pub publish: Option<PublishListen>,
+    /// `--channel-overflow`: what a full channel queue does.
+    pub overflow: Overflow,
+}
+
+/// What a publish does for a member whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop the oldest queued messages to make room (counted).
+    #[default]
+    Drop,
+    /// Close the client (1008); it gets no more messages.
+    Close,
 }
 
 /// Where HTTP publishes are taken, and the token they must carry.
@@ -230,6 +242,10 @@ impl Config {
                 .map(|value| addr_or_path("--metrics", value))
                 .transpose()?,
             publish: publish(&cli)?,
+            overflow: match cli.channel_overflow.as_str() {
+                "close" => Overflow::Close,
+                _ => Overflow::Drop,
+            },
         })
     }
 }

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::config::Overflow;
 use crate::mailbox::{Bound, PostError, Poster};
+use crate::session::SessionCtl;
 
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL: usize = 1024;
@@ -98,6 +100,17 @@ pub struct ChannelInfo {
     pub dropped: u64,
 }
 
+/// What one member did with a published message.
+enum Offer {
+    Taken,
+    /// Taken, its oldest `n` queued messages dropped for it.
+    TakenDropping(u64),
+    /// Not taken: the client is too slow and is being closed.
+    Refused,
+    /// The session is ending.
+    Gone,
+}
+
 /// No session with that id is present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotPresent;
@@ -113,6 +126,11 @@ struct Channel {
 struct Member {
     /// The session's queue of messages for its client.
     poster: Poster<Message>,
+    /// Its supervisor's requests, to close a client too slow for
+    /// [`Overflow::Close`].
+    control: Poster<SessionCtl>,
+    /// Asked to close: it gets no more messages.
+    closing: bool,
     /// The channels it is in, so that leaving is cheap.
     channels: BTreeSet<ChannelName>,
 }
@@ -144,6 +162,8 @@ pub struct Totals {
 #[derive(Debug, Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// What a full member queue does (`--channel-overflow`).
+    overflow: Overflow,
 }
 
 /// A session's presence in the hub: while it lives the session can be
@@ -185,10 +205,25 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes session `id` present, delivering to `poster`.
-    pub fn enter(self: &Arc<Self>, id: u64, poster: Poster<Message>) -> Presence {
+    pub fn new(overflow: Overflow) -> Self {
+        Hub {
+            inner: Mutex::default(),
+            overflow,
+        }
+    }
+
+    /// Makes session `id` present, delivering to `poster`; `control`
+    /// reaches its supervisor.
+    pub fn enter(
+        self: &Arc<Self>,
+        id: u64,
+        poster: Poster<Message>,
+        control: Poster<SessionCtl>,
+    ) -> Presence {
         let member = Member {
             poster,
+            control,
+            closing: false,
             channels: BTreeSet::new(),
         };
         self.lock().members.insert(id, member);
@@ -223,31 +258,57 @@ impl Hub {
     /// Hands `message` to every member of `channel`, never waiting.
     pub fn publish(&self, channel: &ChannelName, message: Message) -> Delivery {
         let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Some(ch) = inner.channels.get_mut(channel) else {
+        let Inner {
+            channels,
+            members,
+            totals,
+        } = &mut *guard;
+        let Some(ch) = channels.get_mut(channel) else {
             return Delivery::default();
         };
         let mut delivery = Delivery::default();
         for id in &ch.members {
-            let Some(member) = inner.members.get(id) else {
+            let Some(member) = members.get_mut(id) else {
                 continue;
             };
-            match member.poster.post_evicting(message.clone(), MEMBER_QUEUE) {
-                Ok(evicted) => {
+            match self.offer(member, &message) {
+                Offer::Taken => delivery.delivered += 1,
+                Offer::TakenDropping(n) => {
                     delivery.delivered += 1;
-                    delivery.dropped += evicted;
+                    delivery.dropped += n;
                 }
-                // Ending: its presence is about to leave.
-                Err(PostError::Closed | PostError::Full) => {}
+                Offer::Refused => delivery.dropped += 1,
+                Offer::Gone => {}
             }
         }
         ch.published += 1;
         ch.dropped += delivery.dropped;
-        let totals = &mut inner.totals;
         totals.published += 1;
         totals.delivered += delivery.delivered;
         totals.dropped += delivery.dropped;
         delivery
+    }
+
+    /// Offers one member the message, as the overflow policy says.
+    fn offer(&self, member: &mut Member, message: &Message) -> Offer {
+        match self.overflow {
+            Overflow::Drop => match member.poster.post_evicting(message.clone(), MEMBER_QUEUE) {
+                Ok(0) => Offer::Taken,
+                Ok(n) => Offer::TakenDropping(n),
+                Err(_) => Offer::Gone,
+            },
+            Overflow::Close if member.closing => Offer::Refused,
+            Overflow::Close => match member.poster.post_within(message.clone(), MEMBER_QUEUE) {
+                Ok(()) => Offer::Taken,
+                Err(PostError::Full) => {
+                    member.closing = true;
+                    // Full only if a close is pending already.
+                    let _ = member.control.post(SessionCtl::TooSlow);
+                    Offer::Refused
+                }
+                Err(PostError::Closed) => Offer::Gone,
+            },
+        }
     }
 
     /// The counters now.
@@ -291,7 +352,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mailbox::{mailbox_weighed, Mailbox};
+    use crate::mailbox::{mailbox, mailbox_weighed, Mailbox};
 
     fn name(s: &str) -> ChannelName {
         ChannelName::parse(s).unwrap()
@@ -299,7 +360,8 @@ mod tests {
 
     fn member(hub: &Arc<Hub>, id: u64, queue: usize) -> (Presence, Mailbox<Message>) {
         let (poster, rx) = mailbox_weighed(queue, |m: &Message| m.len());
-        (hub.enter(id, poster), rx)
+        let (control, _) = mailbox(1);
+        (hub.enter(id, poster, control), rx)
     }
 
     fn texts(rx: &mut Mailbox<Message>) -> Vec<String> {
@@ -374,6 +436,33 @@ mod tests {
             (t.published, t.delivered, t.dropped),
             (total as u64, 2 * total as u64, 10)
         );
+    }
+
+    #[test]
+    fn with_the_close_policy_a_full_member_is_closed_and_gets_no_more() {
+        let hub = Arc::new(Hub::new(Overflow::Close));
+        let (poster, mut slow) = mailbox_weighed(1, |m: &Message| m.len());
+        let (control, mut requests) = mailbox(4);
+        let _presence = hub.enter(1, poster, control);
+        let room = name("/room");
+        hub.subscribe(1, &room).unwrap();
+        let total = MEMBER_QUEUE.items + 5;
+        let dropped: u64 = (0..total)
+            .map(|i| hub.publish(&room, Message::text(i.to_string())).dropped)
+            .sum();
+        assert_eq!(dropped, 5);
+        assert_eq!(
+            texts(&mut slow).len(),
+            MEMBER_QUEUE.items,
+            "nothing evicted"
+        );
+        assert!(
+            matches!(requests.try_recv(), Some(SessionCtl::TooSlow)),
+            "the session is asked to close"
+        );
+        assert!(requests.try_recv().is_none(), "asked once");
+        hub.publish(&room, Message::text("later"));
+        assert!(texts(&mut slow).is_empty(), "a closing member gets no more");
     }
 
     #[test]

@@ -163,6 +163,26 @@ impl<T> Poster<T> {
         Ok(evicted)
     }
 
+    /// Queues `item` if the queue stays within `bound`; never waits.
+    pub fn post_within(&self, item: T, bound: Bound) -> Result<(), PostError> {
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(PostError::Closed);
+        }
+        {
+            let mut queue = self.0.queue();
+            let weight = (self.0.weigh)(&item);
+            let fits = queue.items.len() < bound.items
+                && (queue.items.is_empty() || queue.bytes + weight <= bound.bytes);
+            if !fits {
+                return Err(PostError::Full);
+            }
+            queue.bytes += weight;
+            queue.items.push_back(item);
+        }
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
     /// Items evicting posts have dropped so far.
     pub fn evicted(&self) -> u64 {
         self.0.evicted.load(Ordering::Relaxed)
@@ -367,6 +387,22 @@ mod tests {
             tx.post_evicting("late".into(), bound),
             Err(PostError::Closed)
         );
+    }
+
+    #[test]
+    fn bounded_posts_refuse_what_does_not_fit() {
+        let (tx, mut rx) = mailbox_weighed(1, |s: &String| s.len());
+        let bound = Bound { items: 2, bytes: 6 };
+        assert_eq!(
+            tx.post_within("x".repeat(10), bound),
+            Ok(()),
+            "one always fits"
+        );
+        assert_eq!(tx.post_within("y".into(), bound), Err(PostError::Full));
+        assert_eq!(rx.try_recv().map(|s| s.len()), Some(10));
+        assert_eq!(tx.post_within("abc".into(), bound), Ok(()));
+        assert_eq!(tx.post_within("def".into(), bound), Ok(()));
+        assert_eq!(tx.post_within("g".into(), bound), Err(PostError::Full));
     }
 
     #[tokio::test]

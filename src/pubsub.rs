@@ -29,7 +29,7 @@ use crate::bridge::{frame, step, InEnd, Step, CLOSE_TIMEOUT};
 use crate::config::Mode;
 use crate::frames::Kind;
 use crate::hub::{ChannelName, Hub};
-use crate::session::{Links, SessionCtl};
+use crate::session::{Links, SessionCtl, TOO_SLOW};
 use crate::shutdown::Shutdown;
 
 /// What a channel session needs to know.
@@ -88,6 +88,10 @@ where
                 let (frame, cause) = match ctl {
                     SessionCtl::Close(frame) => (frame, "closed by control"),
                     SessionCtl::Kill => (frame(CloseCode::Normal, ""), "killed by control"),
+                    SessionCtl::TooSlow => {
+                        let (code, reason) = TOO_SLOW;
+                        (frame(CloseCode::from(code), reason), reason)
+                    }
                 };
                 return close(sink, stream, frame, cause).await;
             }

@@ -75,7 +75,7 @@ impl State {
             bridge,
             ws_config,
             registry: Arc::default(),
-            hub: Arc::default(),
+            hub: Arc::new(Hub::new(config.overflow)),
             shutdown: Shutdown::new(),
             config,
         }))

@@ -272,3 +272,29 @@ async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
     );
     drop(stalled);
 }
+
+#[tokio::test]
+async fn with_channel_overflow_close_a_client_that_does_not_read_is_closed() {
+    let hub = start(&["--pubsub", "--channel-overflow", "close"]);
+    let stalled = RawClient::connect(hub.server.addr, "/room");
+    let mut reader = connect(&hub.server.url("/room")).await;
+    hub.sessions(2).await;
+    let big = "x".repeat(60_000);
+    let count = 400;
+    let lines: String = (0..count).map(|i| format!("{i} {big}\n")).collect();
+    let publisher = hub.publish_lines("/room", lines);
+    for i in 0..count {
+        let text = next_text(&mut reader).await;
+        assert!(
+            text.starts_with(&format!("{i} ")),
+            "message {i} out of order"
+        );
+    }
+    assert!(publisher.await.unwrap().status.success());
+    // The stalled client is closed (its socket is full, so the close frame
+    // may never reach it) and leaves; the reader stays.
+    hub.sessions(1).await;
+    let line = hub.server.wait_log("disconnect");
+    assert!(line.contains("too slow for its channels"), "{line}");
+    drop(stalled);
+}

@@ -34,7 +34,7 @@ use crate::mailbox::{mailbox, Poster};
 use crate::peer::PeerSocket;
 use crate::process::{Child, Exit, Spawned, ESCALATION};
 use crate::session::stderr::log_stderr;
-use crate::session::{Links, SessionCtl};
+use crate::session::{Links, SessionCtl, TOO_SLOW};
 use crate::shutdown::Shutdown;
 
 mod child_output;
@@ -310,18 +310,11 @@ where
     /// `wspipe ctl close` / `kill`.
     async fn on_control(&mut self, ctl: SessionCtl) {
         match ctl {
-            SessionCtl::Close(frame) => {
-                if self.close_sent.is_some() || self.inbound.is_some() {
-                    return;
-                }
-                self.set_cause("closed by control");
-                self.close_sent = Some(u16::from(frame.code));
-                if self.outbound.is_none() {
-                    self.command(Command::Close(Some(frame))).await;
-                } else {
-                    self.close_with(frame).await;
-                }
-                self.start_escalation();
+            SessionCtl::Close(frame) => self.close_by(frame, "closed by control").await,
+            SessionCtl::TooSlow => {
+                let (code, reason) = TOO_SLOW;
+                self.close_by(frame(CloseCode::from(code), reason), reason)
+                    .await;
             }
             SessionCtl::Kill => {
                 self.set_cause("killed by control");
@@ -338,6 +331,21 @@ where
                 }
             }
         }
+    }
+
+    /// Closes the socket with `frame` on request, and ends the child.
+    async fn close_by(&mut self, frame: CloseFrame, cause: &'static str) {
+        if self.close_sent.is_some() || self.inbound.is_some() {
+            return;
+        }
+        self.set_cause(cause);
+        self.close_sent = Some(u16::from(frame.code));
+        if self.outbound.is_none() {
+            self.command(Command::Close(Some(frame))).await;
+        } else {
+            self.close_with(frame).await;
+        }
+        self.start_escalation();
     }
 
     async fn on_shutdown(&mut self) {

@@ -164,7 +164,7 @@ enum Work {
 /// Makes the session present in the hub, a member of the channel of its
 /// URL path (when that path can name one: at most 1024 bytes).
 fn join_channels(hub: &Arc<Hub>, identity: &Identity, handle: &SessionHandle) -> Presence {
-    let presence = hub.enter(identity.id, handle.inject.clone());
+    let presence = hub.enter(identity.id, handle.inject.clone(), handle.control.clone());
     match ChannelName::parse(&identity.path) {
         Ok(channel) => {
             let _ = hub.subscribe(identity.id, &channel);

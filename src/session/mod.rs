@@ -76,9 +76,15 @@ impl SessionStats {
 pub enum SessionCtl {
     /// Close the socket with this frame and end the child.
     Close(CloseFrame),
+    /// The client is too slow for its channels (`--channel-overflow
+    /// close`): close with 1008 and end the child.
+    TooSlow,
     /// Start the signal escalation now.
     Kill,
 }
+
+/// The close code and reason for [`SessionCtl::TooSlow`].
+pub const TOO_SLOW: (u16, &str) = (1008, "too slow for its channels");
 
 /// Injected messages a session holds for its client from `send` and
 /// `broadcast`: bounds the memory a burst can take per slow client (the
