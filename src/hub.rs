@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Overflow;
+use crate::events::{Event, Events};
 use crate::mailbox::{Bound, PostError, Poster};
 use crate::session::SessionCtl;
 
@@ -150,7 +151,7 @@ pub struct Totals {
     pub channels: u64,
     /// Memberships now (a session in two channels counts twice).
     pub members: u64,
-    /// Messages published since start.
+    /// Messages published since start (to members or not).
     pub published: u64,
     /// Copies handed to members' queues since start.
     pub delivered: u64,
@@ -164,6 +165,8 @@ pub struct Hub {
     inner: Mutex<Inner>,
     /// What a full member queue does (`--channel-overflow`).
     overflow: Overflow,
+    /// Joins, leaves and publishes, for `wspipe ctl watch`.
+    events: Events,
 }
 
 /// A session's presence in the hub: while it lives the session can be
@@ -205,10 +208,11 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn new(overflow: Overflow) -> Self {
+    pub fn new(overflow: Overflow, events: Events) -> Self {
         Hub {
             inner: Mutex::default(),
             overflow,
+            events,
         }
     }
 
@@ -242,6 +246,10 @@ impl Hub {
         }
         let entry = inner.channels.entry(channel.clone()).or_default();
         entry.members.insert(id);
+        self.events.emit(|| Event::Subscribe {
+            id,
+            channel: channel.to_string(),
+        });
         Ok(true)
     }
 
@@ -252,7 +260,12 @@ impl Hub {
         if !member.channels.remove(channel) {
             return Ok(false);
         }
-        Ok(inner.remove_from(channel, id))
+        inner.remove_from(channel, id);
+        self.events.emit(|| Event::Unsubscribe {
+            id,
+            channel: channel.to_string(),
+        });
+        Ok(true)
     }
 
     /// Hands `message` to every member of `channel`, never waiting.
@@ -263,29 +276,34 @@ impl Hub {
             members,
             totals,
         } = &mut *guard;
-        let Some(ch) = channels.get_mut(channel) else {
-            return Delivery::default();
-        };
         let mut delivery = Delivery::default();
-        for id in &ch.members {
-            let Some(member) = members.get_mut(id) else {
-                continue;
-            };
-            match self.offer(member, &message) {
-                Offer::Taken => delivery.delivered += 1,
-                Offer::TakenDropping(n) => {
-                    delivery.delivered += 1;
-                    delivery.dropped += n;
+        // A channel with no members is not there: delivered to none.
+        if let Some(ch) = channels.get_mut(channel) {
+            for id in &ch.members {
+                let Some(member) = members.get_mut(id) else {
+                    continue;
+                };
+                match self.offer(member, &message) {
+                    Offer::Taken => delivery.delivered += 1,
+                    Offer::TakenDropping(n) => {
+                        delivery.delivered += 1;
+                        delivery.dropped += n;
+                    }
+                    Offer::Refused => delivery.dropped += 1,
+                    Offer::Gone => {}
                 }
-                Offer::Refused => delivery.dropped += 1,
-                Offer::Gone => {}
             }
+            ch.published += 1;
+            ch.dropped += delivery.dropped;
         }
-        ch.published += 1;
-        ch.dropped += delivery.dropped;
         totals.published += 1;
         totals.delivered += delivery.delivered;
         totals.dropped += delivery.dropped;
+        self.events.emit(|| Event::Publish {
+            channel: channel.to_string(),
+            delivered: delivery.delivered,
+            dropped: delivery.dropped,
+        });
         delivery
     }
 
@@ -440,7 +458,7 @@ mod tests {
 
     #[test]
     fn with_the_close_policy_a_full_member_is_closed_and_gets_no_more() {
-        let hub = Arc::new(Hub::new(Overflow::Close));
+        let hub = Arc::new(Hub::new(Overflow::Close, Events::default()));
         let (poster, mut slow) = mailbox_weighed(1, |m: &Message| m.len());
         let (control, mut requests) = mailbox(4);
         let _presence = hub.enter(1, poster, control);

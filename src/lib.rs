@@ -22,7 +22,7 @@
 //! config, route, process                          (validated flags, URL
 //!                                                  path -> program, children)
 //! pure          cli, logging, lines, frames, mailbox, pipes, env, origin,
-//!               proxy, tls, limits, shutdown
+//!               proxy, tls, limits, shutdown, events
 //! ```
 //!
 //! One connection walks down and back up: `net` accepts it and hands it
@@ -36,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod env;
+pub mod events;
 pub mod frames;
 pub mod http;
 pub mod hub;

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::bridge::BridgeOptions;
 use crate::config::Config;
 use crate::control::Control;
+use crate::events::Events;
 use crate::hub::Hub;
 use crate::peer::AddressPolicy;
 use crate::session::Registry;
@@ -48,6 +49,8 @@ struct Inner {
     registry: Arc<Registry>,
     /// Channels and their members.
     hub: Arc<Hub>,
+    /// What happens, for `wspipe ctl watch`.
+    events: Events,
     /// Every task, and the signal to stop.
     shutdown: Shutdown,
 }
@@ -70,12 +73,14 @@ impl State {
             ping: config.ping,
             pass_stderr: config.pass_stderr,
         };
+        let events = Events::default();
         State(Arc::new(Inner {
             forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
             bridge,
             ws_config,
             registry: Arc::default(),
-            hub: Arc::new(Hub::new(config.overflow)),
+            hub: Arc::new(Hub::new(config.overflow, events.clone())),
+            events,
             shutdown: Shutdown::new(),
             config,
         }))
@@ -101,6 +106,10 @@ impl State {
         &self.0.hub
     }
 
+    pub fn events(&self) -> &Events {
+        &self.0.events
+    }
+
     pub fn shutdown(&self) -> &Shutdown {
         &self.0.shutdown
     }
@@ -119,6 +128,7 @@ impl State {
         Control::new(
             self.0.registry.clone(),
             self.0.hub.clone(),
+            self.0.events.clone(),
             self.0.config.mode,
             self.0.shutdown.clone(),
         )

@@ -298,3 +298,80 @@ async fn with_channel_overflow_close_a_client_that_does_not_read_is_closed() {
     assert!(line.contains("too slow for its channels"), "{line}");
     drop(stalled);
 }
+
+/// `ctl watch` streams what happens, one JSON object per line.
+#[tokio::test]
+async fn watch_streams_opens_joins_publishes_and_closes() {
+    use std::io::BufRead;
+    let hub = start(&["cat"]);
+    let mut watcher = Command::new(bin())
+        .args(["ctl", "--socket"])
+        .arg(&hub.socket)
+        .args(["watch", "--publishes"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(TIMEOUT).expect("an event");
+    // The watch is in place once a first event comes: retry a publish.
+    let mut first = None;
+    let watching = wait_until_async(TIMEOUT, || {
+        hub.ok(&["publish", "/warmup", "x"]);
+        first = rx.try_recv().ok();
+        first.is_some()
+    })
+    .await;
+    assert!(watching, "no event came");
+    assert_eq!(first.unwrap()["event"], "publish");
+    while rx
+        .recv_timeout(std::time::Duration::from_millis(200))
+        .is_ok()
+    {}
+
+    let mut ws = connect(&hub.server.url("/room")).await;
+    let open = next();
+    assert_eq!(
+        (open["event"].as_str(), open["path"].as_str()),
+        (Some("open"), Some("/room"))
+    );
+    assert_eq!(open["kind"], "process");
+    let id = open["id"].clone();
+    let joined = next();
+    assert_eq!(
+        joined,
+        serde_json::json!({"event":"subscribe","id":id,"channel":"/room"})
+    );
+    hub.ok(&["publish", "/room", "hi"]);
+    assert_eq!(next_text(&mut ws).await, "hi");
+    let published = next();
+    assert_eq!(
+        published,
+        serde_json::json!({"event":"publish","channel":"/room","delivered":1,"dropped":0})
+    );
+    let bye = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 1000.into(),
+        reason: "".into(),
+    };
+    ws.close(Some(bye)).await.unwrap();
+    let closed = next();
+    assert_eq!(
+        (closed["event"].as_str(), closed["id"].clone()),
+        (Some("close"), id)
+    );
+    assert_eq!(closed["code"], 1000);
+    assert_eq!(closed["cause"], "client closed");
+    assert!(closed["duration_ms"].is_u64());
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}

@@ -73,6 +73,14 @@ pub enum CtlCommand {
     Subscribe { id: u64, channel: String },
     /// Take a connection out of a channel.
     Unsubscribe { id: u64, channel: String },
+    /// Print events as they happen, one JSON object per line, until
+    /// interrupted: connections opening and closing, channels joined and
+    /// left.
+    Watch {
+        /// Also every publish.
+        #[arg(long)]
+        publishes: bool,
+    },
     /// List channels: members, messages published, messages dropped.
     Channels {
         /// Print JSON.
@@ -128,6 +136,9 @@ fn run(cli: CtlCli) -> Result<(), Failure> {
             "no control socket: give --socket PATH or set WSPIPE_CONTROL",
         )
     })?;
+    if let CtlCommand::Watch { publishes } = cli.command {
+        return watch(&socket, publishes);
+    }
     if let CtlCommand::Publish { channel, message } = &cli.command {
         if message == "-" {
             return publish_lines(&socket, channel);
@@ -198,6 +209,7 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
             (Request::Unsubscribe { id, channel }, Output::Nothing)
         }
         CtlCommand::Channels { json } => (Request::Channels {}, Output::Channels { json }),
+        CtlCommand::Watch { publishes } => (Request::Watch { publishes }, Output::Nothing),
     })
 }
 
@@ -293,6 +305,36 @@ fn publish_lines(socket: &std::path::Path, channel: &str) -> Result<(), Failure>
         Some(error) => Err(fail(2, error)),
         None => Ok(()),
     }
+}
+
+/// `watch`: copies the event lines to stdout as they come, flushing each.
+fn watch(socket: &std::path::Path, publishes: bool) -> Result<(), Failure> {
+    let no_server = |e: std::io::Error| fail(3, format!("no server at {}: {e}", socket.display()));
+    let mut stream = UnixStream::connect(socket).map_err(no_server)?;
+    let mut line =
+        serde_json::to_string(&Request::Watch { publishes }).map_err(|e| fail(2, e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(no_server)?;
+    let mut lines = BufReader::new(stream).lines();
+    let first = lines
+        .next()
+        .transpose()
+        .map_err(no_server)?
+        .ok_or_else(|| fail(3, "the server closed the connection"))?;
+    let answer: Response = serde_json::from_str(&first)
+        .map_err(|_| fail(3, format!("no valid reply from {}", socket.display())))?;
+    if !answer.ok {
+        return Err(fail(2, answer.error.unwrap_or_default()));
+    }
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let Ok(line) = line else { break };
+        // A closed stdout (`| head`) ends the watch.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// What the answers to a stream of publishes said.

@@ -37,6 +37,11 @@ pub async fn dispatch(req: Request, control: &Control) -> Response {
         Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
         Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
         Request::Channels {} => channels::list(hub),
+        // The listener streams it; a request that reaches here is refused.
+        Request::Watch { .. } => Response::error(
+            ErrorKind::BadRequest,
+            "watch is only served as the stream of a control connection",
+        ),
     }
 }
 

@@ -48,6 +48,10 @@ pub async fn serve(stream: UnixStream, control: Control) {
                 // request at a time: one publisher's throughput is bounded
                 // by the work, not by a rate.
                 Ok(req @ Request::Publish { .. }) => dispatch(req, &control).await,
+                // The connection becomes a stream of events until it closes.
+                Ok(Request::Watch { publishes }) => {
+                    return super::watch::stream(write, reader, &control, publishes).await;
+                }
                 parsed => {
                     if window.elapsed() >= Duration::from_secs(1) {
                         window = Instant::now();

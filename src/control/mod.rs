@@ -22,10 +22,12 @@ pub mod commands;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod watch;
 
 use std::sync::Arc;
 
 use crate::config::Mode;
+use crate::events::Events;
 use crate::hub::Hub;
 use crate::session::Registry;
 use crate::shutdown::Shutdown;
@@ -37,6 +39,8 @@ pub struct Control {
     registry: Arc<Registry>,
     /// The channels publish and subscribe act on.
     hub: Arc<Hub>,
+    /// What `watch` follows.
+    events: Events,
     /// How injected messages are framed (binary mode sends binary).
     mode: Mode,
     /// Connections end when the server shuts down.
@@ -44,10 +48,17 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(registry: Arc<Registry>, hub: Arc<Hub>, mode: Mode, shutdown: Shutdown) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        hub: Arc<Hub>,
+        events: Events,
+        mode: Mode,
+        shutdown: Shutdown,
+    ) -> Self {
         Control {
             registry,
             hub,
+            events,
             mode,
             shutdown,
         }

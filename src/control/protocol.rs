@@ -45,6 +45,13 @@ pub enum Request {
     Unsubscribe { id: u64, channel: String },
     /// Every channel with its counters.
     Channels {},
+    /// Turn this connection into a stream of events (one JSON object per
+    /// line): sessions opening and closing, channels joined and left, and
+    /// with `publishes` every publish.
+    Watch {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        publishes: bool,
+    },
     /// Server-wide counters.
     Stats {},
 }
@@ -209,6 +216,8 @@ mod tests {
             r#"{"cmd":"subscribe","id":3,"channel":"/room"}"#,
             r#"{"cmd":"unsubscribe","id":3,"channel":"/room"}"#,
             r#"{"cmd":"channels"}"#,
+            r#"{"cmd":"watch"}"#,
+            r#"{"cmd":"watch","publishes":true}"#,
         ];
         for line in cases {
             let req = parse_request(line).unwrap();
@@ -263,6 +272,7 @@ mod proptests {
             (any::<u64>(), text()).prop_map(|(id, channel)| Request::Subscribe { id, channel }),
             (any::<u64>(), text()).prop_map(|(id, channel)| Request::Unsubscribe { id, channel }),
             Just(Request::Channels {}),
+            any::<bool>().prop_map(|publishes| Request::Watch { publishes }),
         ]
     }
 
@@ -280,12 +290,21 @@ mod proptests {
             "subscribe",
             "unsubscribe",
             "channels",
+            "watch",
             "LIST",
             "",
             "nope",
         ]);
         let key = prop::sample::select(vec![
-            "cmd", "id", "message", "path", "code", "reason", "channel", "extra",
+            "cmd",
+            "id",
+            "message",
+            "path",
+            "code",
+            "reason",
+            "channel",
+            "publishes",
+            "extra",
         ]);
         let val = prop_oneof![
             any::<i64>().prop_map(|n| n.to_string()),

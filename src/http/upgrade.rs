@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::{add_headers, empty, Body};
 use crate::config::{Config, Endpoint};
 use crate::env::{request_vars, RequestEnv};
+use crate::events::Event;
 use crate::hub::{ChannelName, Hub, Presence};
 use crate::peer::{client_text, Peer, PeerSocket};
 use crate::process::{SpawnSpec, Spawned};
@@ -111,6 +112,17 @@ pub async fn upgrade(
     // Registered before the 101 goes out: a client that has its answer is
     // already reachable by `wspipe ctl` (messages wait in its mailbox).
     let (links, handle) = session::links(identity.clone());
+    // Told before its channels are joined, so watchers see them in order.
+    state.events().emit(|| Event::Open {
+        id: identity.id,
+        path: identity.path.clone(),
+        remote: identity.remote.clone(),
+        kind: if identity.pid.is_some() {
+            "process"
+        } else {
+            "pubsub"
+        },
+    });
     let presence = join_channels(state.hub(), &identity, &handle);
     let session = Session {
         identity,
@@ -256,6 +268,13 @@ impl Session {
                 if let Work::Program { mut spawned, .. } = work {
                     spawned.child.terminate(state.config().close_grace).await;
                 }
+                state.events().emit(|| Event::Close {
+                    id: identity.id,
+                    path: identity.path.clone(),
+                    code: None,
+                    duration_ms: 0,
+                    cause: "upgrade failed",
+                });
                 return;
             }
         };
@@ -313,6 +332,13 @@ impl Session {
         // Its channels and its listing go.
         drop(presence);
         drop(registration);
+        state.events().emit(|| Event::Close {
+            id: identity.id,
+            path: identity.path.clone(),
+            code: close_code,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            cause,
+        });
     }
 }
 
