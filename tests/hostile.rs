@@ -210,24 +210,6 @@ impl Drop for RssPeak {
     }
 }
 
-/// Raises this process's soft RLIMIT_NOFILE to at least `want` (capped at
-/// the hard limit); returns the soft limit now in force.
-fn raise_nofile(want: u64) -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        if lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    lim.rlim_cur
-}
-
 fn assert_no_panic(server: &Server) {
     let lines = server.log.lines();
     assert!(
