@@ -75,11 +75,19 @@ where
         timer
     });
     let mut awaiting_pong = false;
+    let mut ping_due = false;
     let mut pending: Option<Message> = None;
     let mut unflushed = false;
     loop {
         if pending.is_none() {
-            pending = inject.try_recv();
+            // A ping goes ahead of queued messages (it is tiny and time-bound)
+            // but, like them, only once the socket has room: a client that
+            // stopped reading never blocks this loop.
+            pending = if std::mem::take(&mut ping_due) {
+                Some(Message::Ping(Bytes::new()))
+            } else {
+                inject.try_recv()
+            };
         }
         let idle = pending.is_none() && !unflushed;
         tokio::select! {
@@ -105,10 +113,7 @@ where
                 }
                 pong.store(false, Ordering::Relaxed);
                 awaiting_pong = true;
-                // Ahead of queued publishes: a ping is tiny and time-bound.
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return gone();
-                }
+                ping_due = true;
             }
             item = stream.next() => match step(item, opts.mode, &pong) {
                 Step::Skip => {}
@@ -143,7 +148,9 @@ where
             }), if !idle => {
                 let sent = progress.and_then(|()| match pending.take() {
                     Some(msg) => {
-                        stats.count_out(msg.len());
+                        if !msg.is_ping() {
+                            stats.count_out(msg.len());
+                        }
                         sink.start_send_unpin(msg).map(|()| true)
                     }
                     None => Ok(false),

@@ -167,4 +167,39 @@ async fn idle_subscribers_cost_one_descriptor_and_a_few_kib() {
     );
 }
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+
+/// `--pingms`: a client that answers no pings (and reads nothing) is
+/// dropped, even when its socket is full, so that no ping can be sent to
+/// it; one that reads (tungstenite answers pings) stays.
+#[tokio::test]
+async fn pings_drop_a_silent_client_and_keep_a_live_one() {
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start(&["--pubsub", "--pingms", "100"]);
+    let _silent = RawClient::connect(server.addr, "/room");
+    let mut live = connect(&server.url("/room")).await;
+    // 12 MB to every member: the silent client's buffers fill up.
+    let big = "x".repeat(60_000);
+    for _ in 0..200 {
+        live.send(Message::text(big.as_str())).await.unwrap();
+    }
+    // Reading meanwhile, so that tungstenite answers the live one's pings.
+    let waiting = server.log.wait_for_async("client missed a pong", TIMEOUT);
+    tokio::pin!(waiting);
+    let line = loop {
+        tokio::select! {
+            line = &mut waiting => break line.expect("the silent client was dropped"),
+            msg = live.next() => match msg {
+                Some(Ok(Message::Ping(_) | Message::Text(_))) => {}
+                other => panic!("unexpected for the live client: {other:?}"),
+            },
+        }
+    };
+    assert!(line.contains("disconnect"), "{line}");
+    send_text(&mut live, "still here").await;
+    loop {
+        if next_text(&mut live).await == "still here" {
+            break;
+        }
+    }
+}
