@@ -13,7 +13,7 @@
 //! Pings (`--pingms`), `ctl close` / `ctl kill` and server shutdown end a
 //! session as they end any other.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::bridge::{frame, step, InEnd, Step, CLOSE_TIMEOUT};
+use crate::bridge::{feed_or_flush, frame, step, InEnd, MissedPong, Pinger, Step, CLOSE_TIMEOUT};
 use crate::config::Mode;
 use crate::frames::Kind;
 use crate::hub::{ChannelName, Hub};
@@ -69,12 +69,7 @@ where
     } = links;
     let (mut sink, mut stream) = ws.split();
     let pong = AtomicBool::new(false);
-    let mut ping = opts.ping.map(|period| {
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer
-    });
-    let mut awaiting_pong = false;
+    let mut pinger = Pinger::new(opts.ping);
     let mut ping_due = false;
     let mut pending: Option<Message> = None;
     let mut unflushed = false;
@@ -107,14 +102,10 @@ where
                 let away = frame(CloseCode::Away, "server shutting down");
                 return close(sink, stream, away, "server shutting down").await;
             }
-            _ = tick(ping.as_mut()) => {
-                if awaiting_pong && !pong.swap(false, Ordering::Relaxed) {
-                    return End { close_code: None, cause: "client missed a pong" };
-                }
-                pong.store(false, Ordering::Relaxed);
-                awaiting_pong = true;
-                ping_due = true;
-            }
+            due = pinger.tick(&pong) => match due {
+                Ok(()) => ping_due = true,
+                Err(MissedPong) => return End { close_code: None, cause: "client missed a pong" },
+            },
             item = stream.next() => match step(item, opts.mode, &pong) {
                 Step::Skip => {}
                 Step::Data(..) if opts.read_only => {
@@ -139,27 +130,10 @@ where
             },
             // Feed the pending message once the sink has room, or flush
             // once nothing is pending.
-            progress = std::future::poll_fn(|cx| {
-                if pending.is_some() {
-                    sink.poll_ready_unpin(cx)
-                } else {
-                    sink.poll_flush_unpin(cx)
-                }
-            }), if !idle => {
-                let sent = progress.and_then(|()| match pending.take() {
-                    Some(msg) => {
-                        if !msg.is_ping() {
-                            stats.count_out(msg.len());
-                        }
-                        sink.start_send_unpin(msg).map(|()| true)
-                    }
-                    None => Ok(false),
-                });
-                match sent {
-                    Ok(fed) => unflushed = fed,
-                    Err(_) => return gone(),
-                }
-            }
+            sent = feed_or_flush(&mut sink, &mut pending, &stats), if !idle => match sent {
+                Ok(fed) => unflushed = fed,
+                Err(_) => return gone(),
+            },
             () = inject.ready(), if idle => {}
         }
     }
@@ -210,14 +184,5 @@ where
     End {
         close_code: Some(code),
         cause,
-    }
-}
-
-async fn tick(timer: Option<&mut tokio::time::Interval>) {
-    match timer {
-        Some(timer) => {
-            timer.tick().await;
-        }
-        None => std::future::pending().await,
     }
 }

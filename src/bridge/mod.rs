@@ -40,10 +40,12 @@ use crate::shutdown::Shutdown;
 mod child_output;
 mod inbound;
 mod outbound;
+mod sending;
 
 use inbound::inbound;
 pub(crate) use inbound::{step, InEnd, Step};
 use outbound::{outbound, Command, OutEnd, Sources};
+pub(crate) use sending::{feed_or_flush, MissedPong, Pinger};
 
 /// How long we wait for the client's half of a close handshake, or for a
 /// stalled socket to take our close frame, before dropping the connection.

@@ -8,7 +8,7 @@
 //! once. Pings, injected messages (`wspipe ctl send`) and close requests
 //! join here, between whole lines.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::child_output::ChildOutput;
+use super::sending::{feed_or_flush, MissedPong, Pinger};
 use super::{BridgeOptions, CLOSE_TIMEOUT};
 use crate::frames::FrameError;
 use crate::lines::{to_text, LineSplitter};
@@ -84,12 +85,7 @@ where
     } = sources;
     let mut out = ChildOutput::new(stdout, opts.mode, opts.max_line);
     let mut err = stderr.map(|pipe| (pipe, LineSplitter::new(opts.max_line)));
-    let mut ping = opts.ping.map(|period| {
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer
-    });
-    let mut awaiting_pong = false;
+    let mut pinger = Pinger::new(opts.ping);
     let mut ping_due = false;
     let mut pending: Option<Message> = None;
     let mut unflushed = false;
@@ -136,37 +132,16 @@ where
                     Command::Abort => (sink, OutEnd::Gone),
                 };
             }
-            _ = tick(ping.as_mut()) => {
-                if awaiting_pong && !pong.swap(false, Ordering::Relaxed) {
-                    return (sink, OutEnd::PingTimeout);
-                }
-                pong.store(false, Ordering::Relaxed);
-                awaiting_pong = true;
-                ping_due = true;
-            }
+            due = pinger.tick(pong) => match due {
+                Ok(()) => ping_due = true,
+                Err(MissedPong) => return (sink, OutEnd::PingTimeout),
+            },
             // Feed the pending message once the sink has room, or flush
             // once nothing is pending: one branch, as both need the sink.
-            progress = std::future::poll_fn(|cx| {
-                if pending.is_some() {
-                    sink.poll_ready_unpin(cx)
-                } else {
-                    sink.poll_flush_unpin(cx)
-                }
-            }), if !reading => {
-                let sent = progress.and_then(|()| match pending.take() {
-                    Some(msg) => {
-                        if msg.is_text() || msg.is_binary() {
-                            stats.count_out(msg.len());
-                        }
-                        sink.start_send_unpin(msg).map(|()| true)
-                    }
-                    None => Ok(false),
-                });
-                match sent {
-                    Ok(fed) => unflushed = fed,
-                    Err(_) => return (sink, OutEnd::Gone),
-                }
-            }
+            sent = feed_or_flush(&mut sink, &mut pending, stats), if !reading => match sent {
+                Ok(fed) => unflushed = fed,
+                Err(_) => return (sink, OutEnd::Gone),
+            },
             // Only a wake-up: the top of the loop takes the message, after
             // reading what the child wrote before it came.
             () = inject.ready(), if reading => {}
@@ -215,15 +190,6 @@ fn next_injected(
     };
     *cleared -= 1;
     Some(message)
-}
-
-async fn tick(timer: Option<&mut tokio::time::Interval>) {
-    match timer {
-        Some(timer) => {
-            timer.tick().await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 /// A stderr line forwarded to the client (`--passstderr`), logged as well.
