@@ -132,8 +132,10 @@ struct Member {
     control: Poster<SessionCtl>,
     /// Asked to close: it gets no more messages.
     closing: bool,
-    /// The channels it is in, so that leaving is cheap.
-    channels: BTreeSet<ChannelName>,
+    /// The channels it is in, so that leaving is cheap. A vector: most
+    /// sessions are in one or two, and a set's first node would cost a
+    /// few hundred bytes per session.
+    channels: Vec<ChannelName>,
 }
 
 #[derive(Debug, Default)]
@@ -228,7 +230,7 @@ impl Hub {
             poster,
             control,
             closing: false,
-            channels: BTreeSet::new(),
+            channels: Vec::new(),
         };
         self.lock().members.insert(id, member);
         Presence {
@@ -241,9 +243,10 @@ impl Hub {
     pub fn subscribe(&self, id: u64, channel: &ChannelName) -> Result<bool, NotPresent> {
         let mut inner = self.lock();
         let member = inner.members.get_mut(&id).ok_or(NotPresent)?;
-        if !member.channels.insert(channel.clone()) {
+        if member.channels.contains(channel) {
             return Ok(false);
         }
+        member.channels.push(channel.clone());
         let entry = inner.channels.entry(channel.clone()).or_default();
         entry.members.insert(id);
         self.events.emit(|| Event::Subscribe {
@@ -257,9 +260,10 @@ impl Hub {
     pub fn unsubscribe(&self, id: u64, channel: &ChannelName) -> Result<bool, NotPresent> {
         let mut inner = self.lock();
         let member = inner.members.get_mut(&id).ok_or(NotPresent)?;
-        if !member.channels.remove(channel) {
+        let Some(at) = member.channels.iter().position(|c| c == channel) else {
             return Ok(false);
-        }
+        };
+        member.channels.remove(at);
         inner.remove_from(channel, id);
         self.events.emit(|| Event::Unsubscribe {
             id,
@@ -362,7 +366,11 @@ impl Hub {
         self.lock()
             .members
             .get(&id)
-            .map(|m| m.channels.iter().cloned().collect())
+            .map(|m| {
+                let mut names = m.channels.clone();
+                names.sort();
+                names
+            })
             .unwrap_or_default()
     }
 }

@@ -132,11 +132,18 @@ pub async fn upgrade(
         socket: peer.socket(),
     };
     let on_upgrade = hyper::upgrade::on(req);
-    // The session's future itself, not wrapped in another async block:
-    // that would hold a second copy of what it moves in, for the
-    // session's whole life (400 bytes per connection).
-    let run = session.run(on_upgrade, work, state.clone());
-    state.shutdown().spawn(run);
+    // Each kind's own future, spawned as it is: wrapped in another async
+    // fn or block, it would hold a second copy of what it moves in for the
+    // session's whole life (hundreds of bytes per connection).
+    let task_state = state.clone();
+    match work {
+        Work::Program { spawned, permit } => state
+            .shutdown()
+            .spawn(session.run_program(on_upgrade, spawned, permit, task_state)),
+        Work::Channel => state
+            .shutdown()
+            .spawn(session.run_channel(on_upgrade, task_state)),
+    }
     Ok(switching_protocols(&key, config))
 }
 
@@ -251,9 +258,20 @@ struct Session {
 }
 
 impl Session {
-    /// Runs the session once the upgrade completes, with an access line at
-    /// each end; a failed upgrade just ends the child.
-    async fn run(self, on_upgrade: OnUpgrade, work: Work, state: State) {
+    /// Runs the bridge to the child once the upgrade completes; a failed
+    /// upgrade just ends the child.
+    async fn run_program(
+        self,
+        on_upgrade: OnUpgrade,
+        mut spawned: Spawned,
+        permit: Option<OwnedSemaphorePermit>,
+        state: State,
+    ) {
+        let Some(ws) = websocket(on_upgrade, &state).await else {
+            spawned.child.terminate(state.config().close_grace).await;
+            return self.end(&state, "upgrade failed");
+        };
+        let started = self.connected();
         let Session {
             identity,
             links,
@@ -261,85 +279,153 @@ impl Session {
             presence,
             socket,
         } = self;
-        let upgraded = match (on_upgrade.await, work) {
-            (Ok(upgraded), work) => (upgraded, work),
-            (Err(e), work) => {
-                tracing::debug!("upgrade failed: {e}");
-                if let Work::Program { mut spawned, .. } = work {
-                    spawned.child.terminate(state.config().close_grace).await;
-                }
-                state.events().emit(|| Event::Close {
-                    id: identity.id,
-                    path: identity.path.clone(),
-                    code: None,
-                    duration_ms: 0,
-                    cause: "upgrade failed",
-                });
-                return;
-            }
+        let id = identity.id.to_string();
+        let opts = state.bridge_options();
+        let end = crate::bridge::run(ws, spawned, opts, state.shutdown(), &id, links, socket).await;
+        // The child is reaped: its slot goes.
+        drop(permit);
+        let ended = Ended {
+            started,
+            exit: end.exit.to_string(),
+            close_code: end.close_code,
+            cause: end.cause,
         };
-        let (upgraded, work) = upgraded;
-        let io = TokioIo::new(upgraded);
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(state.ws_config())).await;
+        disconnected(&state, identity, registration, presence, ended);
+    }
+
+    /// Runs a channel session (`--pubsub`) once the upgrade completes.
+    async fn run_channel(self, on_upgrade: OnUpgrade, state: State) {
+        let Some(ws) = websocket(on_upgrade, &state).await else {
+            return self.end(&state, "upgrade failed");
+        };
+        let started = self.connected();
+        let Session {
+            identity,
+            links,
+            registration,
+            presence,
+            socket: _,
+        } = self;
+        let config = state.config();
+        let opts = pubsub::Options {
+            mode: config.mode,
+            ping: config.ping,
+            read_only: matches!(config.endpoint, Some(Endpoint::PubSub { read_only: true })),
+            hub: state.hub(),
+            channel: ChannelName::parse(&identity.path).ok(),
+            shutdown: state.shutdown(),
+        };
+        let end = pubsub::run(ws, opts, links).await;
+        let ended = Ended {
+            started,
+            exit: "-".to_owned(),
+            close_code: end.close_code,
+            cause: end.cause,
+        };
+        disconnected(&state, identity, registration, presence, ended);
+    }
+
+    /// The access line for a session whose socket is open.
+    fn connected(&self) -> Instant {
         let Identity {
             id,
             remote,
             path,
             pid,
-        } = &identity;
-        let id = id.to_string();
+        } = &self.identity;
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
-        let started = Instant::now();
-        let (exit, close_code, cause) = match work {
-            Work::Program { spawned, permit } => {
-                let opts = state.bridge_options();
-                let end =
-                    crate::bridge::run(ws, spawned, opts, state.shutdown(), &id, links, socket)
-                        .await;
-                // The child is reaped: its slot goes.
-                drop(permit);
-                (end.exit.to_string(), end.close_code, end.cause)
-            }
-            Work::Channel => {
-                let config = state.config();
-                let opts = pubsub::Options {
-                    mode: config.mode,
-                    ping: config.ping,
-                    read_only: matches!(
-                        config.endpoint,
-                        Some(Endpoint::PubSub { read_only: true })
-                    ),
-                    hub: state.hub(),
-                    channel: ChannelName::parse(path).ok(),
-                    shutdown: state.shutdown(),
-                };
-                let end = pubsub::run(ws, opts, links).await;
-                ("-".to_owned(), end.close_code, end.cause)
-            }
-        };
-        tracing::info!(
-            target: "wspipe::access",
-            id = %id,
-            remote = %remote,
-            path = %path,
-            pid,
-            duration = ?started.elapsed(),
-            exit = %exit,
-            close = close_code.map(i32::from).unwrap_or(-1),
-            cause = cause,
-            "disconnect"
-        );
-        // Its channels and its listing go.
-        drop(presence);
-        drop(registration);
-        state.events().emit(|| Event::Close {
-            id: identity.id,
-            path: identity.path.clone(),
-            code: close_code,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            cause,
-        });
+        Instant::now()
     }
+
+    /// A session that never got its socket.
+    fn end(self, state: &State, cause: &'static str) {
+        let ended = Ended {
+            started: Instant::now(),
+            exit: "-".to_owned(),
+            close_code: None,
+            cause,
+        };
+        let Session {
+            identity,
+            registration,
+            presence,
+            ..
+        } = self;
+        leave(state, identity, registration, presence, &ended);
+    }
+}
+
+/// How a session ended, for the access line and the watchers.
+struct Ended {
+    started: Instant,
+    exit: String,
+    close_code: Option<u16>,
+    cause: &'static str,
+}
+
+/// The socket of an accepted upgrade, as a WebSocket.
+async fn websocket(
+    on_upgrade: OnUpgrade,
+    state: &State,
+) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
+    match on_upgrade.await {
+        Ok(upgraded) => {
+            let io = TokioIo::new(upgraded);
+            Some(WebSocketStream::from_raw_socket(io, Role::Server, Some(state.ws_config())).await)
+        }
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            None
+        }
+    }
+}
+
+/// The access line for a session that ran, then [`leave`].
+fn disconnected(
+    state: &State,
+    identity: Identity,
+    registration: Registration,
+    presence: Presence,
+    ended: Ended,
+) {
+    let Identity {
+        id,
+        remote,
+        path,
+        pid,
+    } = &identity;
+    tracing::info!(
+        target: "wspipe::access",
+        id = %id,
+        remote = %remote,
+        path = %path,
+        pid,
+        duration = ?ended.started.elapsed(),
+        exit = %ended.exit,
+        close = ended.close_code.map(i32::from).unwrap_or(-1),
+        cause = ended.cause,
+        "disconnect"
+    );
+    leave(state, identity, registration, presence, &ended);
+}
+
+/// Its channels and its listing go, and the watchers are told.
+fn leave(
+    state: &State,
+    identity: Identity,
+    registration: Registration,
+    presence: Presence,
+    ended: &Ended,
+) {
+    drop(presence);
+    drop(registration);
+    state.events().emit(|| Event::Close {
+        id: identity.id,
+        path: identity.path,
+        code: ended.close_code,
+        duration_ms: u64::try_from(ended.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        cause: ended.cause,
+    });
 }
 
 /// A Sec-WebSocket-Key must be base64 of 16 bytes (RFC 6455 section 4.1).
