@@ -219,10 +219,11 @@ async fn lines_on_stdin_are_published_in_order_over_one_connection() {
     assert_eq!(channels[0]["dropped"], 0, "{channels}");
 }
 
-#[tokio::test]
-async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
-    let hub = start(&["cat"]);
-    // Never reads: its socket buffers fill, then its queue.
+/// Two clients on /room, one that never reads (its socket buffers fill,
+/// then its queue); 400 messages of 60 KB published to /room must all reach
+/// the other, in order. Returns both clients (still connected) and the
+/// count.
+async fn flood_past_a_stalled_client(hub: &Hub) -> (RawClient, Ws, usize) {
     let stalled = RawClient::connect(hub.server.addr, "/room");
     let mut reader = connect(&hub.server.url("/room")).await;
     hub.sessions(2).await;
@@ -243,6 +244,13 @@ async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (stalled, reader, count)
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
+    let hub = start(&["cat"]);
+    let (stalled, _reader, count) = flood_past_a_stalled_client(&hub).await;
     let channels = hub.json(&["channels", "--json"]);
     assert!(
         channels[0]["dropped"].as_u64().unwrap() > 0,
@@ -276,21 +284,7 @@ async fn a_client_that_does_not_read_loses_old_messages_and_delays_no_one() {
 #[tokio::test]
 async fn with_channel_overflow_close_a_client_that_does_not_read_is_closed() {
     let hub = start(&["--pubsub", "--channel-overflow", "close"]);
-    let stalled = RawClient::connect(hub.server.addr, "/room");
-    let mut reader = connect(&hub.server.url("/room")).await;
-    hub.sessions(2).await;
-    let big = "x".repeat(60_000);
-    let count = 400;
-    let lines: String = (0..count).map(|i| format!("{i} {big}\n")).collect();
-    let publisher = hub.publish_lines("/room", lines);
-    for i in 0..count {
-        let text = next_text(&mut reader).await;
-        assert!(
-            text.starts_with(&format!("{i} ")),
-            "message {i} out of order"
-        );
-    }
-    assert!(publisher.await.unwrap().status.success());
+    let (stalled, _reader, _) = flood_past_a_stalled_client(&hub).await;
     // The stalled client is closed (its socket is full, so the close frame
     // may never reach it) and leaves; the reader stays.
     hub.sessions(1).await;

@@ -653,12 +653,7 @@ async fn metrics_expose_the_same_counters_for_prometheus() {
         .wait_for_async("metrics on http://", TIMEOUT)
         .await
         .unwrap();
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap();
+    let addr = http_addr(&line);
     let mut ws = connect(&ctl.server.url("/")).await;
     send_text(&mut ws, "hello").await;
     assert_eq!(next_text(&mut ws).await, "hello");

@@ -15,12 +15,7 @@ fn a_host_name_and_port_serve_metrics_over_tcp_and_create_no_file() {
     cmd.current_dir(cwd.path());
     let server = Server::start_cmd(cmd, &["--metrics", "localhost:0", "cat"]);
     let line = server.wait_log("metrics on ");
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no TCP address in {line:?}"));
+    let addr = http_addr(&line);
     assert!(addr.ip().is_loopback(), "{addr}");
     let (status, head, body) = raw_response(addr, "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n");
     assert_eq!(status, 200, "{head}");

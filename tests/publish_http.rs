@@ -94,12 +94,7 @@ async fn tcp_with_a_token_refuses_requests_without_it() {
         token.to_str().unwrap(),
     ]);
     let line = server.wait_log("publish on http://");
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap();
+    let addr = http_addr(&line);
     let mut ws = connect(&server.url("/news")).await;
     for auth in [
         "",

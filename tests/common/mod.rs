@@ -816,3 +816,12 @@ pub fn raise_nofile(want: u64) -> u64 {
     }
     lim.rlim_cur
 }
+
+/// The TCP address in a log line like "metrics on http://ADDR/metrics".
+pub fn http_addr(line: &str) -> SocketAddr {
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no http://ADDR/ in {line:?}"))
+}
