@@ -15,12 +15,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to `ws://127.0.0.1:PORT/` (TCP_NODELAY, like both servers).
 pub async fn connect(port: u16, config: Option<WebSocketConfig>) -> anyhow::Result<Ws> {
+    connect_path(port, "/", config).await
+}
+
+/// Connects to `ws://127.0.0.1:PORT{path}`.
+pub async fn connect_path(
+    port: u16,
+    path: &str,
+    config: Option<WebSocketConfig>,
+) -> anyhow::Result<Ws> {
     let handshake = async {
         let tcp = TcpStream::connect(("127.0.0.1", port))
             .await
             .context("tcp connect")?;
         tcp.set_nodelay(true)?;
-        let url = format!("ws://127.0.0.1:{port}/");
+        let url = format!("ws://127.0.0.1:{port}{path}");
         let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, config)
             .await
             .context("websocket handshake")?;

@@ -22,14 +22,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, connect, line, Ws};
+use crate::client::{self, line, Ws};
+use crate::control::{Control, Send};
 use crate::scenarios::{check_failed, close, next_data, Figures, Metric};
 use crate::server::Server;
 use crate::sys;
@@ -43,10 +41,6 @@ const READY_LIMIT: Duration = Duration::from_secs(15);
 
 /// Bound on one phase: sending every message and every client receiving it.
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
-
-/// Bound on one control request (a broadcast waits up to 2 s for full
-/// queues).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bound on one `wspipe ctl` process (it has its own 30 s socket timeouts).
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,7 +92,7 @@ pub fn tail_command(file: &std::path::Path) -> Vec<String> {
 }
 
 /// What a subscriber reports.
-enum Event {
+pub(crate) enum Event {
     /// Every message of the phase is in.
     Done {
         phase: usize,
@@ -169,7 +163,7 @@ pub async fn fanout(
         Producer::TailFile { .. } => None,
     };
 
-    let conns = connect_all(server.port, n, plan.parallel).await?;
+    let conns = connect_all(server.port, "/", n, plan.parallel).await?;
 
     // Every session must be known to the server before the first message:
     // wspipe registers a session for broadcasts only after its 101 went out.
@@ -222,7 +216,7 @@ pub async fn fanout(
                 let mut rate_limited = 0;
                 for (j, msg) in batch.iter().enumerate() {
                     let t = Instant::now();
-                    rate_limited += c.broadcast(msg, first + j, n, deadline).await?;
+                    rate_limited += c.send(Send::Broadcast, msg, first + j, n, deadline).await?;
                     times.push(t.elapsed());
                 }
                 times.sort();
@@ -240,7 +234,8 @@ pub async fn fanout(
             (Phase::Pipelined, Producer::Control { socket, .. }) => {
                 // A fresh connection: its rate window holds only these.
                 let mut c = Control::connect(socket).await?;
-                c.pipelined(batch, first, n, deadline).await?;
+                c.pipelined(Send::Broadcast, batch, first, n, deadline)
+                    .await?;
             }
             (Phase::Cli, Producer::Control { socket, cli, .. }) => {
                 let (socket, cli, batch) = (socket.clone(), cli.clone(), batch.to_vec());
@@ -332,14 +327,20 @@ pub async fn fanout(
 
 /// Connects `n` clients, at most `parallel` handshakes at a time. All must
 /// connect.
-async fn connect_all(port: u16, n: usize, parallel: usize) -> anyhow::Result<Vec<Ws>> {
+pub(crate) async fn connect_all(
+    port: u16,
+    path: &str,
+    n: usize,
+    parallel: usize,
+) -> anyhow::Result<Vec<Ws>> {
+    let path: Arc<str> = Arc::from(path);
     let gate = Arc::new(Semaphore::new(parallel));
     let mut attempts = JoinSet::new();
     for _ in 0..n {
-        let gate = gate.clone();
+        let (gate, path) = (gate.clone(), path.clone());
         attempts.spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            connect(port, Some(client::small_config())).await
+            client::connect_path(port, &path, Some(client::small_config())).await
         });
     }
     let deadline = tokio::time::Instant::now() + CONNECT_LIMIT;
@@ -426,7 +427,7 @@ fn expect_message(msg: &Message, want: &str, seq: usize, client: usize) -> anyho
 
 /// Waits until all `n` clients report the end of `phase`; the time the
 /// last one did.
-async fn wait_phase(
+pub(crate) async fn wait_phase(
     events: &mut mpsc::UnboundedReceiver<Event>,
     phase: usize,
     n: usize,
@@ -508,244 +509,9 @@ fn cli_broadcasts(
     Ok(start.elapsed())
 }
 
-/// A connection to wspipe's control socket.
-struct Control {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    buf: String,
-}
-
-impl Control {
-    /// Connects, waiting (bounded) for the socket to appear: wspipe binds
-    /// it just after it logs the "serving on" line the bench waits for.
-    async fn connect(socket: &std::path::Path) -> anyhow::Result<Control> {
-        let deadline = Instant::now() + READY_LIMIT;
-        let stream = loop {
-            match UnixStream::connect(socket).await {
-                Ok(stream) => break stream,
-                Err(e)
-                    if Instant::now() < deadline
-                        && matches!(
-                            e.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                        ) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("control socket {}", socket.display()))
-                }
-            }
-        };
-        let (r, w) = stream.into_split();
-        Ok(Control {
-            reader: BufReader::new(r),
-            writer: w,
-            buf: String::new(),
-        })
-    }
-
-    /// One request line, one response line.
-    async fn call(&mut self, request: &str) -> anyhow::Result<Reply> {
-        let exchange = async {
-            self.writer.write_all(request.as_bytes()).await?;
-            self.writer.write_all(b"\n").await?;
-            self.buf.clear();
-            let n = (&mut self.reader)
-                .take(1 << 20)
-                .read_line(&mut self.buf)
-                .await?;
-            anyhow::ensure!(n > 0, "control socket closed");
-            anyhow::Ok(Reply::parse(&self.buf))
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| anyhow!("no control reply within {REQUEST_TIMEOUT:?}"))?
-            .context("control request")
-    }
-
-    /// Live sessions (`stats`).
-    async fn connections(&mut self) -> anyhow::Result<u64> {
-        let reply = self.call(r#"{"cmd":"stats"}"#).await?;
-        match (reply.ok, reply.connections) {
-            (true, Some(c)) => Ok(c),
-            _ => bail!("stats: unexpected reply {:?}", self.buf.trim()),
-        }
-    }
-
-    /// Broadcasts `msg` (message number `seq`); it must reach all `n`
-    /// sessions. Retries while rate limited; returns how many times it was.
-    async fn broadcast(
-        &mut self,
-        msg: &str,
-        seq: usize,
-        n: usize,
-        deadline: Instant,
-    ) -> anyhow::Result<usize> {
-        let request = format!(r#"{{"cmd":"broadcast","message":{}}}"#, json_string(msg));
-        let mut limited = 0;
-        loop {
-            let reply = self.call(&request).await?;
-            if reply.kind.as_deref() == Some("rate_limited") && Instant::now() < deadline {
-                limited += 1;
-                continue;
-            }
-            if !reply.ok {
-                bail!("broadcast #{seq} refused: {}", self.buf.trim());
-            }
-            if reply.delivered != Some(n as u64) || reply.failed != Some(0) {
-                return Err(check_failed(format!(
-                    "broadcast #{seq} did not reach every client: {} (clients: {n})",
-                    self.buf.trim()
-                )));
-            }
-            return Ok(limited);
-        }
-    }
-}
-
-impl Control {
-    /// Broadcasts every message of `batch` (numbered from `first`): all
-    /// requests written at once, the answers read meanwhile. Each must
-    /// reach all `n` sessions.
-    async fn pipelined(
-        &mut self,
-        batch: &[String],
-        first: usize,
-        n: usize,
-        deadline: Instant,
-    ) -> anyhow::Result<()> {
-        let mut requests = String::new();
-        for msg in batch {
-            requests.push_str(&format!(
-                "{{\"cmd\":\"broadcast\",\"message\":{}}}\n",
-                json_string(msg)
-            ));
-        }
-        let (reader, writer, buf) = (&mut self.reader, &mut self.writer, &mut self.buf);
-        let write = async {
-            writer.write_all(requests.as_bytes()).await?;
-            anyhow::Ok(())
-        };
-        let read = async {
-            for j in first..first + batch.len() {
-                buf.clear();
-                let got = reader.take(1 << 20).read_line(buf).await?;
-                anyhow::ensure!(got > 0, "control socket closed after {} answers", j - first);
-                let reply = Reply::parse(buf);
-                if reply.kind.as_deref() == Some("rate_limited") {
-                    bail!("broadcast #{j} rate limited: more than 2000 requests a second");
-                }
-                if !reply.ok {
-                    bail!("broadcast #{j} refused: {}", buf.trim());
-                }
-                if reply.delivered != Some(n as u64) || reply.failed != Some(0) {
-                    return Err(check_failed(format!(
-                        "broadcast #{j} did not reach every client: {} (clients: {n})",
-                        buf.trim()
-                    )));
-                }
-            }
-            anyhow::Ok(())
-        };
-        let both = async { tokio::try_join!(write, read) };
-        tokio::time::timeout_at(deadline.into(), both)
-            .await
-            .map_err(|_| anyhow!("pipelined broadcasts unanswered after {PHASE_LIMIT:?}"))??;
-        Ok(())
-    }
-}
-
-/// The fields of a control response the bench uses.
-#[derive(Debug, Default, PartialEq)]
-struct Reply {
-    ok: bool,
-    kind: Option<String>,
-    delivered: Option<u64>,
-    failed: Option<u64>,
-    connections: Option<u64>,
-}
-
-impl Reply {
-    /// Reads the fields out of one response line. The responses are flat
-    /// apart from `stats` and `sessions`, whose keys the bench does not
-    /// share with the top level, so looking for `"key":` is enough.
-    fn parse(line: &str) -> Reply {
-        let number = |key: &str| -> Option<u64> {
-            let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-            let digits: String = line[at..]
-                .trim_start()
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse().ok()
-        };
-        let kind = line.find("\"kind\":\"").and_then(|at| {
-            let rest = &line[at + 8..];
-            rest.find('"').map(|end| rest[..end].to_string())
-        });
-        Reply {
-            ok: line.contains("\"ok\":true"),
-            kind,
-            delivered: number("delivered"),
-            failed: number("failed"),
-            connections: number("connections"),
-        }
-    }
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replies_are_read() {
-        let r = Reply::parse(r#"{"ok":true,"delivered":1000,"failed":0}"#);
-        assert_eq!(
-            r,
-            Reply {
-                ok: true,
-                delivered: Some(1000),
-                failed: Some(0),
-                ..Reply::default()
-            }
-        );
-        let r = Reply::parse(
-            r#"{"ok":true,"stats":{"connections":12,"connections_total":340,"refused_total":2}}"#,
-        );
-        assert_eq!(r.connections, Some(12));
-        let r = Reply::parse(
-            r#"{"ok":false,"error":"too many requests; slow down","kind":"rate_limited"}"#,
-        );
-        assert!(!r.ok);
-        assert_eq!(r.kind.as_deref(), Some("rate_limited"));
-        assert_eq!(r.delivered, None);
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
-        assert_eq!(json_string(&line(7)), format!("\"{}\"", line(7)));
-    }
 
     /// A server that sends `lines` on one connection and holds it open; the
     /// subscriber's verdict on them, expecting messages 0..`expect`.
@@ -762,7 +528,7 @@ mod tests {
             tokio::time::sleep(LINGER * 2).await;
             anyhow::Ok(())
         });
-        let ws = connect(port, None).await?;
+        let ws = client::connect(port, None).await?;
         let msgs = Arc::new((0..expect as u64).map(line).collect::<Vec<_>>());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let ends: Arc<[usize]> = Arc::from(vec![expect]);

@@ -9,8 +9,13 @@
 //!
 //! See docs/benchmarks.md for what each scenario measures.
 
+mod channel_suite;
+mod channels;
 mod client;
+mod control;
 mod fanout;
+mod http_publish;
+mod nchan;
 mod report;
 mod scenarios;
 mod server;
@@ -37,8 +42,8 @@ struct Args {
     /// Runs per figure (the median is reported). Default 3 (smoke: 1).
     #[arg(long)]
     runs: Option<usize>,
-    /// Scenarios to run, comma separated (1-7). Default: all.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
+    /// Scenarios to run, comma separated (1-8). Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
     only: Vec<u8>,
     /// 1: sequential round trips. Default 5000 (smoke: 200).
     #[arg(long)]
@@ -96,14 +101,32 @@ struct Args {
     /// Default 20 (smoke: 3).
     #[arg(long)]
     fanout_cli_messages: Option<usize>,
+    /// 8: channel sizes (subscribers), comma separated. Default 1,1000,10000
+    /// (smoke: 1,50).
+    #[arg(long, value_delimiter = ',')]
+    channel_sizes: Vec<usize>,
+    /// 8: deliveries per acknowledged phase, spread over the subscribers
+    /// (20 to 20,000 messages). Default 500000 (smoke: 2000).
+    #[arg(long)]
+    channel_deliveries: Option<usize>,
+    /// 8: deliveries/s of the paced phase, spread over the subscribers (at
+    /// most 1000 messages/s). Default 100000 (smoke: 5000).
+    #[arg(long)]
+    channel_paced: Option<f64>,
+    /// 8: seconds of the paced phase. Default 3 (smoke: 0.5).
+    #[arg(long)]
+    channel_paced_secs: Option<f64>,
+    /// The nginx binary (8: it loads the nchan module).
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
     /// The wspipe binary. Default: `wspipe` next to this binary.
     #[arg(long)]
     wspipe: Option<PathBuf>,
     /// The websocketd binary.
     #[arg(long, default_value = "websocketd")]
     websocketd: PathBuf,
-    /// Watchdog: end everything after this many seconds. Default 570
-    /// (smoke: 120).
+    /// Watchdog: end everything after this many seconds. Default 1200
+    /// (smoke: 240).
     #[arg(long)]
     max_total_secs: Option<u64>,
 }
@@ -131,6 +154,10 @@ struct Params {
     fanout_clients: usize,
     fanout_messages: usize,
     fanout_cli_messages: usize,
+    channel_sizes: Vec<usize>,
+    channel_deliveries: usize,
+    channel_paced: f64,
+    channel_paced_secs: f64,
     max_total: Duration,
 }
 
@@ -142,7 +169,7 @@ impl Params {
             smoke: s,
             runs: a.runs.unwrap_or(pick(3, 1)),
             only: if a.only.is_empty() {
-                (1..=7).collect()
+                (1..=8).collect()
             } else {
                 a.only.clone()
             },
@@ -165,10 +192,28 @@ impl Params {
             fanout_clients: a.fanout_clients.unwrap_or(pick(1000, 50)),
             fanout_messages: a.fanout_messages.unwrap_or(pick(200, 20)),
             fanout_cli_messages: a.fanout_cli_messages.unwrap_or(pick(20, 3)),
-            max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 120 } else { 570 })),
+            channel_sizes: if a.channel_sizes.is_empty() {
+                if s {
+                    vec![1, 50]
+                } else {
+                    vec![1, 1000, 10_000]
+                }
+            } else {
+                a.channel_sizes.clone()
+            },
+            channel_deliveries: a.channel_deliveries.unwrap_or(pick(500_000, 2000)),
+            channel_paced: a
+                .channel_paced
+                .unwrap_or(if s { 5000.0 } else { 100_000.0 }),
+            channel_paced_secs: a.channel_paced_secs.unwrap_or(if s { 0.5 } else { 3.0 }),
+            max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 240 } else { 1200 })),
         };
         let secs_ok = |v: f64| v.is_finite() && v > 0.0 && v <= 60.0;
-        if !(secs_ok(p.throughput_secs) && secs_ok(p.binary_secs) && secs_ok(p.backpressure_secs)) {
+        if !(secs_ok(p.throughput_secs)
+            && secs_ok(p.binary_secs)
+            && secs_ok(p.backpressure_secs)
+            && secs_ok(p.channel_paced_secs))
+        {
             bail!("durations must be in (0, 60] seconds");
         }
         if p.runs == 0 || p.runs > 20 {
@@ -200,7 +245,28 @@ impl Params {
                 fanout::MAX_MESSAGES
             );
         }
+        if p.channel_sizes.iter().any(|&n| n == 0 || n > 15_000)
+            || p.channel_deliveries == 0
+            || p.channel_deliveries > 10_000_000
+            || !(p.channel_paced >= 1.0 && p.channel_paced <= 10_000_000.0)
+        {
+            bail!(
+                "channels: 1..=15000 subscribers, 1..=10000000 deliveries, \
+                 1..=10000000 paced deliveries/s"
+            );
+        }
         Ok(p)
+    }
+
+    fn suite(&self) -> channel_suite::Suite {
+        channel_suite::Suite {
+            sizes: self.channel_sizes.clone(),
+            deliveries: self.channel_deliveries,
+            paced: self.channel_paced,
+            paced_secs: self.channel_paced_secs,
+            parallel: self.storm_parallel,
+            runs: self.runs,
+        }
     }
 }
 
@@ -219,9 +285,10 @@ enum Scenario {
     Binary = 5,
     Backpressure = 6,
     FanOut = 7,
+    Channels = 8,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario::Latency,
     Scenario::Throughput,
     Scenario::Churn,
@@ -229,6 +296,7 @@ const SCENARIOS: [Scenario; 7] = [
     Scenario::Binary,
     Scenario::Backpressure,
     Scenario::FanOut,
+    Scenario::Channels,
 ];
 
 impl Scenario {
@@ -241,6 +309,7 @@ impl Scenario {
             Scenario::Binary => "binary throughput",
             Scenario::Backpressure => "backpressure",
             Scenario::FanOut => "fan-out",
+            Scenario::Channels => "channels",
         }
     }
 
@@ -250,6 +319,7 @@ impl Scenario {
             Scenario::Latency | Scenario::Throughput | Scenario::Binary => {
                 &[Kind::Wspipe, Kind::Websocketd, Kind::Reference]
             }
+            Scenario::Channels => &[Kind::Wspipe, Kind::Nchan],
             _ => &[Kind::Wspipe, Kind::Websocketd],
         }
     }
@@ -263,6 +333,7 @@ impl Scenario {
                 binary: false,
                 command: scenarios::seq_command(p.backpressure_lines),
                 control: None,
+                args: Vec::new(),
             },
             // wspipe: `cat` writes nothing (the clients send nothing), so
             // every message a client gets came through the control socket.
@@ -275,6 +346,7 @@ impl Scenario {
                     binary: false,
                     command: fanout::tail_command(&dir.join(FEED_FILE)),
                     control: None,
+                    args: Vec::new(),
                 },
                 (_, None) => unreachable!("fan-out runs in a scratch directory"),
             },
@@ -293,6 +365,8 @@ impl Scenario {
             Scenario::Binary => secs(p.binary_secs) + Duration::from_secs(40),
             Scenario::Backpressure => secs(p.backpressure_secs) + Duration::from_secs(140),
             Scenario::FanOut => Duration::from_secs(240),
+            // One size against one server.
+            Scenario::Channels => Duration::from_secs(240),
         }
     }
 }
@@ -437,6 +511,7 @@ fn rows(p: &Params) -> Vec<Row> {
         ),
     ];
     all.into_iter()
+        .chain(channel_suite::rows(&p.suite()))
         .filter(|r| {
             let n: u8 = r.scenario[..1].parse().unwrap_or(0);
             p.only.contains(&n)
@@ -524,7 +599,35 @@ fn find_programs(args: &Args) -> anyhow::Result<Programs> {
             args.websocketd.display()
         )
     })?;
-    Ok(Programs { wspipe, websocketd })
+    let nginx = if args.only.is_empty() || args.only.contains(&8) {
+        Some(find_nginx(&args.nginx)?)
+    } else {
+        None
+    };
+    Ok(Programs {
+        wspipe,
+        websocketd,
+        nginx,
+    })
+}
+
+/// nginx and the nchan module it will load (scenario 8).
+fn find_nginx(name: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let nginx = which(name)
+        .or_else(|| which(&std::path::Path::new("/usr/sbin").join(name)))
+        .with_context(|| {
+            format!(
+                "{} not found (apt-get install nginx libnginx-mod-nchan, or --nginx PATH)",
+                name.display()
+            )
+        })?;
+    if !std::path::Path::new(nchan::MODULE).is_file() {
+        bail!(
+            "no nchan module at {} (apt-get install libnginx-mod-nchan)",
+            nchan::MODULE
+        );
+    }
+    Ok(nginx)
 }
 
 /// A program name resolved through PATH (or a path, if it is one).
@@ -543,6 +646,12 @@ async fn run_all(p: &Params, programs: &Programs) -> Results {
     let mut results = Results::default();
     for sc in SCENARIOS {
         if !p.only.contains(&(sc as u8)) {
+            continue;
+        }
+        if sc == Scenario::Channels {
+            for run in 0..p.runs {
+                channel_suite::run(&p.suite(), programs, run, &mut results).await;
+            }
             continue;
         }
         for run in 0..p.runs {
@@ -726,6 +835,7 @@ async fn run_one(
                 };
                 fanout::fanout(&server, &plan, &producer).await
             }
+            Scenario::Channels => Err(anyhow::anyhow!("channels run in channel_suite")),
         }
     };
     let outcome = match tokio::time::timeout(limit, work).await {
@@ -876,6 +986,15 @@ fn render(
         websocketd_pkg,
         programs.websocketd.display()
     );
+    if p.only.contains(&8) {
+        let pkg = |name| debian_version(name).unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            out,
+            "- nchan: Debian package libnginx-mod-nchan {} in nginx {}",
+            pkg("libnginx-mod-nchan"),
+            pkg("nginx")
+        );
+    }
     let _ = writeln!(
         out,
         "- {} run(s) per figure, median shown; open files limit {}/{}; took {:.0} s",
@@ -885,14 +1004,19 @@ fn render(
         elapsed.as_secs_f64()
     );
     out.push('\n');
-    out.push_str(&report::table(results, &rows, p.runs, p.storm_count));
-    out.push_str(
-        "\n¹ reference: for 1, 2 and 5, an in-process tokio-tungstenite echo server with no \
+    let (channel_rows, rows): (Vec<Row>, Vec<Row>) = rows
+        .into_iter()
+        .partition(|r| matches!(r.metric, Metric::Channel(..)));
+    if !rows.is_empty() {
+        out.push_str(&report::table(results, &rows, p.runs, p.storm_count));
+        out.push_str(
+            "\n¹ reference: for 1, 2 and 5, an in-process tokio-tungstenite echo server with no \
          child process (the upper limit for a bridge); for 3, the raw fork/exec rate of \
          `/bin/true` (spawn + wait in a loop) from as many threads as churn runs sessions \
          at a time, the ceiling for sessions/s. \
          Ratios are plain quotients: read them with the \"better\" column.\n",
-    );
+        );
+    }
     if p.only.contains(&7) {
         out.push_str(
             "\n² For 7, websocketd has no broadcast: its column is websocketd + tail -f shared \
@@ -900,6 +1024,11 @@ fn render(
              on one file, the producer appends one line per message), against wspipe's \
              `broadcast` request on its control socket.\n",
         );
+    }
+    if !channel_rows.is_empty() {
+        out.push_str("\n### Channels: wspipe --pubsub and nginx's nchan³\n\n");
+        out.push_str(&report::channel_table(results, &channel_rows, p.runs));
+        out.push_str(channel_suite::FOOTNOTE);
     }
     if !results.notes.is_empty() {
         out.push_str("\nNotes:\n");
@@ -916,6 +1045,10 @@ fn render(
     if p.runs > 1 {
         out.push_str("\n<details><summary>All runs</summary>\n\n");
         out.push_str(&report::all_runs(results, &rows, p.runs));
+        if !channel_rows.is_empty() {
+            out.push('\n');
+            out.push_str(&report::all_runs(results, &channel_rows, p.runs));
+        }
         out.push_str("\n</details>\n");
     }
     out

@@ -134,11 +134,7 @@ pub fn table(results: &Results, rows: &[Row], runs: usize, storm_count: usize) -
     );
     out.push_str("|---|---|---|---|---:|---:|---:|---:|---:|\n");
     for row in rows {
-        let better = match row.better {
-            Better::Higher => "higher",
-            Better::Lower => "lower",
-            Better::Neither => "",
-        };
+        let better = better_word(row.better);
         let (num_part, name) = row.scenario.split_once(". ").unwrap_or(("", &row.scenario));
         let _ = writeln!(
             out,
@@ -157,6 +153,41 @@ pub fn table(results: &Results, rows: &[Row], runs: usize, storm_count: usize) -
     out
 }
 
+/// Scenario 8's table: wspipe publishing over HTTP and through its
+/// control socket, nchan over HTTP, and the ratios to nchan.
+pub fn channel_table(results: &Results, rows: &[Row], runs: usize) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| # | scenario | metric | better | wspipe, HTTP publish | wspipe, control socket | nchan | wspipe HTTP / nchan | wspipe control / nchan |\n",
+    );
+    out.push_str("|---|---|---|---|---:|---:|---:|---:|---:|\n");
+    for row in rows {
+        let (num_part, name) = row.scenario.split_once(". ").unwrap_or(("", &row.scenario));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            num_part,
+            name,
+            row.label,
+            better_word(row.better),
+            cell(results, row, Kind::Wspipe, runs, 0),
+            cell(results, row, Kind::WspipeControl, runs, 0),
+            cell(results, row, Kind::Nchan, runs, 0),
+            ratio(results, row, Kind::Wspipe, Kind::Nchan),
+            ratio(results, row, Kind::WspipeControl, Kind::Nchan),
+        );
+    }
+    out
+}
+
+fn better_word(better: Better) -> &'static str {
+    match better {
+        Better::Higher => "higher",
+        Better::Lower => "lower",
+        Better::Neither => "",
+    }
+}
+
 /// Every run's figure, to judge the noise behind the medians.
 pub fn all_runs(results: &Results, rows: &[Row], runs: usize) -> String {
     let mut out = String::new();
@@ -169,7 +200,13 @@ pub fn all_runs(results: &Results, rows: &[Row], runs: usize) -> String {
     out.push_str(&"---:|".repeat(runs));
     out.push('\n');
     for row in rows {
-        for kind in [Kind::Wspipe, Kind::Websocketd, Kind::Reference] {
+        for kind in [
+            Kind::Wspipe,
+            Kind::WspipeControl,
+            Kind::Websocketd,
+            Kind::Nchan,
+            Kind::Reference,
+        ] {
             let Some(values) = results.runs(row.metric, kind) else {
                 continue;
             };

@@ -54,6 +54,8 @@ pub enum Metric {
     FanOutPipelined,
     FanOutCliRate,
     FanOutChecked,
+    /// 8: a channel figure at a number of subscribers.
+    Channel(crate::channels::Figure, u32),
 }
 
 pub type Figures = Vec<(Metric, f64)>;

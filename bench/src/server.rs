@@ -39,6 +39,12 @@ pub enum Kind {
     Wspipe,
     Websocketd,
     Reference,
+    /// Debian's nginx with libnginx-mod-nchan (the channels scenario).
+    Nchan,
+    /// Not a server of its own: wspipe's figures when the channels scenario
+    /// publishes through the control socket instead of HTTP (same server,
+    /// same run), kept apart so the report can show both beside nchan.
+    WspipeControl,
 }
 
 impl Kind {
@@ -47,15 +53,20 @@ impl Kind {
             Kind::Wspipe => "wspipe",
             Kind::Websocketd => "websocketd",
             Kind::Reference => "reference",
+            Kind::Nchan => "nchan",
+            Kind::WspipeControl => "wspipe (control socket)",
         }
     }
 }
 
-/// Where the two server binaries are.
+/// Where the server binaries are.
 #[derive(Debug, Clone)]
 pub struct Programs {
     pub wspipe: PathBuf,
     pub websocketd: PathBuf,
+    /// nginx, with the nchan module it loads; only when the channels
+    /// scenario runs.
+    pub nginx: Option<PathBuf>,
 }
 
 /// What a server runs for each connection.
@@ -65,6 +76,8 @@ pub struct Spec {
     pub command: Vec<String>,
     /// wspipe only: `--control PATH` (the control socket).
     pub control: Option<PathBuf>,
+    /// More arguments, before the command (wspipe: `--pubsub`, ...).
+    pub args: Vec<String>,
 }
 
 impl Spec {
@@ -73,6 +86,7 @@ impl Spec {
             binary: false,
             command: command.iter().map(|s| s.to_string()).collect(),
             control: None,
+            args: Vec::new(),
         }
     }
 
@@ -282,7 +296,7 @@ impl Log {
 
 /// A port that was free a moment ago (websocketd cannot report a port it
 /// picked itself).
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
     Ok(l.local_addr()?.port())
 }
@@ -304,7 +318,9 @@ fn spawn_external(
             cmd.arg(format!("--port={port}")).arg("--address=127.0.0.1");
             (cmd, Some(port), "Starting WebSocket server")
         }
-        Kind::Reference => unreachable!("the reference runs in process"),
+        Kind::Reference | Kind::Nchan | Kind::WspipeControl => {
+            bail!("{} is not started from a Spec", kind.name())
+        }
     };
     if spec.binary {
         cmd.arg("--binary");
@@ -315,8 +331,20 @@ fn spawn_external(
         }
         cmd.arg("--control").arg(path);
     }
-    cmd.args(&spec.command)
-        .stdin(Stdio::null())
+    cmd.args(&spec.args).args(&spec.command);
+    launch(kind, cmd, fixed_port, needle)
+}
+
+/// Starts `cmd` as the server `kind` (its own process group, killed with
+/// the bench), on `fixed_port` if it was chosen beforehand (else the port
+/// is read from the ready line), ready once it logs `needle`.
+pub fn launch(
+    kind: Kind,
+    mut cmd: Command,
+    fixed_port: Option<u16>,
+    needle: &'static str,
+) -> anyhow::Result<(Server, Option<u16>)> {
+    cmd.stdin(Stdio::null())
         // websocketd logs on stdout, wspipe on stderr: drain both.
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -371,7 +399,7 @@ fn drain(pipe: impl std::io::Read + Send + 'static, log: Arc<Log>, needle: &'sta
 }
 
 /// Waits for the ready line and for the port to accept connections.
-fn wait_ready(mut server: Server, fixed_port: Option<u16>) -> anyhow::Result<Server> {
+pub fn wait_ready(mut server: Server, fixed_port: Option<u16>) -> anyhow::Result<Server> {
     let kind = server.kind;
     let log = server.log.clone();
     let Some(ready) = log.wait_ready(START_TIMEOUT) else {

@@ -40,6 +40,26 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Proportional set size of a process in KiB (`Pss` in
+/// /proc/PID/smaps_rollup): its private pages plus its share of the pages
+/// it shares, so that summing it over processes that share memory (nginx's
+/// workers and their shared memory zone) counts every page once.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// PSS of a process and its children, in KiB: a server's whole footprint
+/// (nginx: the master and its workers).
+pub fn tree_pss_kib(pid: u32) -> Option<u64> {
+    let own = pss_kib(pid)?;
+    Some(own + child_pids(pid).into_iter().filter_map(pss_kib).sum::<u64>())
+}
+
 /// CPU time (user + system) a process has used so far, not counting its
 /// children.
 pub fn cpu_time(pid: u32) -> Option<Duration> {

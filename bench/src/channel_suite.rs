@@ -1,0 +1,155 @@
+//! Scenario 8 in the bench's run: every size against wspipe and nchan,
+//! each on a fresh server, the order rotated between runs; its rows and
+//! its footnote in the report.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::channels::{self, Figure, Plan};
+use crate::report::{Better, Results, Row};
+use crate::scenarios::Metric;
+use crate::server::{Kind, Programs};
+use crate::sys;
+
+/// The counts of the whole scenario.
+pub struct Suite {
+    pub sizes: Vec<usize>,
+    pub deliveries: usize,
+    pub paced: f64,
+    pub paced_secs: f64,
+    pub parallel: usize,
+    pub runs: usize,
+}
+
+/// Bound on one size against one server.
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// The servers, in the order of the first run.
+const SERVERS: [Kind; 2] = [Kind::Wspipe, Kind::Nchan];
+
+/// Runs every size against both servers once (run number `run`).
+pub async fn run(suite: &Suite, programs: &Programs, run: usize, results: &mut Results) {
+    for &n in &suite.sizes {
+        let plan = Plan::new(
+            n,
+            suite.deliveries,
+            suite.paced,
+            suite.paced_secs,
+            suite.parallel,
+        );
+        let mut order = SERVERS.to_vec();
+        order.rotate_left(run % SERVERS.len());
+        for kind in order {
+            eprintln!(
+                "[8. channels] run {}/{}: {} subscribers, {}",
+                run + 1,
+                suite.runs,
+                n,
+                kind.name()
+            );
+            let scenario = format!("channels, {n} subscribers");
+            match one(kind, programs, &plan).await {
+                Ok((columns, notes)) => {
+                    for (column, figures) in columns {
+                        results.record(column, run, suite.runs, &figures);
+                    }
+                    for note in notes {
+                        eprintln!("    note: {note}");
+                        let run = run + 1;
+                        results
+                            .notes
+                            .push(format!("8. {scenario}, {} run {run}: {note}", kind.name()));
+                    }
+                }
+                Err(msg) => {
+                    eprintln!("    ERROR: {msg}");
+                    if msg.contains("CHECK FAILED") {
+                        results.check_failed = true;
+                    }
+                    results.errors.push((scenario, kind, run + 1, msg));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// One size against one server, in a scratch directory of its own, under
+/// [`LIMIT`].
+async fn one(kind: Kind, programs: &Programs, plan: &Plan) -> Result<channels::Outcome, String> {
+    let scratch = sys::Scratch::new("channels").map_err(|e| format!("scratch directory: {e}"))?;
+    let dir: &Path = scratch.path();
+    match tokio::time::timeout(LIMIT, channels::run(kind, programs, plan, dir)).await {
+        Err(_) => Err(format!("hard time limit of {LIMIT:?} reached")),
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err((e, tail))) if tail.is_empty() => Err(format!("{e:#}")),
+        Ok(Err((e, tail))) => Err(format!("{e:#}\n  server log (last lines):\n    {tail}")),
+    }
+}
+
+/// The report's rows for scenario 8, per size.
+pub fn rows(suite: &Suite) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &n in &suite.sizes {
+        let plan = Plan::new(n, suite.deliveries, suite.paced, suite.paced_secs, 1);
+        let scenario = format!(
+            "8. channels ({n} subscriber{}, 64-byte messages)",
+            if n == 1 { "" } else { "s" }
+        );
+        let mut row = |figure, label: String, better| {
+            rows.push(Row {
+                metric: Metric::Channel(figure, n as u32),
+                scenario: scenario.clone(),
+                label,
+                better,
+            })
+        };
+        let acked = format!(
+            "(a) deliveries/s, each publish acknowledged before the next ({} messages)",
+            plan.messages
+        );
+        row(Figure::Acked, acked, Better::Higher);
+        let pipelined = format!(
+            "(a') deliveries/s, {} publishes in flight ({} messages)",
+            channels::WINDOW,
+            plan.messages
+        );
+        row(Figure::Pipelined, pipelined, Better::Higher);
+        let paced = format!(
+            "at {} messages/s for {} s",
+            crate::report::num(plan.rate),
+            suite.paced_secs
+        );
+        row(
+            Figure::P50,
+            format!("(b) publish to delivery p50 (µs) {paced}"),
+            Better::Lower,
+        );
+        row(
+            Figure::P99,
+            format!("(b) publish to delivery p99 (µs) {paced}"),
+            Better::Lower,
+        );
+        if n >= 100 {
+            let label = "(c) server memory per idle subscriber (KiB of PSS)".to_string();
+            row(Figure::IdleKib, label, Better::Lower);
+        }
+    }
+    rows
+}
+
+/// What the columns of scenario 8 are.
+pub const FOOTNOTE: &str =
+    "\n³ For 8, every size runs on a fresh server. wspipe: `wspipe --pubsub \
+     --publish 127.0.0.1:PORT --control SOCKET`, subscribers on `/bench`; \"HTTP publish\" is \
+     `POST /bench` on one keep-alive connection, as nchan's column; \"control socket\" is the \
+     same server and run publishing with `{\"cmd\":\"publish\"}` requests instead. nchan: Debian's \
+     nginx with libnginx-mod-nchan, two workers, `nchan_subscriber websocket` and \
+     `nchan_publisher http` locations (the nginx.conf is in docs/benchmarks.md). (a) counts from \
+     the first publish until every subscriber had every message; (b) is the time from just \
+     before a publish was sent until a subscriber read it, over every subscriber and message; \
+     (c) is the growth of the server's PSS (nginx: master and workers) from before the first \
+     subscriber to all of them connected, divided by their number. Every subscriber must get \
+     every message once and in order, and every publish answer must count every subscriber, or \
+     the run fails. The subscribers run in the bench's process on the same 2 cores as the \
+     server, for both servers alike.\n";

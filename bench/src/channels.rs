@@ -1,0 +1,560 @@
+//! Scenario 8, channels: one publisher, N subscribers of one channel, no
+//! process per client: `wspipe --pubsub` against nginx's nchan module.
+//!
+//! For each size, a fresh server; N WebSocket subscribers join the channel
+//! and stay idle while the server's memory is read (PSS of the server and
+//! its children, before and after, per subscriber); then numbered 64-byte
+//! messages go out in phases:
+//!
+//! - (a) acknowledged: each publish sent once the previous one was answered
+//!   (HTTP POST on one keep-alive connection, both servers; wspipe also
+//!   through its control socket). Deliveries/s = N × messages / time from
+//!   the first publish until every subscriber had every message.
+//! - (a') pipelined (wspipe's control socket): up to [`WINDOW`] publishes in
+//!   flight on one connection, as `wspipe ctl publish CHANNEL -` does.
+//! - (b) paced: a fixed publish rate; each message carries the time it was
+//!   sent, and every subscriber records publish-to-delivery latency.
+//!
+//! Every subscriber must get every message exactly once and in order;
+//! anything else fails the run.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{Ws, LINE_LEN};
+use crate::control::{Control, Send};
+use crate::fanout::{connect_all, wait_phase, Event};
+use crate::http_publish::HttpPublisher;
+use crate::nchan;
+use crate::scenarios::{check_failed, close, next_data, Figures, Metric};
+use crate::server::{self, Kind, Programs, Server, Spec};
+use crate::sys;
+
+/// The channel on wspipe (a client on `/bench` joins `/bench`).
+const CHANNEL: &str = "/bench";
+
+/// Pipelined publishes in flight at once.
+pub const WINDOW: usize = 256;
+
+/// Bound on every subscriber being a member.
+const READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Bound on one phase: publishing and every subscriber receiving.
+const PHASE_LIMIT: Duration = Duration::from_secs(60);
+
+/// After the last message, how long each subscriber watches for another.
+const LINGER: Duration = Duration::from_millis(300);
+
+/// Bound on closing the subscribers.
+const CLOSE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Fastest paced rate (messages/s), whatever the size.
+const MAX_RATE: f64 = 1000.0;
+
+/// What the channel figures are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Figure {
+    /// (a): deliveries/s, each publish acknowledged before the next.
+    Acked,
+    /// (a'): deliveries/s, [`WINDOW`] publishes in flight.
+    Pipelined,
+    /// (b): publish-to-delivery latency, µs.
+    P50,
+    P99,
+    /// Server memory per idle subscriber, KiB.
+    IdleKib,
+}
+
+/// The counts for one size.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub subscribers: usize,
+    /// (a) and (a'): messages per phase.
+    pub messages: usize,
+    /// (b): messages/s, and for how long.
+    pub rate: f64,
+    pub paced_secs: f64,
+    /// Handshakes in flight while connecting.
+    pub parallel: usize,
+}
+
+impl Plan {
+    /// `deliveries` per acknowledged phase and `paced` deliveries/s, spread
+    /// over `n` subscribers (at least 20 messages, at most 20,000; at most
+    /// [`MAX_RATE`] messages/s).
+    pub fn new(n: usize, deliveries: usize, paced: f64, secs: f64, parallel: usize) -> Plan {
+        Plan {
+            subscribers: n,
+            messages: (deliveries / n.max(1)).clamp(20, 20_000),
+            rate: (paced / n.max(1) as f64).clamp(1.0, MAX_RATE),
+            paced_secs: secs,
+            parallel,
+        }
+    }
+
+    fn paced_count(&self) -> usize {
+        (self.rate * self.paced_secs).ceil().max(1.0) as usize
+    }
+}
+
+/// How one phase publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AckedHttp,
+    AckedControl,
+    PipelinedControl,
+    PacedHttp,
+    PacedControl,
+}
+
+impl Phase {
+    /// The report column and figure of this phase.
+    fn column(self, server: Kind) -> Kind {
+        match self {
+            Phase::AckedHttp | Phase::PacedHttp => server,
+            _ => Kind::WspipeControl,
+        }
+    }
+
+    fn paced(self) -> bool {
+        matches!(self, Phase::PacedHttp | Phase::PacedControl)
+    }
+}
+
+/// Figures per report column, and notes.
+pub type Outcome = (Vec<(Kind, Figures)>, Vec<String>);
+
+/// One size against one server: starts it (in `scratch`), runs every
+/// phase, stops it.
+pub async fn run(
+    kind: Kind,
+    programs: &Programs,
+    plan: &Plan,
+    scratch: &Path,
+) -> Result<Outcome, (anyhow::Error, String)> {
+    let publish_port = server::free_port().map_err(|e| (e, String::new()))?;
+    let socket = scratch.join("control.sock");
+    let server = match kind {
+        Kind::Wspipe => {
+            let spec = Spec {
+                control: Some(socket.clone()),
+                args: vec![
+                    "--pubsub".into(),
+                    "--publish".into(),
+                    format!("127.0.0.1:{publish_port}"),
+                ],
+                ..Spec::text(&[])
+            };
+            Server::start(kind, programs, &spec).await
+        }
+        Kind::Nchan => match &programs.nginx {
+            Some(nginx) => nchan::start(nginx, scratch).await,
+            None => Err(anyhow!("no nginx (scripts/bench.sh installs it)")),
+        },
+        other => Err(anyhow!("{} has no channels", other.name())),
+    }
+    .map_err(|e| (e, String::new()))?;
+    let target = Target {
+        kind,
+        ws_path: match kind {
+            Kind::Nchan => nchan::SUBSCRIBE_PATH,
+            _ => CHANNEL,
+        },
+        publish_path: match kind {
+            Kind::Nchan => nchan::PUBLISH_PATH,
+            _ => CHANNEL,
+        },
+        publish_port: match kind {
+            Kind::Nchan => server.port,
+            _ => publish_port,
+        },
+        control: (kind == Kind::Wspipe).then_some(socket),
+    };
+    let outcome = measure(&server, &target, plan).await;
+    let tail = server.log_tail();
+    server.stop().await;
+    outcome.map_err(|e| {
+        let lines: Vec<&str> = tail.lines().collect();
+        (e, lines[lines.len().saturating_sub(5)..].join("\n    "))
+    })
+}
+
+/// Where one server takes subscribers and publishes.
+struct Target {
+    kind: Kind,
+    ws_path: &'static str,
+    publish_path: &'static str,
+    publish_port: u16,
+    /// wspipe's control socket.
+    control: Option<std::path::PathBuf>,
+}
+
+/// The publishers of one run.
+struct Publishers {
+    http: HttpPublisher,
+    control: Option<Control>,
+}
+
+async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Result<Outcome> {
+    let n = plan.subscribers;
+    let pid = server.pid().context("no server process")?;
+    let need = n as u64 + 100;
+    if sys::nofile_soft() < need {
+        bail!(
+            "{n} subscribers need an open files limit of about {need}; it is {}",
+            sys::nofile_soft()
+        );
+    }
+    let mut publishers = Publishers {
+        http: connect_http(target.publish_port).await?,
+        control: match &target.control {
+            Some(socket) => Some(Control::connect(socket).await?),
+            None => None,
+        },
+    };
+    let before = sys::tree_pss_kib(pid).context("server memory")?;
+    let conns = connect_all(server.port, target.ws_path, n, plan.parallel).await?;
+    wait_members(&mut publishers, target, n).await?;
+    let after = sys::tree_pss_kib(pid).context("server memory")?;
+
+    let phases: &[Phase] = match target.kind {
+        Kind::Nchan => &[Phase::AckedHttp, Phase::PacedHttp],
+        _ => &[
+            Phase::AckedHttp,
+            Phase::AckedControl,
+            Phase::PipelinedControl,
+            Phase::PacedHttp,
+            Phase::PacedControl,
+        ],
+    };
+    let counts: Vec<usize> = phases
+        .iter()
+        .map(|p| match p.paced() {
+            true => plan.paced_count(),
+            false => plan.messages,
+        })
+        .collect();
+    let ends: Arc<[usize]> = counts
+        .iter()
+        .scan(0, |end, c| {
+            *end += c;
+            Some(*end)
+        })
+        .collect();
+    let timed: Arc<[bool]> = phases.iter().map(|p| p.paced()).collect();
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut subscribers = JoinSet::new();
+    for (index, ws) in conns.into_iter().enumerate() {
+        let sub = subscriber(ws, index, ends.clone(), timed.clone(), events_tx.clone());
+        subscribers.spawn(sub);
+    }
+    drop(events_tx);
+
+    let mut columns: Vec<(Kind, Figures)> = Vec::new();
+    let mut notes = Vec::new();
+    let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); phases.len()];
+    let mut first = 0;
+    for (i, (&phase, &count)) in phases.iter().zip(&counts).enumerate() {
+        let start = Instant::now();
+        let deadline = start + PHASE_LIMIT;
+        let seqs = first..first + count;
+        let lag = publish(&mut publishers, target, phase, plan, seqs, deadline).await?;
+        if let Some(lag) = lag {
+            notes.push(lag);
+        }
+        let done = wait_phase(&mut events, i, n, deadline).await?;
+        if !phase.paced() {
+            let rate = (n * count) as f64 / done.duration_since(start).as_secs_f64();
+            let figure = match phase {
+                Phase::PipelinedControl => Figure::Pipelined,
+                _ => Figure::Acked,
+            };
+            push(&mut columns, phase.column(target.kind), figure, n, rate);
+        }
+        first += count;
+    }
+    if n >= 100 {
+        let per = after.saturating_sub(before) as f64 / n as f64;
+        push(&mut columns, target.kind, Figure::IdleKib, n, per);
+    }
+
+    let mut conns = Vec::with_capacity(n);
+    let join_deadline = tokio::time::Instant::now() + LINGER + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(join_deadline, subscribers.join_next()).await {
+            Err(_) => bail!("subscribers did not finish"),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => bail!("subscriber task: {e}"),
+            Ok(Some(Ok(Err(e)))) => return Err(e),
+            Ok(Some(Ok(Ok((ws, lat))))) => {
+                conns.push(ws);
+                for (phase, l) in lat.into_iter().enumerate() {
+                    latencies[phase].extend(l);
+                }
+            }
+        }
+    }
+    for (i, &phase) in phases.iter().enumerate() {
+        let l = &mut latencies[i];
+        if !phase.paced() || l.is_empty() {
+            continue;
+        }
+        l.sort_unstable();
+        let at = |q: f64| l[((l.len() - 1) as f64 * q).round() as usize] as f64;
+        let column = phase.column(target.kind);
+        push(&mut columns, column, Figure::P50, n, at(0.50));
+        push(&mut columns, column, Figure::P99, n, at(0.99));
+    }
+    drop(publishers);
+    let mut closing = JoinSet::new();
+    for ws in conns {
+        closing.spawn(close(ws));
+    }
+    let _ = tokio::time::timeout(CLOSE_LIMIT, async {
+        while closing.join_next().await.is_some() {}
+    })
+    .await;
+    closing.abort_all();
+    Ok((columns, notes))
+}
+
+fn push(columns: &mut Vec<(Kind, Figures)>, kind: Kind, figure: Figure, n: usize, value: f64) {
+    let metric = Metric::Channel(figure, n as u32);
+    match columns.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, figures)) => figures.push((metric, value)),
+        None => columns.push((kind, vec![(metric, value)])),
+    }
+}
+
+/// The HTTP publisher, waiting (bounded) for the port: wspipe binds its
+/// publish listener next to the WebSocket one.
+async fn connect_http(port: u16) -> anyhow::Result<HttpPublisher> {
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        match HttpPublisher::connect(port).await {
+            Ok(p) => return Ok(p),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Waits until the server counts `n` members of the channel (wspipe:
+/// `channels` on the control socket; nchan: the channel's information
+/// from its publisher location).
+async fn wait_members(p: &mut Publishers, target: &Target, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        let members = match p.control.as_mut() {
+            Some(c) => c.members(CHANNEL).await?,
+            None => p.http.get(target.publish_path).await?.reached.unwrap_or(0),
+        };
+        if members == n as u64 {
+            return Ok(());
+        }
+        if members > n as u64 {
+            bail!("the server counts {members} subscribers, the bench opened {n}");
+        }
+        if Instant::now() >= deadline {
+            bail!("only {members} of {n} subscribers counted after {READY_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes messages `seqs` the way `phase` does; a note if the paced
+/// publisher could not keep its rate.
+async fn publish(
+    p: &mut Publishers,
+    target: &Target,
+    phase: Phase,
+    plan: &Plan,
+    seqs: std::ops::Range<usize>,
+    deadline: Instant,
+) -> anyhow::Result<Option<String>> {
+    let n = plan.subscribers;
+    let start = Instant::now();
+    let mut late = Duration::ZERO;
+    if phase == Phase::PipelinedControl {
+        let control = p.control.as_mut().context("no control socket")?;
+        let first = seqs.start;
+        let batch: Vec<String> = seqs.map(|s| message(s, sent_now())).collect();
+        for (k, chunk) in batch.chunks(WINDOW).enumerate() {
+            let seq = first + k * WINDOW;
+            control
+                .pipelined(Send::Publish(CHANNEL), chunk, seq, n, deadline)
+                .await?;
+        }
+        return Ok(None);
+    }
+    for (k, seq) in seqs.enumerate() {
+        if phase.paced() {
+            let due = start + Duration::from_secs_f64(k as f64 / plan.rate);
+            let now = Instant::now();
+            if now < due {
+                tokio::time::sleep_until(due.into()).await;
+            } else {
+                late = late.max(now - due);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("publishing took longer than {PHASE_LIMIT:?}");
+        }
+        let msg = message(seq, sent_now());
+        match phase {
+            Phase::AckedHttp | Phase::PacedHttp => {
+                let answer = p.http.publish(target.publish_path, &msg).await?;
+                // nchan counts the subscribers it queued for; wspipe those
+                // it delivered to. Either way every one must be counted.
+                if answer.reached != Some(n as u64) {
+                    return Err(check_failed(format!(
+                        "publish #{seq}: the answer counts {:?} subscribers of {n}: {}",
+                        answer.reached,
+                        answer.body.trim()
+                    )));
+                }
+            }
+            _ => {
+                let control = p.control.as_mut().context("no control socket")?;
+                control
+                    .send(Send::Publish(CHANNEL), &msg, seq, n, deadline)
+                    .await?;
+            }
+        }
+    }
+    // A scheduling hiccup is not worth a note; a publisher that cannot
+    // keep up (answers slower than the rate) is.
+    let slack = Duration::from_secs_f64(1.0 / plan.rate).max(Duration::from_millis(10));
+    Ok((late > slack).then(|| {
+        format!(
+            "{n} subscribers, {phase:?}: the publisher fell {:.1} ms behind its {} messages/s",
+            late.as_secs_f64() * 1e3,
+            plan.rate
+        )
+    }))
+}
+
+/// The bench's clock: nanoseconds since it was first read.
+fn sent_now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Message `seq`, sent at `nanos`: 64 bytes, `SEQ NANOS ` then padding.
+fn message(seq: usize, nanos: u64) -> String {
+    let mut s = format!("{seq:010} {nanos:019} ");
+    while s.len() < LINE_LEN {
+        s.push('x');
+    }
+    s
+}
+
+/// The sequence number and send time in a message.
+fn parse(text: &str) -> Option<(usize, u64)> {
+    let mut fields = text.split(' ');
+    let seq = fields.next()?.parse().ok()?;
+    let nanos = fields.next()?.parse().ok()?;
+    (text.len() == LINE_LEN).then_some((seq, nanos))
+}
+
+/// One subscriber: every message of every phase, checked; the latency of
+/// each message of a timed phase (µs); then a watch for an extra message.
+async fn subscriber(
+    mut ws: Ws,
+    index: usize,
+    ends: Arc<[usize]>,
+    timed: Arc<[bool]>,
+    events: mpsc::UnboundedSender<Event>,
+) -> anyhow::Result<(Ws, Vec<Vec<u32>>)> {
+    let mut latencies = vec![Vec::new(); ends.len()];
+    let mut next = 0;
+    for (phase, &end) in ends.iter().enumerate() {
+        if timed[phase] {
+            latencies[phase].reserve(end - next);
+        }
+        while next < end {
+            let got = next_data(&mut ws, PHASE_LIMIT)
+                .await
+                .and_then(|msg| expect(&msg, next, index));
+            match got {
+                Ok(sent) if timed[phase] => {
+                    let us = sent_now().saturating_sub(sent) / 1000;
+                    latencies[phase].push(us.min(u32::MAX as u64) as u32);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let e = e.context(format!("subscriber {index}, after {next} messages"));
+                    let _ = events.send(Event::Failed(e));
+                    bail!("subscriber {index} failed (reported)");
+                }
+            }
+            next += 1;
+        }
+        let _ = events.send(Event::Done {
+            phase,
+            at: Instant::now(),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Ok((ws, latencies)),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
+            Ok(Some(Ok(other))) => {
+                return Err(check_failed(format!(
+                    "subscriber {index}: a message after the last one: {other:?}"
+                )))
+            }
+            Ok(Some(Err(e))) => return Err(anyhow!(e).context("after the last message")),
+            Ok(None) => bail!("subscriber {index}: connection dropped after the last message"),
+        }
+    }
+}
+
+/// Message number `seq` must be next; its send time.
+fn expect(msg: &Message, seq: usize, index: usize) -> anyhow::Result<u64> {
+    let Message::Text(t) = msg else {
+        return Err(check_failed(format!(
+            "subscriber {index}: message #{seq}: expected text, got {msg:?}"
+        )));
+    };
+    match parse(t.as_str()) {
+        Some((got, sent)) if got == seq => Ok(sent),
+        _ => Err(check_failed(format!(
+            "subscriber {index}: message #{seq} expected, got {:?}",
+            t.as_str()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let m = message(42, 1_234_567_890);
+        assert_eq!(m.len(), LINE_LEN);
+        assert_eq!(parse(&m), Some((42, 1_234_567_890)));
+        assert_eq!(parse("42 17"), None);
+        assert_eq!(parse(&m.replace("0042", "00x2")), None);
+    }
+
+    #[test]
+    fn plans_spread_the_deliveries() {
+        let p = Plan::new(1000, 500_000, 100_000.0, 3.0, 256);
+        assert_eq!((p.messages, p.rate, p.paced_count()), (500, 100.0, 300));
+        let p = Plan::new(1, 500_000, 100_000.0, 3.0, 256);
+        assert_eq!((p.messages, p.rate), (20_000, MAX_RATE));
+        let p = Plan::new(10_000, 500_000, 100_000.0, 0.5, 256);
+        assert_eq!((p.messages, p.rate, p.paced_count()), (50, 10.0, 5));
+    }
+}
