@@ -24,6 +24,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub struct HttpPublisher {
     sender: SendRequest<Full<Bytes>>,
     port: u16,
+    /// The server said it closes this connection after its last answer.
+    closing: bool,
     /// `127.0.0.1:PORT`, for the Host header.
     host: String,
     /// The connection's task: it ends with the connection.
@@ -61,15 +63,17 @@ impl HttpPublisher {
         Ok(HttpPublisher {
             sender,
             port,
+            closing: false,
             host: format!("127.0.0.1:{port}"),
             conn,
         })
     }
 
-    /// A new connection if the server closed this one (nginx does after
-    /// some answers, such as a 404), as any HTTP client would.
+    /// A new connection if the server closed this one or said it would
+    /// (`Connection: close`: nginx after a 404 or `keepalive_requests`
+    /// answers), as any HTTP client would.
     async fn reconnect_if_closed(&mut self) -> anyhow::Result<()> {
-        if self.sender.is_closed() {
+        if self.closing || self.sender.is_closed() {
             *self = HttpPublisher::connect(self.port).await?;
         }
         Ok(())
@@ -110,12 +114,17 @@ impl HttpPublisher {
             self.sender.ready().await.context("connection not ready")?;
             let resp = self.sender.send_request(req).await.context("send")?;
             let status = resp.status();
+            let closing = resp
+                .headers()
+                .get(hyper::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
                 .map_err(|e| anyhow!("read the answer: {e}"))?
                 .to_bytes();
             let body = String::from_utf8_lossy(&body).into_owned();
+            self.closing = closing;
             anyhow::Ok(Answer {
                 status,
                 reached: reached(&body),
