@@ -3,9 +3,10 @@
 //! except for the ports and paths substituted at test time, in front of the
 //! real wspipe binary.
 //!
-//! Without nginx or apache2 installed the tests say so on stderr and return;
-//! with `WSPIPE_DEPLOY_TESTS=1` (as .ci/run sets) a missing proxy is a
-//! failure instead.
+//! Without nginx or apache2 installed (or, for the PHP test, mod_php and
+//! php-curl) the tests say so on stderr and return; with
+//! `WSPIPE_DEPLOY_TESTS=1` (as .ci/run sets) a missing proxy is a failure
+//! instead.
 
 mod common;
 
@@ -25,15 +26,15 @@ use tokio_tungstenite::MaybeTlsStream;
 const NGINX_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/wspipe.conf");
 const APACHE_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/apache/wspipe.conf");
 const PUSH_CGI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/php-push/push.cgi");
+const PUBLISH_PHP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/php-push/publish.php");
 const DUMP_ENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dump-env.sh");
 
 const NGINX_BIN: &str = "/usr/sbin/nginx";
 const APACHE_BIN: &str = "/usr/sbin/apache2";
 const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
-/// What the test httpd.conf loads (mod_unixd and mod_log_config are built
-/// into Debian's apache2).
+/// What the test httpd.conf loads besides an MPM (mod_unixd and
+/// mod_log_config are built into Debian's apache2).
 const APACHE_MODULE_LIST: &[(&str, &str)] = &[
-    ("mpm_event_module", "mod_mpm_event.so"),
     ("authz_core_module", "mod_authz_core.so"),
     ("authz_host_module", "mod_authz_host.so"),
     ("alias_module", "mod_alias.so"),
@@ -44,6 +45,11 @@ const APACHE_MODULE_LIST: &[(&str, &str)] = &[
     ("proxy_http_module", "mod_proxy_http.so"),
     ("proxy_wstunnel_module", "mod_proxy_wstunnel.so"),
 ];
+/// The MPM of the test httpd.conf: threads, as Debian's default.
+const APACHE_MPM_EVENT: (&str, &str) = ("mpm_event_module", "mod_mpm_event.so");
+/// With mod_php, processes: Debian's libphp is built without thread
+/// safety and refuses to load under a threaded MPM.
+const APACHE_MPM_PREFORK: (&str, &str) = ("mpm_prefork_module", "mod_mpm_prefork.so");
 
 /// A client address on loopback that is neither the proxy's address nor in
 /// any --trusted-proxy list, so the three addresses a test looks at (the
@@ -78,34 +84,88 @@ impl Kind {
             Kind::Nginx => &[],
             Kind::Apache => APACHE_MODULE_LIST,
         };
+        let mpm = match self {
+            Kind::Nginx => None,
+            Kind::Apache => Some(APACHE_MPM_EVENT),
+        };
         let missing = std::iter::once(bin.to_string())
             .chain(
                 modules
                     .iter()
+                    .chain(&mpm)
                     .map(|(_, file)| format!("{APACHE_MODULES}/{file}")),
             )
             .find(|p| !Path::new(p).exists());
         let Some(missing) = missing else {
             return Some(PathBuf::from(bin));
         };
-        let hint = "install it with `apt-get install -y nginx apache2`";
-        if std::env::var("WSPIPE_DEPLOY_TESTS").as_deref() == Ok("1") {
-            panic!(
-                "{test}: {} is not installed ({missing} is missing) and WSPIPE_DEPLOY_TESTS=1 \
-                 requires it: {hint}",
-                self.name()
-            );
-        }
-        // Straight to fd 2, not eprintln!: the test harness captures that
-        // for passing tests, and a skip must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED deploy::{test}: {} is not installed ({missing} is missing); {hint}, \
-             or set WSPIPE_DEPLOY_TESTS=1 to make this a failure",
-            self.name()
-        );
-        None
+        not_installed(
+            test,
+            self.name(),
+            &missing,
+            "install it with `apt-get install -y nginx apache2`",
+        )
     }
+}
+
+/// `None` with a skip line on stderr, or, with WSPIPE_DEPLOY_TESTS=1, a
+/// panic: a CI that is meant to run these tests must not pass without.
+fn not_installed<T>(test: &str, what: &str, missing: &str, hint: &str) -> Option<T> {
+    if std::env::var("WSPIPE_DEPLOY_TESTS").as_deref() == Ok("1") {
+        panic!(
+            "{test}: {what} is not installed ({missing} is missing) and WSPIPE_DEPLOY_TESTS=1 \
+             requires it: {hint}"
+        );
+    }
+    // Straight to fd 2, not eprintln!: the test harness captures that for
+    // passing tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED deploy::{test}: {what} is not installed ({missing} is missing); {hint}, \
+         or set WSPIPE_DEPLOY_TESTS=1 to make this a failure"
+    );
+    None
+}
+
+/// Apache's binary and Debian's mod_php (`libphp8.2.so` on Debian 12: the
+/// version is looked for, not assumed), if they, the prefork MPM mod_php
+/// needs, and PHP's curl extension enabled for Apache are installed;
+/// otherwise as [`Kind::find`].
+fn find_mod_php(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let apache = Kind::Apache.find(test)?;
+    let hint = "install them with `apt-get install -y libapache2-mod-php php-curl`";
+    let prefork = format!("{APACHE_MODULES}/{}", APACHE_MPM_PREFORK.1);
+    if !Path::new(&prefork).exists() {
+        return not_installed(test, "mod_mpm_prefork", &prefork, hint);
+    }
+    let module = std::fs::read_dir(APACHE_MODULES)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libphp") && n.ends_with(".so"))
+        });
+    let Some(module) = module else {
+        let missing = format!("{APACHE_MODULES}/libphp*.so");
+        return not_installed(test, "mod_php", &missing, hint);
+    };
+    // Debian enables an extension for Apache's PHP with a link in
+    // /etc/php/VERSION/apache2/conf.d (20-curl.ini).
+    let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let version = name.trim_start_matches("libphp").trim_end_matches(".so");
+    let conf_d = format!("/etc/php/{version}/apache2/conf.d");
+    let curl = std::fs::read_dir(&conf_d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| entry.file_name().to_string_lossy().ends_with("curl.ini"));
+    if !curl {
+        return not_installed(test, "php-curl", &format!("{conf_d}/20-curl.ini"), hint);
+    }
+    Some((apache, module))
 }
 
 /// A temp dir that other users can enter: a proxy running as root hands
@@ -156,15 +216,26 @@ impl Proxy {
     /// wspipe at `upstream`; `control` is the control socket the push CGI
     /// talks to.
     fn start(kind: Kind, bin: &Path, site: &Path, upstream: SocketAddr, control: &Path) -> Proxy {
+        Proxy::start_with(kind, bin, site, |dir, port| match kind {
+            Kind::Nginx => nginx_command(bin, dir, port, upstream),
+            Kind::Apache => apache_command(bin, dir, port, upstream, control, None),
+        })
+    }
+
+    /// Starts what `command` makes for a fresh directory in `site` and a
+    /// free loopback port: the command and its error log.
+    fn start_with(
+        kind: Kind,
+        bin: &Path,
+        site: &Path,
+        command: impl Fn(&Path, u16) -> (Command, PathBuf),
+    ) -> Proxy {
         let mut last_log = String::new();
         for attempt in 0..5 {
             let dir = site.join(format!("{}-{attempt}", kind.name()));
             std::fs::create_dir(&dir).unwrap();
             let port = free_port();
-            let (mut cmd, error_log) = match kind {
-                Kind::Nginx => nginx_command(bin, &dir, port, upstream),
-                Kind::Apache => apache_command(bin, &dir, port, upstream, control),
-            };
+            let (mut cmd, error_log) = command(&dir, port);
             use std::os::unix::process::CommandExt;
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -300,14 +371,27 @@ fn nginx_command(bin: &Path, dir: &Path, port: u16, upstream: SocketAddr) -> (Co
     (cmd, error_log)
 }
 
+/// mod_php for [`apache_command`], and the settings of publish.php.
+struct Php<'a> {
+    /// libphp*.so.
+    module: &'a Path,
+    /// wspipe's --publish socket.
+    publish: &'a Path,
+    /// wspipe's --publish-token file.
+    token: &'a Path,
+}
+
 /// apache2 with a minimal httpd.conf that loads the modules and includes
-/// deploy/apache/wspipe.conf; push.cgi is installed beside it.
+/// deploy/apache/wspipe.conf; push.cgi and publish.php are installed beside
+/// it. With `php`, the MPM is prefork and mod_php is loaded, which turns on
+/// the file's /publish block.
 fn apache_command(
     bin: &Path,
     dir: &Path,
     port: u16,
     upstream: SocketAddr,
     control: &Path,
+    php: Option<&Php>,
 ) -> (Command, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let cgi_dir = dir.join("cgi-bin");
@@ -318,18 +402,32 @@ fn apache_command(
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
+    std::fs::copy(PUBLISH_PHP, cgi_dir.join("publish.php")).unwrap();
     let wspipe = wspipe_for_others(dir);
+    let upstream = upstream.to_string();
+    let listen = format!("Listen 127.0.0.1:{port}");
+    let vhost = format!("*:{port}");
+    let mut pairs = vec![
+        ("127.0.0.1:8080", upstream.as_str()),
+        ("Listen 8081", &listen),
+        ("*:8081", &vhost),
+        ("/usr/local/lib/wspipe", cgi_dir.to_str().unwrap()),
+        ("/usr/local/bin/wspipe", wspipe.to_str().unwrap()),
+        ("/run/wspipe/control.sock", control.to_str().unwrap()),
+    ];
+    let token_line =
+        php.map(|php| format!("SetEnv WSPIPE_PUBLISH_TOKEN_FILE {}", php.token.display()));
+    if let (Some(php), Some(token_line)) = (php, &token_line) {
+        pairs.push(("/run/wspipe/publish.sock", php.publish.to_str().unwrap()));
+        pairs.push((
+            "# SetEnv WSPIPE_PUBLISH_TOKEN_FILE /etc/wspipe/publish.token",
+            token_line,
+        ));
+    }
     let site = substitute(
         &std::fs::read_to_string(APACHE_CONF).unwrap(),
         APACHE_CONF,
-        &[
-            ("127.0.0.1:8080", &upstream.to_string()),
-            ("Listen 8081", &format!("Listen 127.0.0.1:{port}")),
-            ("*:8081", &format!("*:{port}")),
-            ("/usr/local/lib/wspipe", cgi_dir.to_str().unwrap()),
-            ("/usr/local/bin/wspipe", wspipe.to_str().unwrap()),
-            ("/run/wspipe/control.sock", control.to_str().unwrap()),
-        ],
+        &pairs,
     );
     std::fs::write(dir.join("wspipe.conf"), site).unwrap();
     let run = dir.join("run");
@@ -342,14 +440,31 @@ fn apache_command(
          PidFile {d}/run/apache2.pid\n\
          ScriptSock {d}/run/cgisock\n\
          ErrorLog {d}/error.log\n\
-         LogLevel warn proxy:info\n\
-         StartServers 1\n\
-         ServerLimit 2\n\
-         ThreadsPerChild 16\n\
-         MaxRequestWorkers 32\n"
+         LogLevel warn proxy:info\n"
     );
+    let (mpm, mpm_file) = match php {
+        None => {
+            conf.push_str(
+                "StartServers 1\nServerLimit 2\nThreadsPerChild 16\nMaxRequestWorkers 32\n",
+            );
+            APACHE_MPM_EVENT
+        }
+        Some(_) => {
+            // One connection per process: a proxied WebSocket holds one
+            // for its lifetime, so keep spares for the requests beside it.
+            conf.push_str(
+                "StartServers 3\nMinSpareServers 2\nMaxSpareServers 4\nServerLimit 8\n\
+                 MaxRequestWorkers 8\n",
+            );
+            APACHE_MPM_PREFORK
+        }
+    };
+    conf.push_str(&format!("LoadModule {mpm} {APACHE_MODULES}/{mpm_file}\n"));
     for (name, file) in APACHE_MODULE_LIST {
         conf.push_str(&format!("LoadModule {name} {APACHE_MODULES}/{file}\n"));
+    }
+    if let Some(php) = php {
+        conf.push_str(&format!("LoadModule php_module {}\n", php.module.display()));
     }
     if is_root() {
         // Apache refuses to serve as root: its children, and so push.cgi,
@@ -774,6 +889,123 @@ async fn apache_cgi_push_reaches_every_client() {
     assert_eq!(reply["ok"], false);
     assert!(
         reply["error"].as_str().unwrap().contains("no server"),
+        "{reply}"
+    );
+}
+
+// ---- (e): channel publish through Apache's mod_php and curl ----------------
+
+/// A POST to Apache's /publish runs examples/php-push/publish.php in mod_php
+/// (as Apache's user), which hands the body to `wspipe --publish` on a Unix
+/// socket with PHP's curl, no process started: every member of /chat,
+/// through Apache or direct, gets it, and wspipe's answer comes back.
+#[tokio::test]
+async fn apache_php_publish_reaches_every_member() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "apache_php_publish_reaches_every_member";
+    let Some((bin, module)) = find_mod_php(test) else {
+        return;
+    };
+    let site = site_dir();
+    let publish = site.path().join("publish.sock");
+    let token = site.path().join("publish.token");
+    let set_token = |text: &str| {
+        std::fs::write(&token, text).unwrap();
+        // Apache's user reads it (in production: group www-data, 640).
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    set_token("s3cret\n");
+    let (mut server, control) = wspipe(
+        site.path(),
+        &[
+            "--pubsub",
+            "--publish",
+            publish.to_str().unwrap(),
+            "--publish-token",
+            token.to_str().unwrap(),
+        ],
+    );
+    server.wait_log("publish on unix:");
+    // The socket's mode comes from wspipe's umask, and connecting takes
+    // write permission: open it to Apache's user (in production UMask=0007
+    // and www-data in wspipe's group, docs/deploy.md).
+    std::fs::set_permissions(&publish, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let php = Php {
+        module: &module,
+        publish: &publish,
+        token: &token,
+    };
+    let apache = Proxy::start_with(Kind::Apache, &bin, site.path(), |dir, port| {
+        apache_command(&bin, dir, port, server.addr, &control, Some(&php))
+    });
+    // Members of /chat from the moment their upgrade is answered.
+    let mut proxied = connect(&apache.url("/chat")).await;
+    let mut direct = connect(&server.url("/chat")).await;
+
+    let publish_to = |path: &str, body: &str| {
+        let (status, head, body) = http_request(apache.addr(), "POST", path, body);
+        let reply: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{e}: {head}\n{body}\n{}", apache.log()));
+        (status, head, reply)
+    };
+    // The page's default channel (WSPIPE_CHANNEL /chat in wspipe.conf).
+    let message = "breaking: \"quotes\", ünïcode & <tags>";
+    let (status, head, reply) = publish_to("/publish", message);
+    assert_eq!(status, 200, "{head}\n{reply}\n{}", apache.log());
+    assert_eq!(
+        reply,
+        serde_json::json!({"ok": true, "delivered": 2, "dropped": 0})
+    );
+    assert!(header_values(&head, "content-type")[0].starts_with("application/json"));
+    for ws in [&mut proxied, &mut direct] {
+        assert_eq!(next_text(ws).await, message);
+    }
+
+    // ?channel= names another one (nobody there); a name that is not a
+    // URL path is refused by the page itself.
+    let (status, _, reply) = publish_to("/publish?channel=/news", "elsewhere");
+    assert_eq!(
+        (status, reply),
+        (
+            200,
+            serde_json::json!({"ok": true, "delivered": 0, "dropped": 0})
+        )
+    );
+    let (status, _, reply) = publish_to("/publish?channel=news", "x");
+    assert_eq!((status, &reply["ok"]), (400, &serde_json::json!(false)));
+
+    // Only POST publishes.
+    let (status, head, body) = http_request(apache.addr(), "GET", "/publish", "");
+    assert_eq!(status, 405, "{head}\n{body}");
+    assert_eq!(header_values(&head, "allow"), ["POST"]);
+
+    // The token file is read per request: a wrong one gets wspipe's 401,
+    // passed on; the right one again publishes.
+    set_token("wrong\n");
+    let (status, _, reply) = publish_to("/publish", "not with this token");
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(reply["ok"], false);
+    assert!(
+        reply["error"].as_str().unwrap().contains("Bearer"),
+        "{reply}"
+    );
+    set_token("s3cret\n");
+    let (status, _, reply) = publish_to("/publish", "last");
+    assert_eq!((status, &reply["delivered"]), (200, &serde_json::json!(2)));
+    // Nothing else reached /chat in between.
+    for ws in [&mut proxied, &mut direct] {
+        assert_eq!(next_text(ws).await, "last");
+    }
+
+    // With wspipe gone the page says so, with a status a caller can act on.
+    drop(proxied);
+    drop(direct);
+    server.terminate();
+    let (status, _, reply) = publish_to("/publish", "anyone?");
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["ok"], false);
+    assert!(
+        reply["error"].as_str().unwrap().contains("not reachable"),
         "{reply}"
     );
 }
