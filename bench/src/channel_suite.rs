@@ -109,12 +109,16 @@ pub fn rows(suite: &Suite) -> Vec<Row> {
             plan.messages
         );
         row(Figure::Acked, acked, Better::Higher);
+        let cpu = "(a) server CPU per delivery (µs)".to_string();
+        row(Figure::AckedCpu, cpu, Better::Lower);
         let pipelined = format!(
             "(a') deliveries/s, {} publishes in flight ({} messages)",
             channels::WINDOW,
             plan.messages
         );
         row(Figure::Pipelined, pipelined, Better::Higher);
+        let cpu = "(a') server CPU per delivery (µs)".to_string();
+        row(Figure::PipelinedCpu, cpu, Better::Lower);
         let paced = format!(
             "at {} messages/s for {} s",
             crate::report::num(plan.rate),
@@ -148,7 +152,8 @@ pub const FOOTNOTE: &str =
      `nchan_publisher http` locations (the nginx.conf is in docs/benchmarks.md). (a) counts from \
      the first publish until every subscriber had every message; (b) is the time from just \
      before a publish was sent until a subscriber read it, over every subscriber and message; \
-     (c) is the growth of the server's PSS (nginx: master and workers) from before the first \
+     CPU per delivery is the server's user + system time (nginx: master and workers) over \
+     the phase divided by the deliveries; (c) is the growth of the server's PSS (nginx: master and workers) from before the first \
      subscriber to all of them connected, divided by their number. Every subscriber must get \
      every message once and in order, and every publish answer must count every subscriber, or \
      the run fails. The subscribers run in the bench's process on the same 2 cores as the \

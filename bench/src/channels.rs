@@ -65,6 +65,9 @@ pub enum Figure {
     Acked,
     /// (a'): deliveries/s, [`WINDOW`] publishes in flight.
     Pipelined,
+    /// (a) and (a'): server CPU per delivery, µs.
+    AckedCpu,
+    PipelinedCpu,
     /// (b): publish-to-delivery latency, µs.
     P50,
     P99,
@@ -220,7 +223,12 @@ async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Resul
         },
     };
     let before = sys::tree_pss_kib(pid).context("server memory")?;
-    let conns = connect_all(server.port, target.ws_path, n, plan.parallel).await?;
+    // One subscriber first, counted, then the others: the channel exists
+    // before they come. (nchan, when two workers created the channel at
+    // once, sometimes never counted one worker's subscribers.)
+    let mut conns = connect_all(server.port, target.ws_path, 1, 1).await?;
+    wait_members(&mut publishers, target, 1).await?;
+    conns.extend(connect_all(server.port, target.ws_path, n - 1, plan.parallel).await?);
     wait_members(&mut publishers, target, n).await?;
     let after = sys::tree_pss_kib(pid).context("server memory")?;
 
@@ -264,6 +272,7 @@ async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Resul
     let mut first = 0;
     for (i, (&phase, &count)) in phases.iter().zip(&counts).enumerate() {
         let start = Instant::now();
+        let cpu_before = sys::tree_cpu_time(pid);
         let deadline = start + PHASE_LIMIT;
         let seqs = first..first + count;
         let lag = publish(&mut publishers, target, phase, plan, seqs, deadline).await?;
@@ -272,12 +281,18 @@ async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Resul
         }
         let done = wait_phase(&mut events, i, n, deadline).await?;
         if !phase.paced() {
-            let rate = (n * count) as f64 / done.duration_since(start).as_secs_f64();
-            let figure = match phase {
-                Phase::PipelinedControl => Figure::Pipelined,
-                _ => Figure::Acked,
+            let deliveries = (n * count) as f64;
+            let rate = deliveries / done.duration_since(start).as_secs_f64();
+            let (figure, cpu) = match phase {
+                Phase::PipelinedControl => (Figure::Pipelined, Figure::PipelinedCpu),
+                _ => (Figure::Acked, Figure::AckedCpu),
             };
-            push(&mut columns, phase.column(target.kind), figure, n, rate);
+            let column = phase.column(target.kind);
+            push(&mut columns, column, figure, n, rate);
+            if let (Some(a), Some(b)) = (cpu_before, sys::tree_cpu_time(pid)) {
+                let us = b.saturating_sub(a).as_secs_f64() * 1e6 / deliveries;
+                push(&mut columns, column, cpu, n, us);
+            }
         }
         first += count;
     }

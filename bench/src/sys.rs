@@ -75,6 +75,18 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) as f64 / hz as f64))
 }
 
+/// CPU time of a process and its children (nginx: the master and its
+/// workers), as [`cpu_time`] counts it.
+pub fn tree_cpu_time(pid: u32) -> Option<Duration> {
+    let own = cpu_time(pid)?;
+    Some(
+        own + child_pids(pid)
+            .into_iter()
+            .filter_map(cpu_time)
+            .sum::<Duration>(),
+    )
+}
+
 /// How many processes have `pid` as their parent (zombies included).
 pub fn children_of(pid: u32) -> usize {
     child_pids(pid).len()
