@@ -229,6 +229,12 @@ pub struct Cli {
     #[arg(long = "publish-token", value_name = "FILE")]
     pub publish_token: Option<PathBuf>,
 
+    /// Permission bits of the --publish Unix socket, in octal [default: 600]
+    // No clap default: config.rs applies 600 to a Unix socket and refuses
+    // an explicit --publish-mode with a TCP --publish.
+    #[arg(long = "publish-mode", value_name = "MODE")]
+    pub publish_mode: Option<String>,
+
     /// Permission bits of the control socket, in octal.
     #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]
     pub control_mode: String,

@@ -140,6 +140,9 @@ pub enum Overflow {
 pub struct PublishListen {
     pub listen: Listen,
     pub token: Option<Token>,
+    /// Permission bits of a Unix socket (`--publish-mode`, default 0600:
+    /// only wspipe's user); `None` for TCP.
+    pub mode: Option<u32>,
 }
 
 /// A secret a request must present (`--publish-token`). Its Debug output
@@ -328,15 +331,7 @@ fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
     let Some(path) = &cli.control else {
         return Ok(None);
     };
-    let mode = u32::from_str_radix(&cli.control_mode, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| {
-            bad(format!(
-                "--control-mode {}: expected octal permission bits like 600",
-                cli.control_mode
-            ))
-        })?;
+    let mode = octal_mode("--control-mode", &cli.control_mode)?;
     let path =
         std::path::absolute(path).map_err(|e| bad(format!("--control {}: {e}", path.display())))?;
     if cli
@@ -347,6 +342,19 @@ fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
         return Err(bad("--control and --unixsocket must be different paths"));
     }
     Ok(Some(ControlSocket { path, mode }))
+}
+
+/// A socket file's permission bits (`--control-mode`, `--publish-mode`):
+/// octal, at most 777.
+fn octal_mode(flag: &str, value: &str) -> Result<u32, ConfigError> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            bad(format!(
+                "{flag} {value}: expected octal permission bits like 600"
+            ))
+        })
 }
 
 /// A bare program name is looked up in PATH once, at start-up (as
@@ -401,21 +409,42 @@ fn publish(cli: &Cli) -> Result<Option<PublishListen>, ConfigError> {
             Some(Token(token.to_owned()))
         }
     };
+    let mode = cli
+        .publish_mode
+        .as_deref()
+        .map(|m| octal_mode("--publish-mode", m))
+        .transpose()?;
     let Some(value) = &cli.publish else {
         if token.is_some() {
             return Err(bad("--publish-token needs --publish"));
         }
+        if mode.is_some() {
+            return Err(bad("--publish-mode needs --publish"));
+        }
         return Ok(None);
     };
     let listen = addr_or_path("--publish", value)?;
-    if let Listen::Tcp(addr) = listen {
-        if !addr.ip().is_loopback() && token.is_none() {
+    let mode = match listen {
+        Listen::Unix(_) => Some(mode.unwrap_or(0o600)),
+        Listen::Tcp(_) if mode.is_some() => {
             return Err(bad(format!(
-                "--publish {value}: not a loopback address; give --publish-token FILE to take publishes from the network"
+                "--publish-mode needs a Unix socket --publish; {value} is a TCP address"
             )));
         }
-    }
-    Ok(Some(PublishListen { listen, token }))
+        Listen::Tcp(addr) => {
+            if !addr.ip().is_loopback() && token.is_none() {
+                return Err(bad(format!(
+                    "--publish {value}: not a loopback address; give --publish-token FILE to take publishes from the network"
+                )));
+            }
+            None
+        }
+    };
+    Ok(Some(PublishListen {
+        listen,
+        token,
+        mode,
+    }))
 }
 
 /// An `ADDR|PATH` flag's value: a value with a `/` (or starting `unix:`) is
@@ -589,6 +618,32 @@ mod tests {
             let err = metrics(bad).unwrap_err().to_string();
             assert!(err.starts_with("--metrics "), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn publish_mode_is_octal_and_only_for_a_unix_socket() {
+        let mode = |args: &[&str]| {
+            let mut all = vec!["--pubsub"];
+            all.extend_from_slice(args);
+            config(&all).map(|c| c.publish.and_then(|p| p.mode))
+        };
+        assert_eq!(mode(&["--publish", "/run/p.sock"]).unwrap(), Some(0o600));
+        assert_eq!(
+            mode(&["--publish", "unix:p.sock", "--publish-mode", "660"]).unwrap(),
+            Some(0o660)
+        );
+        assert_eq!(mode(&["--publish", "127.0.0.1:0"]).unwrap(), None);
+        for bad in ["999", "1000", "rw", ""] {
+            let err = mode(&["--publish", "/run/p.sock", "--publish-mode", bad]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("--publish-mode {bad}: expected octal permission bits like 600")
+            );
+        }
+        let err = mode(&["--publish", "127.0.0.1:0", "--publish-mode", "660"]).unwrap_err();
+        assert!(err.to_string().contains("Unix socket"), "{err}");
+        let err = mode(&["--publish-mode", "660"]).unwrap_err();
+        assert_eq!(err.to_string(), "--publish-mode needs --publish");
     }
 
     #[test]

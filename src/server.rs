@@ -51,9 +51,7 @@ fn start_control(state: &State, files: &mut SocketFiles) -> anyhow::Result<()> {
     let Some(control) = &state.config().control else {
         return Ok(());
     };
-    let listener = net::bind_unix(&control.path, files)?;
-    crate::control::listener::set_mode(&control.path, control.mode)
-        .with_context(|| format!("cannot set the mode of {}", control.path.display()))?;
+    let listener = net::bind_unix(&control.path, Some(control.mode), files)?;
     tracing::info!("control socket at {}", control.path.display());
     let shutdown = state.shutdown().clone();
     shutdown.spawn(net::serve_control(
@@ -73,7 +71,7 @@ async fn start_metrics(state: &State, files: &mut SocketFiles) -> anyhow::Result
             SideListener::Tcp(listener)
         }
         Some(Listen::Unix(path)) => {
-            let listener = net::bind_unix(path, files)?;
+            let listener = net::bind_unix(path, None, files)?;
             tracing::info!("metrics on unix:{}", path.display());
             SideListener::Unix(listener)
         }
@@ -98,7 +96,7 @@ async fn start_publish(state: &State, files: &mut SocketFiles) -> anyhow::Result
             SideListener::Tcp(listener)
         }
         Listen::Unix(path) => {
-            let listener = net::bind_unix(path, files)?;
+            let listener = net::bind_unix(path, publish.mode, files)?;
             tracing::info!("publish on unix:{}", path.display());
             SideListener::Unix(listener)
         }
@@ -127,7 +125,7 @@ async fn start_public(state: &State, files: &mut SocketFiles) -> anyhow::Result<
                 shutdown.spawn(net::serve_tcp(listener, site.clone(), tls));
             }
             Listen::Unix(path) => {
-                let listener = net::bind_unix(path, files)?;
+                let listener = net::bind_unix(path, None, files)?;
                 tracing::info!("serving on unix:{} ({})", path.display(), describe(config));
                 shutdown.spawn(net::serve_unix(listener, site.clone()));
             }

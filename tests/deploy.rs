@@ -923,13 +923,14 @@ async fn apache_php_publish_reaches_every_member() {
             publish.to_str().unwrap(),
             "--publish-token",
             token.to_str().unwrap(),
+            // Open to Apache's user, as the control socket is (in
+            // production: --publish-mode 660 and www-data in wspipe's
+            // group, docs/deploy.md).
+            "--publish-mode",
+            "666",
         ],
     );
     server.wait_log("publish on unix:");
-    // The socket's mode comes from wspipe's umask, and connecting takes
-    // write permission: open it to Apache's user (in production UMask=0007
-    // and www-data in wspipe's group, docs/deploy.md).
-    std::fs::set_permissions(&publish, std::fs::Permissions::from_mode(0o666)).unwrap();
     let php = Php {
         module: &module,
         publish: &publish,

@@ -128,3 +128,71 @@ fn a_network_address_needs_a_token() {
     let out = run_bin(&["--pubsub", "--publish-token", "/nonexistent"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_unix_socket_gets_the_mode_asked_for() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("publish.sock");
+    // No --publish-mode: 600, as for the control socket; then what is asked.
+    for (flags, want) in [
+        (&[][..], 0o600),
+        (&["--publish-mode", "660"][..], 0o660),
+        (&["--publish-mode", "600"][..], 0o600),
+        (&["--publish-mode=640"][..], 0o640),
+    ] {
+        let mut args = vec!["--pubsub", "--publish", sock.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let server = Server::start(&args);
+        server.wait_log("publish on unix:");
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{flags:?}: {mode:o}");
+        // And it still takes publishes.
+        let (status, _, body) = over_unix(&sock, &post("/room", "x", ""));
+        assert_eq!(status, 200, "{flags:?}: {body}");
+        drop(server);
+        assert!(
+            wait_until(TIMEOUT, || !sock.exists()),
+            "socket removed at exit"
+        );
+    }
+}
+
+#[test]
+fn a_bad_publish_mode_exits_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("publish.sock");
+    let sock = sock.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["--publish", sock, "--publish-mode", "999"],
+            "--publish-mode 999: expected octal permission bits like 600",
+        ),
+        (
+            vec!["--publish", sock, "--publish-mode", "rw-rw----"],
+            "--publish-mode rw-rw----: expected octal permission bits like 600",
+        ),
+        (
+            vec!["--publish", sock, "--publish-mode", "1777"],
+            "--publish-mode 1777: expected octal permission bits like 600",
+        ),
+        // Only a Unix socket has a mode.
+        (
+            vec!["--publish", "127.0.0.1:0", "--publish-mode", "660"],
+            "--publish-mode needs a Unix socket --publish; 127.0.0.1:0 is a TCP address",
+        ),
+        (
+            vec!["--publish-mode", "660"],
+            "--publish-mode needs --publish",
+        ),
+    ] {
+        let mut all = vec!["--pubsub"];
+        all.extend_from_slice(&args);
+        let out = run_bin(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert!(!std::path::Path::new(sock).exists(), "nothing was bound");
+}

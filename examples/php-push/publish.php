@@ -7,7 +7,7 @@
 //   curl --data 'hello' 'http://localhost/publish?channel=/news'
 //
 // wspipe must take publishes (docs/channels.md):
-//   wspipe --pubsub --publish /run/wspipe/publish.sock ...
+//   wspipe --pubsub --publish /run/wspipe/publish.sock --publish-mode 660 ...
 // The answer is wspipe's own, status and JSON: 200
 // {"ok":true,"delivered":N,"dropped":M} (N clients of the channel got it,
 // M lost an old message to it), 400 (bad channel, not UTF-8), 401 (the
@@ -24,7 +24,8 @@
 //                    content is sent as `Authorization: Bearer TOKEN`
 //
 // The PHP user (www-data) must be able to connect to the socket (write
-// permission: see docs/deploy.md on socket modes) and read the token file.
+// permission: wspipe --publish-mode 660 and www-data in wspipe's group, see
+// docs/deploy.md) and read the token file.
 // Whoever can reach this page can talk to every client of any channel:
 // protect it like any admin endpoint.
 

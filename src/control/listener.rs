@@ -5,7 +5,6 @@
 //! ([`MAX_REQUEST`]), concurrent control connections, and requests per
 //! second on one connection. A bad request gets an error reply, never a crash.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -20,12 +19,6 @@ pub const MAX_CLIENTS: usize = 64;
 
 /// Requests per second one connection may make before being slowed.
 const MAX_RATE: u32 = 2000;
-
-/// Sets the socket file's permission bits (`--control-mode`).
-pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
 
 /// Serves one control connection until it closes or the server shuts
 /// down (a request in progress is answered first).

@@ -42,7 +42,15 @@ fn listen_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Binds a Unix socket, removing a stale socket file but refusing to steal
 /// the path from a live server. The file is removed when `files` is dropped.
-pub fn bind_unix(path: &Path, files: &mut SocketFiles) -> anyhow::Result<UnixListener> {
+///
+/// With `mode` (`--control-mode`, `--publish-mode`) the file gets those
+/// permission bits after `bind` and before `listen`: until `listen` every
+/// connect is refused, so nobody gets in under the umask's mode meanwhile.
+pub fn bind_unix(
+    path: &Path,
+    mode: Option<u32>,
+    files: &mut SocketFiles,
+) -> anyhow::Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!("{} is in use by a running server", path.display());
@@ -50,19 +58,34 @@ pub fn bind_unix(path: &Path, files: &mut SocketFiles) -> anyhow::Result<UnixLis
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
-    let listener =
-        listen_unix(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let cannot_listen = || format!("cannot listen on {}", path.display());
+    let socket = bound_unix(path).with_context(cannot_listen)?;
     files.0.push(path.to_path_buf());
-    Ok(listener)
+    if let Some(mode) = mode {
+        set_mode(path, mode)
+            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    }
+    listen_unix(socket).with_context(cannot_listen)
 }
 
-fn listen_unix(path: &Path) -> std::io::Result<UnixListener> {
+fn bound_unix(path: &Path) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, SockAddr, Socket, Type};
     let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
     socket.bind(&SockAddr::unix(path)?)?;
+    Ok(socket)
+}
+
+fn listen_unix(socket: socket2::Socket) -> std::io::Result<UnixListener> {
     socket.listen(LISTEN_BACKLOG as i32)?;
     socket.set_nonblocking(true)?;
     UnixListener::from_std(socket.into())
+}
+
+/// Sets a socket file's permission bits. By path: on Linux `fchmod` on the
+/// socket would not change the file.
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Unix socket files this server created, removed when dropped (however
@@ -75,5 +98,25 @@ impl Drop for SocketFiles {
         for path in &self.0 {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_unix_socket_gets_its_mode_and_is_removed_at_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let mut files = SocketFiles::default();
+        let listener = bind_unix(&path, Some(0o640), &mut files).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let _client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        listener.accept().await.unwrap();
+        drop(files);
+        assert!(!path.exists());
     }
 }
