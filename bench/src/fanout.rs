@@ -98,6 +98,8 @@ pub(crate) enum Event {
         phase: usize,
         at: Instant,
     },
+    /// Channels: the subscriber has seen a probe (it is a member).
+    Joined,
     Failed(anyhow::Error),
 }
 
@@ -443,6 +445,7 @@ pub(crate) async fn wait_phase(
             ),
             Ok(None) => bail!("the subscribers ended early"),
             Ok(Some(Event::Failed(e))) => return Err(e),
+            Ok(Some(Event::Joined)) => {}
             Ok(Some(Event::Done { phase: p, at })) => {
                 if p != phase {
                     bail!(

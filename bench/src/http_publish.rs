@@ -94,11 +94,6 @@ impl HttpPublisher {
         Ok(answer)
     }
 
-    /// `GET path` (nchan: the channel's information).
-    pub async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
-        self.request(Method::GET, path, Bytes::new()).await
-    }
-
     async fn request(&mut self, method: Method, path: &str, body: Bytes) -> anyhow::Result<Answer> {
         let req = Request::builder()
             .method(method)

@@ -203,9 +203,7 @@ impl Params {
                 a.channel_sizes.clone()
             },
             channel_deliveries: a.channel_deliveries.unwrap_or(pick(500_000, 2000)),
-            channel_paced: a
-                .channel_paced
-                .unwrap_or(if s { 5000.0 } else { 20_000.0 }),
+            channel_paced: a.channel_paced.unwrap_or(if s { 5000.0 } else { 20_000.0 }),
             channel_paced_secs: a.channel_paced_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
             max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 240 } else { 1200 })),
         };
