@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks wspipe against websocketd (and an in-process echo server) on
-# this machine and prints a markdown report. See docs/benchmarks.md.
+# Benchmarks wspipe against websocketd, nginx's nchan module (channels) and
+# an in-process echo server on this machine and prints a markdown report.
+# See docs/benchmarks.md.
 #
-#   scripts/bench.sh            full suite (a few minutes; under 10 on 2 cores)
+#   scripts/bench.sh            full suite (about 8 minutes on 2 cores)
 #   scripts/bench.sh --smoke    tiny counts, for CI (well under a minute)
 #
 # Any other arguments go to wspipe-bench (try: scripts/bench.sh --help).
@@ -21,14 +22,27 @@ as_root() {
   fi
 }
 
-if ! command -v websocketd >/dev/null; then
-  echo "== installing websocketd" >&2
+# The peers: websocketd, and nginx with the nchan module (scenario 8).
+missing=()
+command -v websocketd >/dev/null || missing+=(websocketd)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  # Refresh the package lists only if apt does not know the package yet.
-  if ! apt-cache policy websocketd 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-    as_root apt-get update >&2
+  # Refresh the package lists only if apt does not know the packages yet.
+  for pkg in "${missing[@]}"; do
+    if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+      as_root apt-get update >&2
+      break
+    fi
+  done
+  as_root apt-get install -y "${missing[@]}" >&2
+  # Debian's package starts the system nginx on port 80: the bench runs
+  # its own, so leave none running that was not running before.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    as_root service nginx stop >/dev/null 2>&1 || true
   fi
-  as_root apt-get install -y websocketd >&2
 fi
 
 for tool in cat seq true; do

@@ -211,7 +211,12 @@ pub fn all_runs(results: &Results, rows: &[Row], runs: usize) -> String {
                 continue;
             };
             let (num_part, _) = row.scenario.split_once(". ").unwrap_or(("", ""));
-            let _ = write!(out, "| {num_part}. {} | {} |", row.label, kind.name());
+            // Channel rows repeat per size: name it.
+            let label = match row.metric {
+                Metric::Channel(_, n) => format!("{n} sub., {}", row.label),
+                _ => row.label.clone(),
+            };
+            let _ = write!(out, "| {num_part}. {label} | {} |", kind.name());
             for v in values {
                 let shown = match (v, row.metric) {
                     (None, _) => "—".into(),
