@@ -23,14 +23,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Ws, LINE_LEN};
 use crate::control::{Control, Send};
-use crate::fanout::{connect_all, wait_phase, Event};
+use crate::fanout::{connect_all, linger, wait_phase, Event};
 use crate::http_publish::HttpPublisher;
 use crate::nchan;
 use crate::scenarios::{check_failed, close, next_data, Figures, Metric};
@@ -572,20 +571,8 @@ async fn subscriber(
             at: Instant::now(),
         });
     }
-    let deadline = tokio::time::Instant::now() + LINGER;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return Ok((ws, latencies)),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
-            Ok(Some(Ok(other))) => {
-                return Err(check_failed(format!(
-                    "subscriber {index}: a message after the last one: {other:?}"
-                )))
-            }
-            Ok(Some(Err(e))) => return Err(anyhow!(e).context("after the last message")),
-            Ok(None) => bail!("subscriber {index}: connection dropped after the last message"),
-        }
-    }
+    linger(&mut ws, index, LINGER).await?;
+    Ok((ws, latencies))
 }
 
 /// Message number `seq` must be next; its send time.

@@ -393,10 +393,17 @@ async fn subscriber(
             at: Instant::now(),
         });
     }
-    let deadline = tokio::time::Instant::now() + LINGER;
+    linger(&mut ws, index, LINGER).await?;
+    Ok(ws)
+}
+
+/// After a client's last message: watches it for `limit`, and fails on any
+/// data message (a duplicate or an extra) or a dropped connection.
+pub(crate) async fn linger(ws: &mut Ws, index: usize, limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return Ok(ws),
+            Err(_) => return Ok(()),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
             Ok(Some(Ok(Message::Text(t)))) => {
                 return Err(check_failed(format!(

@@ -1007,7 +1007,13 @@ fn render(
         .into_iter()
         .partition(|r| matches!(r.metric, Metric::Channel(..)));
     if !rows.is_empty() {
-        out.push_str(&report::table(results, &rows, p.runs, p.storm_count));
+        out.push_str(&report::table(
+            results,
+            &rows,
+            p.runs,
+            p.storm_count,
+            &report::MAIN,
+        ));
         out.push_str(
             "\n¹ reference: for 1, 2 and 5, an in-process tokio-tungstenite echo server with no \
          child process (the upper limit for a bridge); for 3, the raw fork/exec rate of \
@@ -1026,7 +1032,13 @@ fn render(
     }
     if !channel_rows.is_empty() {
         out.push_str("\n### Channels: wspipe --pubsub and nginx's nchan³\n\n");
-        out.push_str(&report::channel_table(results, &channel_rows, p.runs));
+        out.push_str(&report::table(
+            results,
+            &channel_rows,
+            p.runs,
+            0,
+            &report::CHANNELS,
+        ));
         out.push_str(channel_suite::FOOTNOTE);
     }
     if !results.notes.is_empty() {

@@ -126,56 +126,66 @@ fn ratio(results: &Results, row: &Row, a: Kind, b: Kind) -> String {
     }
 }
 
-/// The main table: medians, and the ratios.
-pub fn table(results: &Results, rows: &[Row], runs: usize, storm_count: usize) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "| # | scenario | metric | better | wspipe | websocketd | reference¹ | wspipe / websocketd | wspipe / reference¹ |\n",
-    );
-    out.push_str("|---|---|---|---|---:|---:|---:|---:|---:|\n");
-    for row in rows {
-        let better = better_word(row.better);
-        let (num_part, name) = row.scenario.split_once(". ").unwrap_or(("", &row.scenario));
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            num_part,
-            name,
-            row.label,
-            better,
-            cell(results, row, Kind::Wspipe, runs, storm_count),
-            cell(results, row, Kind::Websocketd, runs, storm_count),
-            cell(results, row, Kind::Reference, runs, storm_count),
-            ratio(results, row, Kind::Wspipe, Kind::Websocketd),
-            ratio(results, row, Kind::Wspipe, Kind::Reference),
-        );
-    }
-    out
+/// Which servers a table shows, and which ratios.
+pub struct Layout {
+    pub columns: [(Kind, &'static str); 3],
+    pub ratios: [(Kind, Kind, &'static str); 2],
 }
 
-/// Scenario 8's table: wspipe publishing over HTTP and through its
-/// control socket, nchan over HTTP, and the ratios to nchan.
-pub fn channel_table(results: &Results, rows: &[Row], runs: usize) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "| # | scenario | metric | better | wspipe, HTTP publish | wspipe, control socket | nchan | wspipe HTTP / nchan | wspipe control / nchan |\n",
-    );
-    out.push_str("|---|---|---|---|---:|---:|---:|---:|---:|\n");
+/// Scenarios 1-7: wspipe, websocketd, the reference.
+pub const MAIN: Layout = Layout {
+    columns: [
+        (Kind::Wspipe, "wspipe"),
+        (Kind::Websocketd, "websocketd"),
+        (Kind::Reference, "reference¹"),
+    ],
+    ratios: [
+        (Kind::Wspipe, Kind::Websocketd, "wspipe / websocketd"),
+        (Kind::Wspipe, Kind::Reference, "wspipe / reference¹"),
+    ],
+};
+
+/// Scenario 8: wspipe publishing over HTTP and through its control socket,
+/// nchan over HTTP, and the ratios to nchan.
+pub const CHANNELS: Layout = Layout {
+    columns: [
+        (Kind::Wspipe, "wspipe, HTTP publish"),
+        (Kind::WspipeControl, "wspipe, control socket"),
+        (Kind::Nchan, "nchan"),
+    ],
+    ratios: [
+        (Kind::Wspipe, Kind::Nchan, "wspipe HTTP / nchan"),
+        (Kind::WspipeControl, Kind::Nchan, "wspipe control / nchan"),
+    ],
+};
+
+/// A table of medians and ratios.
+pub fn table(
+    results: &Results,
+    rows: &[Row],
+    runs: usize,
+    storm_count: usize,
+    layout: &Layout,
+) -> String {
+    let mut out = String::from("| # | scenario | metric | better |");
+    for (_, title) in &layout.columns {
+        let _ = write!(out, " {title} |");
+    }
+    for (_, _, title) in &layout.ratios {
+        let _ = write!(out, " {title} |");
+    }
+    out.push_str("\n|---|---|---|---|---:|---:|---:|---:|---:|\n");
     for row in rows {
         let (num_part, name) = row.scenario.split_once(". ").unwrap_or(("", &row.scenario));
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            num_part,
-            name,
-            row.label,
-            better_word(row.better),
-            cell(results, row, Kind::Wspipe, runs, 0),
-            cell(results, row, Kind::WspipeControl, runs, 0),
-            cell(results, row, Kind::Nchan, runs, 0),
-            ratio(results, row, Kind::Wspipe, Kind::Nchan),
-            ratio(results, row, Kind::WspipeControl, Kind::Nchan),
-        );
+        let better = better_word(row.better);
+        let _ = write!(out, "| {num_part} | {name} | {} | {better} |", row.label);
+        for (kind, _) in &layout.columns {
+            let _ = write!(out, " {} |", cell(results, row, *kind, runs, storm_count));
+        }
+        for (a, b, _) in &layout.ratios {
+            let _ = write!(out, " {} |", ratio(results, row, *a, *b));
+        }
+        out.push('\n');
     }
     out
 }
