@@ -175,26 +175,48 @@ use futures_util::{SinkExt, StreamExt};
 #[tokio::test]
 async fn pings_drop_a_silent_client_and_keep_a_live_one() {
     use tokio_tungstenite::tungstenite::Message;
-    let server = Server::start(&["--pubsub", "--pingms", "100"]);
+    // 500 ms: the live client's pongs queue behind its own 60 KB messages,
+    // which on a loaded machine took more than 2 x 100 ms to go out.
+    let server = Server::start(&["--pubsub", "--pingms", "500"]);
     let _silent = RawClient::connect(server.addr, "/room");
-    let mut live = connect(&server.url("/room")).await;
-    // 12 MB to every member: the silent client's buffers fill up.
-    let big = "x".repeat(60_000);
-    for _ in 0..200 {
-        live.send(Message::text(big.as_str())).await.unwrap();
-    }
-    // Reading meanwhile, so that tungstenite answers the live one's pings.
+    let live = connect(&server.url("/room")).await;
+    // 12 MB to every member: the silent client's buffers fill up. Sent from
+    // a task of its own while this one reads, so that tungstenite answers
+    // the live client's pings however long the sending takes (a loaded
+    // machine took more than two ping periods).
+    let (mut sink, mut stream) = live.split();
+    let sending = tokio::spawn(async move {
+        let big = "x".repeat(60_000);
+        for _ in 0..200 {
+            sink.send(Message::text(big.as_str())).await.unwrap();
+        }
+        sink
+    });
     let waiting = server.log.wait_for_async("client missed a pong", TIMEOUT);
     tokio::pin!(waiting);
     let line = loop {
         tokio::select! {
             line = &mut waiting => break line.expect("the silent client was dropped"),
-            msg = live.next() => match msg {
-                Some(Ok(Message::Ping(_) | Message::Text(_))) => {}
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_))) => {}
                 other => panic!("unexpected for the live client: {other:?}"),
             },
         }
     };
+    // The live client keeps reading until its sending is done.
+    let sink = {
+        tokio::pin!(sending);
+        loop {
+            tokio::select! {
+                sink = &mut sending => break sink.expect("sending task"),
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_))) => {}
+                    other => panic!("unexpected for the live client: {other:?}"),
+                },
+            }
+        }
+    };
+    let mut live = sink.reunite(stream).expect("the halves of one socket");
     assert!(line.contains("disconnect"), "{line}");
     send_text(&mut live, "still here").await;
     loop {
