@@ -278,3 +278,64 @@ where
         cause,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{links, Identity, Kind as SessionKind};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// Takes nothing: client messages are not this test's business.
+    struct Nowhere;
+
+    impl Inbox for Nowhere {
+        fn take(&self, _kind: Kind, _data: Bytes) {}
+    }
+
+    // A drain sends what was queued when it came, then the close, however
+    // the two mailboxes wake the loop.
+    #[tokio::test]
+    async fn a_drain_sends_what_is_queued_then_closes() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let identity = Identity {
+            id: 1,
+            remote: "test".into(),
+            path: "/".into(),
+            pid: None,
+            kind: SessionKind::Shared,
+        };
+        let (links, handle) = links(identity);
+        for line in ["one", "two", "three"] {
+            handle.inject.post(Message::text(line)).expect("queued");
+        }
+        let bye = frame(CloseCode::Error, "exit status 3");
+        handle.control.post(SessionCtl::Drain(bye)).expect("asked");
+        let session = tokio::spawn(async move {
+            let shutdown = Shutdown::new();
+            let opts = Options {
+                mode: Mode::Text,
+                ping: None,
+                read_only: false,
+                inbox: &Nowhere,
+                shutdown: &shutdown,
+            };
+            run(server, opts, links).await
+        });
+        let mut got = Vec::new();
+        while let Some(Ok(message)) = client.next().await {
+            match message {
+                Message::Text(text) => got.push(text.to_string()),
+                Message::Close(frame) => {
+                    let frame = frame.expect("a close frame");
+                    got.push(format!("close {} {}", u16::from(frame.code), frame.reason));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, ["one", "two", "three", "close 1011 exit status 3"]);
+        let end = session.await.expect("session ends");
+        assert_eq!((end.close_code, end.cause), (Some(1011), DRAINED));
+    }
+}

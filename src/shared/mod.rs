@@ -300,3 +300,109 @@ pub fn child_env(script_name: &str) -> Vec<Var> {
         ("WSPIPE_CHANNEL".into(), script_name.into()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::mailbox;
+
+    type Permit = Result<Option<OwnedSemaphorePermit>, Refusal>;
+
+    fn shared() -> Shared {
+        let options = Options {
+            max_line: 1024,
+            close_grace: Duration::from_millis(50),
+        };
+        Shared::new(Arc::new(Hub::default()), Shutdown::new(), options)
+    }
+
+    fn cat() -> Resolved {
+        Resolved {
+            program: "/bin/cat".into(),
+            args: Vec::new(),
+            script_name: "/".into(),
+            path_info: String::new(),
+        }
+    }
+
+    async fn wait_children(shared: &Shared, n: u64) {
+        let reached = async {
+            while shared.children() != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), reached)
+            .await
+            .expect("children reaped");
+    }
+
+    #[tokio::test]
+    async fn clients_share_one_child_until_the_last_leaves() {
+        let shared = shared();
+        let resolved = cat();
+        let permit = || -> Permit { Ok(None) };
+        let start = || Start {
+            resolved: &resolved,
+            base_env: &[],
+            permit: &permit,
+        };
+        let (control, _requests) = mailbox(4);
+        let a = shared.join(start(), 1, control.clone()).await.unwrap();
+        let b = shared.join(start(), 2, control.clone()).await.unwrap();
+        assert_eq!(a.pid(), b.pid());
+        assert_eq!(shared.children(), 1);
+        drop(a);
+        assert!(!b.link.detached.is_cancelled(), "one client is left");
+        let first = b.link.clone();
+        drop(b);
+        assert!(first.detached.is_cancelled(), "the last one left");
+        assert!(shared.lock().is_empty(), "out of the registry at once");
+        let c = shared.join(start(), 3, control).await.unwrap();
+        assert_ne!(c.pid(), first.pid, "a fresh child");
+        wait_children(&shared, 1).await;
+        drop(c);
+        wait_children(&shared, 0).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_of_a_child_that_went_never_takes_its_successor_away() {
+        let shared = shared();
+        let resolved = cat();
+        let permit = || -> Permit { Ok(None) };
+        let start = || Start {
+            resolved: &resolved,
+            base_env: &[],
+            permit: &permit,
+        };
+        let (control, _requests) = mailbox(4);
+        let old = shared.join(start(), 1, control.clone()).await.unwrap();
+        // As when its child exits: the entry goes, the client lingers.
+        let clients = shared.remove(&resolved.program, old.generation);
+        assert_eq!(clients.len(), 1);
+        old.link.detached.cancel(); // (and the child really goes)
+        let new = shared.join(start(), 2, control).await.unwrap();
+        assert_ne!(new.generation, old.generation);
+        drop(old);
+        assert!(!new.link.detached.is_cancelled());
+        assert_eq!(shared.lock().len(), 1, "the successor stays");
+        drop(new);
+        wait_children(&shared, 0).await;
+    }
+
+    #[tokio::test]
+    async fn no_slot_no_child() {
+        let shared = shared();
+        let resolved = cat();
+        let permit = || -> Permit { Err(Refusal::new(StatusCode::TOO_MANY_REQUESTS, "full")) };
+        let start = Start {
+            resolved: &resolved,
+            base_env: &[],
+            permit: &permit,
+        };
+        let (control, _requests) = mailbox(4);
+        let refused = shared.join(start, 1, control).await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(shared.children(), 0);
+        assert!(shared.lock().is_empty());
+    }
+}
