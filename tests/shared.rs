@@ -335,3 +335,48 @@ fn bad_flag_combinations_exit_2_with_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn join_and_leave_cycles_leave_no_zombie_and_no_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = answering_server(dir.path(), &["--closems", "50"]);
+    let url = server.url("/");
+    let cycle = |exit: bool| {
+        let url = url.clone();
+        async move {
+            let mut a = connect(&url).await;
+            let mut b = connect(&url).await;
+            send_text(&mut a, if exit { "exit 0" } else { "ping" }).await;
+            if exit {
+                // The child goes first and takes both clients along.
+                for ws in [&mut a, &mut b] {
+                    assert_eq!(texts_until_close(ws).await.1 .0, 1000);
+                    finish_close(ws).await;
+                }
+            } else {
+                assert_eq!(next_text(&mut b).await, "got: ping");
+                for ws in [&mut a, &mut b] {
+                    ws.close(None).await.unwrap();
+                    finish_close(ws).await;
+                }
+            }
+        }
+    };
+    cycle(false).await;
+    wait_children(&server, 0).await;
+    let baseline = server.fd_count();
+    for i in 0..20 {
+        cycle(i % 2 == 0).await;
+    }
+    wait_children(&server, 0).await;
+    let settled = wait_until_async(TIMEOUT, || {
+        server.children().is_empty() && server.fd_count() <= baseline
+    })
+    .await;
+    assert!(
+        settled,
+        "children {:?}, fds {baseline} -> {}",
+        server.children(),
+        server.fd_count()
+    );
+}
