@@ -69,6 +69,16 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub pubsub_readonly: bool,
 
+    /// One process per endpoint, shared by its clients (with --dir, one per
+    /// script): started at the first client, each line it writes goes to
+    /// every client of the endpoint, each client message becomes a line on
+    /// its stdin; ended after the last client leaves. Needs COMMAND or
+    /// --dir; text mode only for now.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub shared: bool,
+
     /// What happens to a client too slow for its channels: "drop" (its
     /// oldest queued messages go, counted) or "close" (it is closed with
     /// 1008).

@@ -123,6 +123,8 @@ pub struct Config {
     pub publish: Option<PublishListen>,
     /// `--channel-overflow`: what a full channel queue does.
     pub overflow: Overflow,
+    /// `--shared`: one child per endpoint, shared by its clients.
+    pub shared: bool,
 }
 
 /// What a publish does for a member whose queue is full.
@@ -177,6 +179,7 @@ impl Config {
         let static_dir = existing_dir("--staticdir", cli.staticdir.as_ref())?;
         let cgi_dir = existing_dir("--cgidir", cli.cgidir.as_ref())?;
         let endpoint = endpoint(&cli, static_dir.is_some() || cli.cgidir.is_some())?;
+        check_shared(&cli, endpoint.as_ref())?;
         if cli.devconsole && (static_dir.is_some() || cgi_dir.is_some()) {
             return Err(bad(
                 "--devconsole cannot be used with --staticdir or --cgidir",
@@ -249,6 +252,7 @@ impl Config {
                 "close" => Overflow::Close,
                 _ => Overflow::Drop,
             },
+            shared: cli.shared,
         })
     }
 }
@@ -314,6 +318,29 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
         program,
         args: words,
     })))
+}
+
+/// `--shared` shares a program: it needs one (COMMAND, --command or
+/// --dir), and only text mode is built so far.
+fn check_shared(cli: &Cli, endpoint: Option<&Endpoint>) -> Result<(), ConfigError> {
+    if !cli.shared {
+        return Ok(());
+    }
+    match endpoint {
+        Some(Endpoint::Command(_) | Endpoint::Dir(_)) => {}
+        Some(Endpoint::PubSub { .. }) => {
+            return Err(bad(
+                "--shared shares a program's process: --pubsub runs none",
+            ))
+        }
+        None => return Err(bad("--shared needs COMMAND, --command or --dir")),
+    }
+    if cli.binary || cli.framed {
+        return Err(bad(
+            "--shared works in text mode only (no --binary or --framed yet)",
+        ));
+    }
+    Ok(())
 }
 
 fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
@@ -553,6 +580,22 @@ mod tests {
         let err = config(&["--dir", "/tmp", "cat"]).unwrap_err();
         assert!(err.to_string().contains("only one"), "{err}");
         assert!(config(&[]).is_err());
+    }
+
+    #[test]
+    fn shared_needs_a_program_and_text_mode() {
+        assert!(config(&["--shared", "cat"]).unwrap().shared);
+        assert!(config(&["--shared", "--dir", "/tmp"]).unwrap().shared);
+        assert!(!config(&["cat"]).unwrap().shared);
+        for (args, needle) in [
+            (&["--shared", "--pubsub"][..], "--pubsub runs none"),
+            (&["--shared", "--staticdir", "/tmp"], "needs COMMAND"),
+            (&["--shared", "--binary", "cat"], "text mode only"),
+            (&["--shared", "--framed", "cat"], "text mode only"),
+        ] {
+            let err = config(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
     }
 
     #[test]

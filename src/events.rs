@@ -21,7 +21,7 @@ pub enum Event {
         id: u64,
         path: String,
         remote: String,
-        /// `process` or `pubsub`.
+        /// `process`, `pubsub` or `shared`.
         kind: &'static str,
     },
     /// A session ended.

@@ -12,7 +12,10 @@
 //!               console, redirect, metrics, conn
 //! state         the shared state, as a handle     (state.rs)
 //! control       protocol, commands, ctl client    (control/)
-//! pubsub        a channel session, no child       (pubsub.rs)
+//! shared        one child per endpoint, shared    (shared/)
+//!               by its clients (--shared)
+//! pubsub        a session with no child of its    (pubsub.rs)
+//!               own: channel or shared client
 //! hub           channels: members, publish        (hub.rs)
 //! bridge        the pump: supervisor, inbound,    (bridge/)
 //!               outbound, child output
@@ -54,6 +57,7 @@ pub mod pubsub;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod shutdown;
 pub mod state;
 pub mod tls;

@@ -1,9 +1,11 @@
-//! A channel endpoint (`--pubsub`): a session with no child process.
+//! A session with no child process of its own: a channel endpoint
+//! (`--pubsub`), or a client of a shared child (`--shared`).
 //!
 //! The client is a member of the channel of its URL path (made so by the
-//! upgrade, like every session). What it sends is published to that
-//! channel, the sender included: a chat room in which everyone, the author
-//! too, sees every line in the one order the hub gave them. What members
+//! upgrade, like every session). What it sends goes to its [`Inbox`]: with
+//! `--pubsub`, published to that channel, the sender included (a chat room
+//! in which everyone, the author too, sees every line in the one order the
+//! hub gave them); for a shared child, onto the child's stdin. What members
 //! are sent comes from the session's queue (publishes, `ctl send`), fed to
 //! the socket as it takes them; a client that reads slowly loses the
 //! oldest of its queued publishes (see [`crate::hub`]), never holding up
@@ -11,10 +13,11 @@
 //! connection with 1008 (policy violation).
 //!
 //! Pings (`--pingms`), `ctl close` / `ctl kill` and server shutdown end a
-//! session as they end any other.
+//! session as they end any other; [`SessionCtl::Drain`] ends it once what
+//! is queued has gone out.
 
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -29,23 +32,76 @@ use crate::bridge::{feed_or_flush, frame, step, InEnd, MissedPong, Pinger, Step,
 use crate::config::Mode;
 use crate::frames::Kind;
 use crate::hub::{ChannelName, Hub};
+use crate::mailbox::Mailbox;
 use crate::session::{Links, SessionCtl, TOO_SLOW};
 use crate::shutdown::Shutdown;
 
-/// What a channel session needs to know.
+/// Where a session's client messages go. A trait, so that this loop
+/// serves `--pubsub` ([`Publish`]) and shared children (`crate::shared`,
+/// a layer above) alike.
+pub trait Inbox: Sync {
+    /// Takes one client message; never waits (a destination that cannot
+    /// take it now drops it, and counts that).
+    fn take(&self, kind: Kind, data: Bytes);
+}
+
+/// `--pubsub`: client messages are published to a channel.
 #[derive(Debug)]
+pub struct Publish<'a> {
+    pub hub: &'a Hub,
+    /// `None` when the URL path names no channel (then client messages go
+    /// nowhere).
+    pub channel: Option<ChannelName>,
+}
+
+impl Inbox for Publish<'_> {
+    fn take(&self, kind: Kind, data: Bytes) {
+        if let Some(channel) = &self.channel {
+            self.hub.publish(channel, message(kind, data));
+        }
+    }
+}
+
+/// What a channel session needs to know.
 pub struct Options<'a> {
     /// Text or binary: how client messages may come and publishes go out.
     pub mode: Mode,
     pub ping: Option<Duration>,
-    /// Clients may not publish.
+    /// Clients may not send.
     pub read_only: bool,
-    pub hub: &'a Hub,
-    /// Where client messages are published; `None` when the URL path names
-    /// no channel (then client messages go nowhere).
-    pub channel: Option<ChannelName>,
+    /// Where client messages go.
+    pub inbox: &'a dyn Inbox,
     pub shutdown: &'a Shutdown,
 }
+
+/// A [`SessionCtl::Drain`] in progress: the close to send once the
+/// messages queued when it came have gone out (or its deadline passed).
+struct Drain {
+    frame: CloseFrame,
+    /// Queued messages still to send before the close.
+    left: usize,
+    /// A client that does not read gets its close anyway, this late.
+    deadline: Instant,
+}
+
+impl Drain {
+    fn new(frame: CloseFrame, queued: usize) -> Self {
+        Drain {
+            frame,
+            left: queued,
+            deadline: Instant::now() + CLOSE_TIMEOUT,
+        }
+    }
+
+    /// True once nothing queued before it is left (publishes to a full
+    /// queue may have evicted some: an empty queue is done too).
+    fn done(&self, inject: &Mailbox<Message>) -> bool {
+        self.left == 0 || inject.is_empty()
+    }
+}
+
+/// Cause of a close after [`SessionCtl::Drain`], for the access log.
+const DRAINED: &str = "shared child exited";
 
 /// How a channel session ended, for the access log.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +129,7 @@ where
     let mut ping_due = false;
     let mut pending: Option<Message> = None;
     let mut unflushed = false;
+    let mut draining: Option<Drain> = None;
     loop {
         if pending.is_none() {
             // A ping goes ahead of queued messages (it is tiny and time-bound)
@@ -81,14 +138,25 @@ where
             pending = if std::mem::take(&mut ping_due) {
                 Some(Message::Ping(Bytes::new()))
             } else {
-                inject.try_recv()
+                next_queued(&mut inject, draining.as_mut())
             };
         }
+        if let Some(drain) =
+            draining.take_if(|d| pending.is_none() && !unflushed && d.done(&inject))
+        {
+            return close(sink, stream, drain.frame, DRAINED).await;
+        }
         let idle = pending.is_none() && !unflushed;
+        let drain_deadline = draining.as_ref().map(|d| d.deadline);
         tokio::select! {
             biased;
             ctl = control.recv() => {
                 let (frame, cause) = match ctl {
+                    SessionCtl::Drain(frame) => {
+                        // Queued messages first; the loop closes after them.
+                        draining.get_or_insert_with(|| Drain::new(frame, inject.len()));
+                        continue;
+                    }
                     SessionCtl::Close(frame) => (frame, "closed by control"),
                     SessionCtl::Kill => (frame(CloseCode::Normal, ""), "killed by control"),
                     SessionCtl::TooSlow => {
@@ -97,6 +165,11 @@ where
                     }
                 };
                 return close(sink, stream, frame, cause).await;
+            }
+            () = sleep_until(drain_deadline), if drain_deadline.is_some() => {
+                if let Some(drain) = draining.take() {
+                    return close(sink, stream, drain.frame, DRAINED).await;
+                }
             }
             () = opts.shutdown.cancelled() => {
                 let away = frame(CloseCode::Away, "server shutting down");
@@ -114,9 +187,7 @@ where
                 }
                 Step::Data(kind, data) => {
                     stats.count_in(data.len());
-                    if let Some(channel) = &opts.channel {
-                        opts.hub.publish(channel, message(kind, data));
-                    }
+                    opts.inbox.take(kind, data);
                 }
                 Step::End(InEnd::ClientClosed(code)) => {
                     // tungstenite has queued the reply: have it flushed.
@@ -136,6 +207,27 @@ where
             },
             () = inject.ready(), if idle => {}
         }
+    }
+}
+
+/// The next queued message, counting it against a drain in progress.
+fn next_queued(inject: &mut Mailbox<Message>, draining: Option<&mut Drain>) -> Option<Message> {
+    match draining {
+        // Nothing after what the drain waits for: the close comes next.
+        Some(d) if d.left == 0 => None,
+        Some(d) => {
+            let message = inject.try_recv();
+            d.left -= usize::from(message.is_some());
+            message
+        }
+        None => inject.try_recv(),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -184,5 +276,66 @@ where
     End {
         close_code: Some(code),
         cause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{links, Identity, Kind as SessionKind};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// Takes nothing: client messages are not this test's business.
+    struct Nowhere;
+
+    impl Inbox for Nowhere {
+        fn take(&self, _kind: Kind, _data: Bytes) {}
+    }
+
+    // A drain sends what was queued when it came, then the close, however
+    // the two mailboxes wake the loop.
+    #[tokio::test]
+    async fn a_drain_sends_what_is_queued_then_closes() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let identity = Identity {
+            id: 1,
+            remote: "test".into(),
+            path: "/".into(),
+            pid: None,
+            kind: SessionKind::Shared,
+        };
+        let (links, handle) = links(identity);
+        for line in ["one", "two", "three"] {
+            handle.inject.post(Message::text(line)).expect("queued");
+        }
+        let bye = frame(CloseCode::Error, "exit status 3");
+        handle.control.post(SessionCtl::Drain(bye)).expect("asked");
+        let session = tokio::spawn(async move {
+            let shutdown = Shutdown::new();
+            let opts = Options {
+                mode: Mode::Text,
+                ping: None,
+                read_only: false,
+                inbox: &Nowhere,
+                shutdown: &shutdown,
+            };
+            run(server, opts, links).await
+        });
+        let mut got = Vec::new();
+        while let Some(Ok(message)) = client.next().await {
+            match message {
+                Message::Text(text) => got.push(text.to_string()),
+                Message::Close(frame) => {
+                    let frame = frame.expect("a close frame");
+                    got.push(format!("close {} {}", u16::from(frame.code), frame.reason));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, ["one", "two", "three", "close 1011 exit status 3"]);
+        let end = session.await.expect("session ends");
+        assert_eq!((end.close_code, end.cause), (Some(1011), DRAINED));
     }
 }

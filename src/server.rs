@@ -80,6 +80,7 @@ async fn start_metrics(state: &State, files: &mut SocketFiles) -> anyhow::Result
     let counters = net::Counters {
         registry: state.registry().clone(),
         hub: state.hub().clone(),
+        shared: state.shared().clone(),
     };
     shutdown.spawn(net::serve_metrics(listener, counters, shutdown.clone()));
     Ok(())
@@ -156,6 +157,9 @@ fn describe(config: &Config) -> String {
         Some(Endpoint::PubSub { read_only: false }) => parts.push("channels".into()),
         Some(Endpoint::PubSub { read_only: true }) => parts.push("channels, read-only".into()),
         None => {}
+    }
+    if config.shared {
+        parts.push("one shared process per endpoint".into());
     }
     if let Some(dir) = &config.static_dir {
         parts.push(format!("static files in {}", dir.display()));

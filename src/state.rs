@@ -1,7 +1,7 @@
 //! The state every connection shares, behind a cheap handle (mini-redis's
 //! `Db`): the configuration and what is derived from it once, the
-//! `--maxforks` slots, the registry of live sessions, the channel hub and
-//! the shutdown.
+//! `--maxforks` slots, the registry of live sessions, the channel hub, the
+//! shared children and the shutdown.
 //! Callers get what they need through methods; nothing here is a public
 //! field to reach into.
 
@@ -17,6 +17,7 @@ use crate::events::Events;
 use crate::hub::Hub;
 use crate::peer::AddressPolicy;
 use crate::session::Registry;
+use crate::shared::{self, Shared};
 use crate::shutdown::Shutdown;
 
 /// tungstenite's read buffer per connection. It stays allocated and
@@ -49,6 +50,8 @@ struct Inner {
     registry: Arc<Registry>,
     /// Channels and their members.
     hub: Arc<Hub>,
+    /// The shared children (`--shared`), by endpoint.
+    shared: Shared,
     /// What happens, for `wspipe ctl watch`.
     events: Events,
     /// Every task, and the signal to stop.
@@ -74,14 +77,25 @@ impl State {
             pass_stderr: config.pass_stderr,
         };
         let events = Events::default();
+        let hub = Arc::new(Hub::new(config.overflow, events.clone()));
+        let shutdown = Shutdown::new();
+        let shared = Shared::new(
+            hub.clone(),
+            shutdown.clone(),
+            shared::Options {
+                max_line: config.max_line,
+                close_grace: config.close_grace,
+            },
+        );
         State(Arc::new(Inner {
             forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
             bridge,
             ws_config,
             registry: Arc::default(),
-            hub: Arc::new(Hub::new(config.overflow, events.clone())),
+            hub,
+            shared,
             events,
-            shutdown: Shutdown::new(),
+            shutdown,
             config,
         }))
     }
@@ -106,6 +120,11 @@ impl State {
         &self.0.hub
     }
 
+    /// The shared children (`--shared`).
+    pub fn shared(&self) -> &Shared {
+        &self.0.shared
+    }
+
     pub fn events(&self) -> &Events {
         &self.0.events
     }
@@ -128,6 +147,7 @@ impl State {
         Control::new(
             self.0.registry.clone(),
             self.0.hub.clone(),
+            self.0.shared.clone(),
             self.0.events.clone(),
             self.0.config.mode,
             self.0.shutdown.clone(),

@@ -15,7 +15,7 @@ use crate::pipes::{read_into, read_through};
 const BINARY_CHUNK: usize = 64 * 1024;
 
 /// The child's stdout, framed as the mode says.
-pub(super) struct ChildOutput {
+pub(crate) struct ChildOutput {
     pub pipe: pipe::Receiver,
     framing: Framing,
     /// Set once the pipe reached its end.

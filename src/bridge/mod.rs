@@ -42,6 +42,7 @@ mod inbound;
 mod outbound;
 mod sending;
 
+pub(crate) use child_output::ChildOutput;
 use inbound::inbound;
 pub(crate) use inbound::{step, InEnd, Step};
 use outbound::{outbound, Command, OutEnd, Sources};
@@ -312,7 +313,9 @@ where
     /// `wspipe ctl close` / `kill`.
     async fn on_control(&mut self, ctl: SessionCtl) {
         match ctl {
-            SessionCtl::Close(frame) => self.close_by(frame, "closed by control").await,
+            SessionCtl::Close(frame) | SessionCtl::Drain(frame) => {
+                self.close_by(frame, "closed by control").await
+            }
             SessionCtl::TooSlow => {
                 let (code, reason) = TOO_SLOW;
                 self.close_by(frame(CloseCode::from(code), reason), reason)

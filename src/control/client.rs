@@ -525,6 +525,8 @@ fn stats_text(s: &Stats) -> String {
         ("published_total", s.published_total),
         ("delivered_total", s.delivered_total),
         ("dropped_total", s.dropped_total),
+        ("shared_children", s.shared_children),
+        ("shared_input_dropped_total", s.shared_input_dropped_total),
     ];
     rows.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }

@@ -14,7 +14,8 @@ use super::Control;
 use crate::config::Mode;
 use crate::hub::Hub;
 use crate::mailbox::PostError;
-use crate::session::{Registry, SessionCtl, SessionHandle};
+use crate::session::{Kind, Registry, SessionCtl, SessionHandle};
+use crate::shared::Shared;
 
 /// How long `send` and `broadcast` wait for a session whose queue is full
 /// (its client reads slowly) before reporting it busy.
@@ -32,7 +33,7 @@ pub async fn dispatch(req: Request, control: &Control) -> Response {
         }
         Request::Close { id, code, reason } => close(registry, id, code, reason),
         Request::Kill { id } => kill(registry, id),
-        Request::Stats {} => stats(registry, hub),
+        Request::Stats {} => stats(registry, hub, &control.shared),
         Request::Publish { channel, message } => channels::publish(hub, &channel, &message, mode),
         Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
         Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
@@ -71,9 +72,10 @@ fn info(h: &SessionHandle, hub: &Hub) -> SessionInfo {
         id: h.id,
         remote: h.remote.clone(),
         path: h.path.clone(),
-        kind: match h.pid {
-            Some(_) => SessionKind::Process,
-            None => SessionKind::Pubsub,
+        kind: match h.kind {
+            Kind::Process => SessionKind::Process,
+            Kind::Pubsub => SessionKind::Pubsub,
+            Kind::Shared => SessionKind::Shared,
         },
         pid: h.pid,
         started: h
@@ -179,7 +181,7 @@ fn control(h: &SessionHandle, request: SessionCtl) -> Response {
     }
 }
 
-fn stats(registry: &Registry, hub: &Hub) -> Response {
+fn stats(registry: &Registry, hub: &Hub, shared: &Shared) -> Response {
     let snap = registry.snapshot();
     let t = snap.traffic;
     let h = hub.totals();
@@ -198,6 +200,8 @@ fn stats(registry: &Registry, hub: &Hub) -> Response {
             published_total: h.published,
             delivered_total: h.delivered,
             dropped_total: h.dropped,
+            shared_children: shared.children(),
+            shared_input_dropped_total: shared.dropped(),
         }),
         ..Response::ok()
     }

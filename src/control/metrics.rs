@@ -9,9 +9,10 @@ use prometheus_client::registry::Registry as Metrics;
 
 use crate::hub::Hub;
 use crate::session::Registry;
+use crate::shared::Shared;
 
 /// The current statistics as OpenMetrics text.
-pub fn render(registry: &Registry, hub: &Hub) -> String {
+pub fn render(registry: &Registry, hub: &Hub, shared: &Shared) -> String {
     let mut m = Metrics::with_prefix("wspipe");
     let gauge = |m: &mut Metrics, name: &str, help: &str, value: u64| {
         let g: Gauge = Gauge::default();
@@ -74,6 +75,18 @@ pub fn render(registry: &Registry, hub: &Hub) -> String {
         "Published messages slow members lost",
         h.dropped,
     );
+    gauge(
+        &mut m,
+        "shared_children",
+        "Shared children alive (--shared)",
+        shared.children(),
+    );
+    counter(
+        &mut m,
+        "shared_input_dropped",
+        "Client messages dropped: a shared child's input queue was full",
+        shared.dropped(),
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m);
@@ -83,13 +96,23 @@ pub fn render(registry: &Registry, hub: &Hub) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn renders_every_metric() {
         let registry = Registry::default();
         registry.count_refused();
         registry.count_refused();
-        let text = render(&registry, &Hub::default());
+        let hub = Arc::new(Hub::default());
+        let shared = Shared::new(
+            hub.clone(),
+            crate::shutdown::Shutdown::new(),
+            crate::shared::Options {
+                max_line: 1024,
+                close_grace: std::time::Duration::from_millis(100),
+            },
+        );
+        let text = render(&registry, &hub, &shared);
         for line in [
             "wspipe_connections 0",
             "wspipe_connections_opened_total 0",
@@ -99,6 +122,8 @@ mod tests {
             "wspipe_channels 0",
             "wspipe_published_total 0",
             "wspipe_dropped_total 0",
+            "wspipe_shared_children 0",
+            "wspipe_shared_input_dropped_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

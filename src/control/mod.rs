@@ -30,6 +30,7 @@ use crate::config::Mode;
 use crate::events::Events;
 use crate::hub::Hub;
 use crate::session::Registry;
+use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 
 /// What serving control requests takes.
@@ -39,6 +40,8 @@ pub struct Control {
     registry: Arc<Registry>,
     /// The channels publish and subscribe act on.
     hub: Arc<Hub>,
+    /// The shared children, for the statistics.
+    shared: Shared,
     /// What `watch` follows.
     events: Events,
     /// How injected messages are framed (binary mode sends binary).
@@ -51,6 +54,7 @@ impl Control {
     pub fn new(
         registry: Arc<Registry>,
         hub: Arc<Hub>,
+        shared: Shared,
         events: Events,
         mode: Mode,
         shutdown: Shutdown,
@@ -58,6 +62,7 @@ impl Control {
         Control {
             registry,
             hub,
+            shared,
             events,
             mode,
             shutdown,

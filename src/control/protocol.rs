@@ -76,9 +76,10 @@ pub struct SessionInfo {
     pub id: u64,
     pub remote: String,
     pub path: String,
-    /// What serves it: a program (`process`) or the channel alone (`pubsub`).
+    /// What serves it: a program of its own (`process`), the channel alone
+    /// (`pubsub`) or a program shared by its endpoint's clients (`shared`).
     pub kind: SessionKind,
-    /// Its child's pid (`null` for `pubsub`).
+    /// Its child's pid, the shared one for `shared` (`null` for `pubsub`).
     pub pid: Option<u32>,
     /// Start time, seconds since the Unix epoch.
     pub started: u64,
@@ -102,6 +103,8 @@ pub enum SessionKind {
     Process,
     /// No process: a channel endpoint (`--pubsub`).
     Pubsub,
+    /// One process for every client of the endpoint (`--shared`).
+    Shared,
 }
 
 /// One channel, as listed.
@@ -145,6 +148,13 @@ pub struct Stats {
     /// Copies slow members lost since start.
     #[serde(default)]
     pub dropped_total: u64,
+    /// Shared children alive now (`--shared`).
+    #[serde(default)]
+    pub shared_children: u64,
+    /// Client messages dropped since start because a shared child's input
+    /// queue was full (it read its stdin too slowly).
+    #[serde(default)]
+    pub shared_input_dropped_total: u64,
 }
 
 /// A response; fields that do not apply are left out.

@@ -28,7 +28,8 @@ use crate::peer::{client_text, Peer, PeerSocket};
 use crate::process::{SpawnSpec, Spawned};
 use crate::pubsub;
 use crate::route;
-use crate::session::{self, Identity, Links, Refusal, Registration, SessionHandle};
+use crate::session::{self, Identity, Kind, Links, Refusal, Registration, SessionHandle};
+use crate::shared::{self, Membership};
 use crate::state::State;
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
@@ -66,16 +67,24 @@ pub async fn upgrade(
         .origin
         .check(origin, host, https)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
-    let program = match &config.endpoint {
-        Some(Endpoint::PubSub { .. }) => None,
-        endpoint => Some(admit_program(endpoint.as_ref(), req.uri().path(), state).await?),
-    };
+    let admitted = admit(config, req.uri().path(), state).await?;
 
     let id = state.registry().next_id();
     let remote = addresses.remote_info(peer, req.headers()).await;
-    let work = match program {
-        None => Work::Channel,
-        Some((resolved, permit)) => {
+    let mut identity = Identity {
+        id,
+        remote: client_text(peer, &remote),
+        path: req.uri().path().to_owned(),
+        pid: None,
+        kind: Kind::Pubsub,
+    };
+    let work = match admitted {
+        Admitted::Channel => Work::Channel,
+        Admitted::Shared(resolved) => {
+            identity.kind = Kind::Shared;
+            Work::Joining(resolved)
+        }
+        Admitted::Program(resolved, permit) => {
             let vars = request_vars(&RequestEnv {
                 id: &id.to_string(),
                 method: req.method(),
@@ -96,34 +105,38 @@ pub async fn upgrade(
                 dir: None,
             })
             .await?;
+            identity.pid = Some(spawned.child.pid());
+            identity.kind = Kind::Process;
             Work::Program { spawned, permit }
         }
     };
 
-    let identity = Identity {
-        id,
-        remote: client_text(peer, &remote),
-        path: req.uri().path().to_owned(),
-        pid: match &work {
-            Work::Program { spawned, .. } => Some(spawned.child.pid()),
-            Work::Channel => None,
-        },
+    let (links, mut handle) = session::links(identity.clone());
+    // A shared endpoint's client joins (starting its child if need be)
+    // before it is registered: the child's pid is part of its listing.
+    let work = match work {
+        Work::Joining(resolved) => {
+            let membership = join_shared(state, &resolved, id, &handle).await?;
+            identity.pid = Some(membership.pid());
+            handle.pid = identity.pid;
+            Work::Shared(membership)
+        }
+        other => other,
     };
     // Registered before the 101 goes out: a client that has its answer is
     // already reachable by `wspipe ctl` (messages wait in its mailbox).
-    let (links, handle) = session::links(identity.clone());
     // Told before its channels are joined, so watchers see them in order.
     state.events().emit(|| Event::Open {
         id: identity.id,
         path: identity.path.clone(),
         remote: identity.remote.clone(),
-        kind: if identity.pid.is_some() {
-            "process"
-        } else {
-            "pubsub"
-        },
+        kind: identity.kind.as_str(),
     });
     let presence = join_channels(state.hub(), &identity, &handle);
+    if let Work::Shared(membership) = &work {
+        // Where the shared child's output is published.
+        let _ = state.hub().subscribe(identity.id, membership.channel());
+    }
     let session = Session {
         identity,
         links,
@@ -142,9 +155,70 @@ pub async fn upgrade(
             .spawn(session.run_program(on_upgrade, spawned, permit, task_state)),
         Work::Channel => state
             .shutdown()
-            .spawn(session.run_channel(on_upgrade, task_state)),
+            .spawn(session.run_channel(on_upgrade, task_state, None)),
+        Work::Shared(membership) => {
+            state
+                .shutdown()
+                .spawn(session.run_channel(on_upgrade, task_state, Some(membership)))
+        }
+        // Replaced by `Shared` above.
+        Work::Joining(_) => {}
     }
     Ok(switching_protocols(&key, config))
+}
+
+/// What an admitted upgrade is served by, before anything is started.
+enum Admitted {
+    /// Its channel alone (`--pubsub`).
+    Channel,
+    /// Its endpoint's shared child (`--shared`), started if need be.
+    Shared(route::Resolved),
+    /// A child of its own, and its `--maxforks` slot.
+    Program(route::Resolved, Option<OwnedSemaphorePermit>),
+}
+
+/// Resolves what serves the path (404/400/403 when nothing may), with a
+/// `--maxforks` slot for a child of its own.
+async fn admit(config: &Config, path: &str, state: &State) -> Result<Admitted, Refusal> {
+    match &config.endpoint {
+        Some(Endpoint::PubSub { .. }) => Ok(Admitted::Channel),
+        // A shared child takes its slot when it starts, not per client.
+        endpoint if config.shared => route::resolve(endpoint.as_ref(), path)
+            .await
+            .map(Admitted::Shared)
+            .map_err(|e| refuse(e.status(), e.to_string())),
+        endpoint => {
+            let (resolved, permit) = admit_program(endpoint.as_ref(), path, state).await?;
+            Ok(Admitted::Program(resolved, permit))
+        }
+    }
+}
+
+/// Makes session `id` a client of its endpoint's shared child.
+async fn join_shared(
+    state: &State,
+    resolved: &route::Resolved,
+    id: u64,
+    handle: &SessionHandle,
+) -> Result<Membership, Refusal> {
+    let permit = || fork_permit(state);
+    let start = shared::Start {
+        resolved,
+        base_env: state.config().base_env.vars(),
+        permit: &permit,
+    };
+    state.shared().join(start, id, handle.control.clone()).await
+}
+
+/// A `--maxforks` slot, or the 429 that says there is none.
+fn fork_permit(state: &State) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+    state.fork_permit().map_err(|_| {
+        tracing::error!("--maxforks reached: upgrade refused");
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections (--maxforks reached)",
+        )
+    })
 }
 
 /// The program a path runs, and its `--maxforks` slot.
@@ -156,14 +230,7 @@ async fn admit_program(
     let resolved = route::resolve(endpoint, path)
         .await
         .map_err(|e| refuse(e.status(), e.to_string()))?;
-    let permit = state.fork_permit().map_err(|_| {
-        tracing::error!("--maxforks reached: upgrade refused");
-        refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many connections (--maxforks reached)",
-        )
-    })?;
-    Ok((resolved, permit))
+    Ok((resolved, fork_permit(state)?))
 }
 
 /// What serves a session.
@@ -178,6 +245,10 @@ enum Work {
     },
     /// Nothing but its channel (`--pubsub`).
     Channel,
+    /// A shared endpoint's client, before it has joined.
+    Joining(route::Resolved),
+    /// A shared endpoint's client (`--shared`).
+    Shared(Membership),
 }
 
 /// Makes the session present in the hub, a member of the channel of its
@@ -293,8 +364,9 @@ impl Session {
         disconnected(&state, identity, registration, presence, ended);
     }
 
-    /// Runs a channel session (`--pubsub`) once the upgrade completes.
-    async fn run_channel(self, on_upgrade: OnUpgrade, state: State) {
+    /// Runs a session with no child of its own once the upgrade completes:
+    /// a channel session (`--pubsub`), or a client of a shared child.
+    async fn run_channel(self, on_upgrade: OnUpgrade, state: State, shared: Option<Membership>) {
         let Some(ws) = websocket(on_upgrade, &state).await else {
             return self.end(&state, "upgrade failed");
         };
@@ -307,15 +379,25 @@ impl Session {
             socket: _,
         } = self;
         let config = state.config();
+        let publish = pubsub::Publish {
+            hub: state.hub(),
+            channel: ChannelName::parse(&identity.path).ok(),
+        };
+        let inbox: &dyn pubsub::Inbox = match &shared {
+            Some(membership) => membership,
+            None => &publish,
+        };
         let opts = pubsub::Options {
             mode: config.mode,
             ping: config.ping,
             read_only: matches!(config.endpoint, Some(Endpoint::PubSub { read_only: true })),
-            hub: state.hub(),
-            channel: ChannelName::parse(&identity.path).ok(),
+            inbox,
             shutdown: state.shutdown(),
         };
         let end = pubsub::run(ws, opts, links).await;
+        // Out of the shared child's clients before the session is gone:
+        // the last to leave ends it.
+        drop(shared);
         let ended = Ended {
             started,
             exit: "-".to_owned(),
@@ -332,6 +414,7 @@ impl Session {
             remote,
             path,
             pid,
+            ..
         } = &self.identity;
         tracing::info!(target: "wspipe::access", id = %id, remote = %remote, path = %path, pid, "connect");
         Instant::now()
@@ -393,6 +476,7 @@ fn disconnected(
         remote,
         path,
         pid,
+        ..
     } = &identity;
     tracing::info!(
         target: "wspipe::access",

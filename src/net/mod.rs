@@ -203,6 +203,7 @@ pub async fn serve_metrics(listener: SideListener, counters: Counters, shutdown:
 pub struct Counters {
     pub registry: Arc<Registry>,
     pub hub: Arc<Hub>,
+    pub shared: crate::shared::Shared,
 }
 
 /// One connection to the metrics listener.
@@ -211,8 +212,12 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let response =
-            crate::http::metrics::respond(req.method(), &counters.registry, &counters.hub);
+        let response = crate::http::metrics::respond(
+            req.method(),
+            &counters.registry,
+            &counters.hub,
+            &counters.shared,
+        );
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
     conn::serve(io, service, &shutdown).await;

@@ -81,6 +81,11 @@ pub enum SessionCtl {
     TooSlow,
     /// Start the signal escalation now.
     Kill,
+    /// Send the client what is queued for it now, then close with this
+    /// frame: a shared child that exited has its last lines delivered
+    /// before the close that reports its exit (`crate::shared`). A session
+    /// with a child of its own treats it as [`SessionCtl::Close`].
+    Drain(CloseFrame),
 }
 
 /// The close code and reason for [`SessionCtl::TooSlow`].
@@ -113,8 +118,32 @@ pub struct Identity {
     pub remote: String,
     /// The URL path it connected to.
     pub path: String,
-    /// Its child's pid; `None` for a channel endpoint, which has none.
+    /// Its child's pid (the shared child's for a shared endpoint); `None`
+    /// for a channel endpoint, which has none.
     pub pid: Option<u32>,
+    pub kind: Kind,
+}
+
+/// What serves a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A child of its own.
+    Process,
+    /// No child: a channel endpoint (`--pubsub`).
+    Pubsub,
+    /// A child shared with every client of its endpoint (`--shared`).
+    Shared,
+}
+
+impl Kind {
+    /// The word `ctl list` and `ctl watch` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Process => "process",
+            Kind::Pubsub => "pubsub",
+            Kind::Shared => "shared",
+        }
+    }
 }
 
 /// The mailboxes and counters of a new session: its own ends, and the

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Identity, SessionCtl, SessionStats, Traffic};
+use super::{Identity, Kind, SessionCtl, SessionStats, Traffic};
 use crate::mailbox::Poster;
 
 /// What the registry knows about one live session.
@@ -23,8 +23,10 @@ pub struct SessionHandle {
     pub id: u64,
     pub remote: String,
     pub path: String,
-    /// Its child's pid; `None` for a channel endpoint.
+    /// Its child's pid (the shared child's for a shared endpoint); `None`
+    /// for a channel endpoint.
     pub pid: Option<u32>,
+    pub kind: Kind,
     pub started: SystemTime,
     pub stats: Arc<SessionStats>,
     /// Messages to deliver to the client, in order with the child's lines.
@@ -45,12 +47,14 @@ impl SessionHandle {
             remote,
             path,
             pid,
+            kind,
         } = identity;
         SessionHandle {
             id,
             remote,
             path,
             pid,
+            kind,
             started: SystemTime::now(),
             stats,
             inject,
@@ -215,6 +219,7 @@ mod tests {
             remote: "127.0.0.1:1".into(),
             path: path.into(),
             pid: Some(1),
+            kind: Kind::Process,
         };
         (
             SessionHandle::new(identity, Arc::default(), inject, control),

@@ -1,0 +1,408 @@
+//! Shared children (`--shared`): one process per endpoint, for every client
+//! of that endpoint.
+//!
+//! An endpoint is one program: the COMMAND (every path), or one script
+//! under `--dir`, keyed by its resolved path. Its child is started by its
+//! first client, through the same [`session::spawn`] as any child, and is
+//! ended like a session child (stdin closed, then the `--closems`
+//! escalation) when its last client leaves; the next client starts a fresh
+//! one.
+//!
+//! Output goes through the hub: each line the child writes is published to
+//! the endpoint's channel (named by its SCRIPT_NAME: `/` for a COMMAND),
+//! of which every client of the endpoint is a member. So a slow client gets
+//! the channels' policy (its oldest queued lines dropped, or a close with
+//! `--channel-overflow close`) and never holds up the child or the others.
+//! Input goes the other way through one bounded queue per child ([`input`]):
+//! a client message that finds it full is dropped and counted, never
+//! waited for.
+//!
+//! A child that exits while clients are connected takes them along: each
+//! gets the lines the child wrote, then the close code the per-connection
+//! bridge gives that exit status ([`crate::bridge::close_for_exit`]).
+//!
+//! The sessions themselves are child-less ([`crate::pubsub::run`]); a
+//! [`Membership`] is what ties one to its endpoint, and is their
+//! [`Inbox`].
+
+mod child;
+mod input;
+mod output;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use crate::env::Var;
+use crate::frames::Kind;
+use crate::hub::{ChannelName, Hub};
+use crate::mailbox::Poster;
+use crate::process::SpawnSpec;
+use crate::pubsub::Inbox;
+use crate::route::Resolved;
+use crate::session::{self, Refusal, SessionCtl};
+use crate::shutdown::Shutdown;
+
+use input::Input;
+
+/// What every shared child is run with, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Longest line read from the child before it is cut (`--maxlinesize`).
+    pub max_line: usize,
+    /// `--closems`: the grace before each step of the escalation.
+    pub close_grace: Duration,
+}
+
+/// The shared children of a server, by endpoint; a cheap handle.
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    /// The endpoints whose child is serving clients now.
+    endpoints: Mutex<HashMap<PathBuf, Entry>>,
+    /// Held while a child is being started, so that clients arriving at
+    /// once start one child, not one each.
+    starting: tokio::sync::Mutex<()>,
+    hub: Arc<Hub>,
+    shutdown: Shutdown,
+    options: Options,
+    /// Children alive (started and not yet reaped), ending ones included.
+    alive: AtomicU64,
+    /// Client messages dropped because a child's input queue was full,
+    /// since start.
+    dropped: Arc<AtomicU64>,
+    /// Tells one child's entry from the next one's at the same endpoint.
+    generations: AtomicU64,
+}
+
+/// One endpoint's serving child, as the registry holds it.
+#[derive(Debug)]
+struct Entry {
+    generation: u64,
+    link: Arc<Link>,
+    /// Its clients, by session id, and how to close each.
+    members: HashMap<u64, Poster<SessionCtl>>,
+}
+
+/// What a child's task and its clients share.
+#[derive(Debug)]
+struct Link {
+    pid: u32,
+    /// Where its output is published.
+    channel: ChannelName,
+    /// Its stdin's queue.
+    input: Input,
+    /// Cancelled when its last client leaves: the child is to end.
+    detached: CancellationToken,
+}
+
+/// How a shared child is started for the first client of its endpoint.
+pub struct Start<'a> {
+    /// The program, as the request's path resolved it.
+    pub resolved: &'a Resolved,
+    /// The server's base environment (see [`child_env`] for the rest).
+    pub base_env: &'a [Var],
+    /// Takes a `--maxforks` slot for the child; asked only when one starts.
+    pub permit: &'a (dyn Fn() -> Result<Option<OwnedSemaphorePermit>, Refusal> + Sync),
+}
+
+/// A session's place among the clients of a shared child: while it lives
+/// the session is a client; dropping it leaves (the last to leave ends the
+/// child). Client messages given to it go to the child's stdin.
+#[derive(Debug)]
+pub struct Membership {
+    shared: Shared,
+    key: PathBuf,
+    generation: u64,
+    id: u64,
+    link: Arc<Link>,
+}
+
+impl Shared {
+    pub fn new(hub: Arc<Hub>, shutdown: Shutdown, options: Options) -> Self {
+        Shared(Arc::new(Inner {
+            endpoints: Mutex::default(),
+            starting: tokio::sync::Mutex::new(()),
+            hub,
+            shutdown,
+            options,
+            alive: AtomicU64::new(0),
+            dropped: Arc::default(),
+            generations: AtomicU64::new(1),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, Entry>> {
+        // Every critical section is a few map operations that cannot
+        // panic halfway: poison is moot.
+        self.0.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes session `id` a client of the child of `start`'s endpoint,
+    /// starting the child if the endpoint has none; `control` is how the
+    /// session is closed when the child exits. Refused as any spawn is
+    /// (503/500), when `--maxforks` has no slot (429), or when the
+    /// endpoint's SCRIPT_NAME cannot name a channel (400).
+    pub async fn join(
+        &self,
+        start: Start<'_>,
+        id: u64,
+        control: Poster<SessionCtl>,
+    ) -> Result<Membership, Refusal> {
+        let key = start.resolved.program.clone();
+        if let Some(m) = self.try_join(&key, id, &control) {
+            return Ok(m);
+        }
+        let _starting = self.0.starting.lock().await;
+        // Another client may have started it while we waited.
+        if let Some(m) = self.try_join(&key, id, &control) {
+            return Ok(m);
+        }
+        let channel = ChannelName::parse(&start.resolved.script_name)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let permit = (start.permit)()?;
+        let env = child_env(&start.resolved.script_name);
+        let spawned = session::spawn::spawn(&SpawnSpec {
+            program: &start.resolved.program,
+            args: &start.resolved.args,
+            env: [start.base_env, &env],
+            dir: None,
+        })
+        .await?;
+        let (input, queue) = Input::new(self.0.dropped.clone());
+        let link = Arc::new(Link {
+            pid: spawned.child.pid(),
+            channel,
+            input,
+            detached: CancellationToken::new(),
+        });
+        let generation = self.0.generations.fetch_add(1, Ordering::Relaxed);
+        self.0.alive.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(pid = link.pid, endpoint = %link.channel, "shared child started");
+        let task = child::Task {
+            shared: self.clone(),
+            key: key.clone(),
+            generation,
+            link: link.clone(),
+            permit,
+        };
+        // Its first client is in from the start: a child that exits at
+        // once still has it to tell.
+        let entry = Entry {
+            generation,
+            link: link.clone(),
+            members: HashMap::from([(id, control)]),
+        };
+        self.lock().insert(key.clone(), entry);
+        self.0.shutdown.spawn(task.run(spawned, queue));
+        Ok(Membership {
+            shared: self.clone(),
+            key,
+            generation,
+            id,
+            link,
+        })
+    }
+
+    /// Joins the endpoint's child if it has one.
+    fn try_join(&self, key: &Path, id: u64, control: &Poster<SessionCtl>) -> Option<Membership> {
+        let mut endpoints = self.lock();
+        let entry = endpoints.get_mut(key)?;
+        entry.members.insert(id, control.clone());
+        Some(Membership {
+            shared: self.clone(),
+            key: key.to_owned(),
+            generation: entry.generation,
+            id,
+            link: entry.link.clone(),
+        })
+    }
+
+    /// Takes the entry of child `generation` at `key` out of the registry,
+    /// if it is still there; returns its clients.
+    fn remove(&self, key: &Path, generation: u64) -> HashMap<u64, Poster<SessionCtl>> {
+        let mut endpoints = self.lock();
+        match endpoints.get(key) {
+            Some(entry) if entry.generation == generation => {
+                endpoints.remove(key).map(|e| e.members).unwrap_or_default()
+            }
+            _ => HashMap::new(),
+        }
+    }
+
+    /// Shared children alive now (those being ended included).
+    pub fn children(&self) -> u64 {
+        self.0.alive.load(Ordering::Relaxed)
+    }
+
+    /// Client messages dropped since start because a shared child's input
+    /// queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Membership {
+    /// The shared child's pid.
+    pub fn pid(&self) -> u32 {
+        self.link.pid
+    }
+
+    /// The endpoint's channel, which the child's output is published to.
+    pub fn channel(&self) -> &ChannelName {
+        &self.link.channel
+    }
+}
+
+impl Inbox for Membership {
+    fn take(&self, _kind: Kind, data: Bytes) {
+        // Text mode only so far: every message is a line.
+        self.link.input.take(data);
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut endpoints = self.shared.lock();
+        let Some(entry) = endpoints.get_mut(&self.key) else {
+            return;
+        };
+        if entry.generation != self.generation {
+            return; // its child has gone; this entry is a newer one's
+        }
+        entry.members.remove(&self.id);
+        if entry.members.is_empty() {
+            // Out of the registry at once, so that the next client starts
+            // a fresh child rather than join one that is ending.
+            endpoints.remove(&self.key);
+            self.link.detached.cancel();
+        }
+    }
+}
+
+/// A shared child's own variables, on top of the server's base environment
+/// (PATH, `--passenv`, SERVER_SOFTWARE, WSPIPE_CONTROL...): the endpoint's
+/// SCRIPT_NAME and WSPIPE_CHANNEL, its channel's name (the same). Nothing
+/// from the request that started it: the child serves every client, so no
+/// one client's address, headers or query is its business.
+pub fn child_env(script_name: &str) -> Vec<Var> {
+    vec![
+        ("SCRIPT_NAME".into(), script_name.into()),
+        ("WSPIPE_CHANNEL".into(), script_name.into()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::mailbox;
+
+    type Permit = Result<Option<OwnedSemaphorePermit>, Refusal>;
+
+    fn shared() -> Shared {
+        let options = Options {
+            max_line: 1024,
+            close_grace: Duration::from_millis(50),
+        };
+        Shared::new(Arc::new(Hub::default()), Shutdown::new(), options)
+    }
+
+    fn cat() -> Resolved {
+        Resolved {
+            program: "/bin/cat".into(),
+            args: Vec::new(),
+            script_name: "/".into(),
+            path_info: String::new(),
+        }
+    }
+
+    async fn wait_children(shared: &Shared, n: u64) {
+        let reached = async {
+            while shared.children() != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), reached)
+            .await
+            .expect("children reaped");
+    }
+
+    #[tokio::test]
+    async fn clients_share_one_child_until_the_last_leaves() {
+        let shared = shared();
+        let resolved = cat();
+        let permit = || -> Permit { Ok(None) };
+        let start = || Start {
+            resolved: &resolved,
+            base_env: &[],
+            permit: &permit,
+        };
+        let (control, _requests) = mailbox(4);
+        let a = shared.join(start(), 1, control.clone()).await.unwrap();
+        let b = shared.join(start(), 2, control.clone()).await.unwrap();
+        assert_eq!(a.pid(), b.pid());
+        assert_eq!(shared.children(), 1);
+        drop(a);
+        assert!(!b.link.detached.is_cancelled(), "one client is left");
+        let first = b.link.clone();
+        drop(b);
+        assert!(first.detached.is_cancelled(), "the last one left");
+        assert!(shared.lock().is_empty(), "out of the registry at once");
+        let c = shared.join(start(), 3, control).await.unwrap();
+        assert_ne!(c.pid(), first.pid, "a fresh child");
+        wait_children(&shared, 1).await;
+        drop(c);
+        wait_children(&shared, 0).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_of_a_child_that_went_never_takes_its_successor_away() {
+        let shared = shared();
+        let resolved = cat();
+        let permit = || -> Permit { Ok(None) };
+        let start = || Start {
+            resolved: &resolved,
+            base_env: &[],
+            permit: &permit,
+        };
+        let (control, _requests) = mailbox(4);
+        let old = shared.join(start(), 1, control.clone()).await.unwrap();
+        // As when its child exits: the entry goes, the client lingers.
+        let clients = shared.remove(&resolved.program, old.generation);
+        assert_eq!(clients.len(), 1);
+        old.link.detached.cancel(); // (and the child really goes)
+        let new = shared.join(start(), 2, control).await.unwrap();
+        assert_ne!(new.generation, old.generation);
+        drop(old);
+        assert!(!new.link.detached.is_cancelled());
+        assert_eq!(shared.lock().len(), 1, "the successor stays");
+        drop(new);
+        wait_children(&shared, 0).await;
+    }
+
+    #[tokio::test]
+    async fn no_slot_no_child() {
+        let shared = shared();
+        let resolved = cat();
+        let permit = || -> Permit { Err(Refusal::new(StatusCode::TOO_MANY_REQUESTS, "full")) };
+        let start = Start {
+            resolved: &resolved,
+            base_env: &[],
+            permit: &permit,
+        };
+        let (control, _requests) = mailbox(4);
+        let refused = shared.join(start, 1, control).await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(shared.children(), 0);
+        assert!(shared.lock().is_empty());
+    }
+}
