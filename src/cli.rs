@@ -239,8 +239,8 @@ pub struct Cli {
     #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]
     pub control_mode: String,
 
-    /// Print a man page (man) or a shell completion script (complete-bash,
-    /// complete-zsh, complete-fish) to stdout and exit; no COMMAND needed.
+    /// Print the man page or a shell completion script to stdout and exit
+    /// (no COMMAND needed).
     #[arg(long, value_enum, value_name = "KIND")]
     pub generate: Option<Generate>,
 
