@@ -65,6 +65,7 @@ fn man_page() -> io::Result<Vec<u8>> {
     let man = Man::new(cli)
         .title("WSPIPE")
         .section("1")
+        .date(page_date())
         .manual("User Commands");
     let mut out = Vec::new();
     man.render_title(&mut out)?;
@@ -83,7 +84,28 @@ fn man_page() -> io::Result<Vec<u8>> {
     examples_section(&mut out)?;
     man.render_version_section(&mut out)?;
     see_also_section(&mut out)?;
-    Ok(out)
+    Ok(one_preamble(out))
+}
+
+/// The page's date (.TH's third field, which must not be empty: roff drops
+/// an empty argument and the fields after it shift): SOURCE_DATE_EPOCH's
+/// day when set, for reproducible packages, else today (UTC).
+fn page_date() -> String {
+    let now = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    now.date().to_string()
+}
+
+/// Every clap_mangen render starts with roff's apostrophe preamble: keep
+/// the first only.
+fn one_preamble(page: Vec<u8>) -> Vec<u8> {
+    let preamble = Roff::new().render();
+    let text = String::from_utf8_lossy(&page);
+    let body = text.replace(preamble.as_str(), "");
+    format!("{preamble}{body}").into_bytes()
 }
 
 /// A piece clap_mangen renders as a whole section, without its `.SH` line

@@ -73,7 +73,19 @@ fn the_man_page_has_every_flag_of_help() {
 fn the_man_page_has_control_environment_and_exit_status() {
     let man = generate("man");
     assert!(man.starts_with(".ie") || man.starts_with(".TH"), "{man}");
-    assert!(man.contains(".TH WSPIPE 1"), "{man}");
+    // All five .TH fields: an empty one would shift the rest.
+    let title = format!(
+        ".TH WSPIPE 1 1970-01-02 \"wspipe {}\" \"User Commands\"\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let out = std::process::Command::new(bin())
+        .args(["--generate", "man"])
+        .env("SOURCE_DATE_EPOCH", "86400")
+        .output()
+        .unwrap();
+    let dated = String::from_utf8_lossy(&out.stdout);
+    assert!(dated.contains(&title), "{title} not in\n{dated}");
+    assert_eq!(dated.matches(".ds Aq").count(), 2, "one preamble (.ie/.el)");
     for section in [
         "NAME",
         "SYNOPSIS",
