@@ -130,7 +130,10 @@ fn section_body(
 /// `wspipe ctl`: its options, then each command with its synopsis, its
 /// description and its options, all from [`CtlCli`].
 fn control_section(out: &mut Vec<u8>) -> io::Result<()> {
-    let mut ctl = CtlCli::command().disable_help_subcommand(true);
+    // Each command's -h/--help would repeat under every one of them.
+    let mut ctl = CtlCli::command()
+        .disable_help_subcommand(true)
+        .mut_subcommands(|sub| sub.disable_help_flag(true));
     ctl.build();
     let mut roff = Roff::new();
     roff.control("SH", ["CONTROL CLIENT"]);
@@ -158,12 +161,7 @@ fn control_section(out: &mut Vec<u8>) -> io::Result<()> {
         let mut heading = Roff::new();
         heading.control("SS", [name.as_str()]);
         heading.to_writer(out)?;
-        let sub = sub
-            .clone()
-            .bin_name(&name)
-            .disable_help_flag(true)
-            .disable_version_flag(true);
-        let man = Man::new(sub);
+        let man = Man::new(sub.clone().bin_name(&name));
         section_body(|w| man.render_synopsis_section(w), out)?;
         let mut gap = Roff::new();
         gap.control("PP", []);
