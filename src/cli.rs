@@ -249,9 +249,27 @@ pub struct Cli {
     #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]
     pub control_mode: String,
 
+    /// Print the man page or a shell completion script to stdout and exit
+    /// (no COMMAND needed).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
+
     /// The program to run for each connection, and its arguments.
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub program: Vec<OsString>,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The roff man page, wspipe(1).
+    Man,
+    /// A bash completion script.
+    CompleteBash,
+    /// A zsh completion script.
+    CompleteZsh,
+    /// A fish completion script.
+    CompleteFish,
 }
 
 impl Cli {

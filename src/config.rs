@@ -1,12 +1,14 @@
 //! Validated configuration, built once from the command line.
 //!
 //! Everything a user can get wrong is checked here, before any socket is
-//! opened, and reported as one line (`wspipe: ...`, exit status 2). The rest
-//! of the server works with types that cannot hold a contradictory setup.
+//! opened, and reported as one line (`wspipe: ...`): exit status 2 for bad
+//! flags, 1 for a COMMAND that cannot be run (as websocketd). The rest of
+//! the server works with types that cannot hold a contradictory setup.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -17,13 +19,30 @@ use crate::logging::LogLevel;
 use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
-/// A configuration error: the one line printed before exiting with status 2.
+/// A configuration error: the one line printed before exiting.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    /// Bad flags or a contradictory combination: exit status 2.
+    #[error("{0}")]
+    Usage(String),
+    /// COMMAND does not exist or is not executable: exit status 1, as
+    /// websocketd.
+    #[error("{0}")]
+    Command(String),
+}
+
+impl ConfigError {
+    /// The exit status wspipe ends with.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            ConfigError::Usage(_) => 2,
+            ConfigError::Command(_) => 1,
+        }
+    }
+}
 
 fn bad(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+    ConfigError::Usage(msg.into())
 }
 
 /// Where the server listens.
@@ -209,12 +228,12 @@ impl Config {
         if let Some(c) = &control {
             // Children reach the server with `"$WSPIPE_BIN" ctl ...` even
             // when wspipe is not on their PATH.
-            base_env.set("WSPIPE_CONTROL", c.path.as_os_str());
+            base_env.set(crate::env::CONTROL_VAR, c.path.as_os_str());
             if let Ok(exe) = std::env::current_exe() {
-                base_env.set("WSPIPE_BIN", exe.as_os_str());
+                base_env.set(crate::env::BIN_VAR, exe.as_os_str());
             }
         }
-        Ok(Config {
+        let mut config = Config {
             listen: listen(&cli)?,
             endpoint,
             static_dir,
@@ -253,7 +272,13 @@ impl Config {
                 _ => Overflow::Drop,
             },
             shared: cli.shared,
-        })
+        };
+        // Last, so that a bad flag is reported (exit 2) before a missing
+        // program (exit 1).
+        if let Some(Endpoint::Command(spec)) = &mut config.endpoint {
+            spec.program = locate(&spec.program)?;
+        }
+        Ok(config)
     }
 }
 
@@ -313,9 +338,8 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
     if words.is_empty() {
         return Err(bad("--command is empty"));
     }
-    let program = locate(PathBuf::from(words.remove(0)))?;
     Ok(Some(Endpoint::Command(CommandSpec {
-        program,
+        program: PathBuf::from(words.remove(0)),
         args: words,
     })))
 }
@@ -384,16 +408,33 @@ fn octal_mode(flag: &str, value: &str) -> Result<u32, ConfigError> {
         })
 }
 
-/// A bare program name is looked up in PATH once, at start-up (as
-/// websocketd does): a typo fails now rather than on every connection, and
-/// an absolute path lets every spawn take the fast posix_spawn path instead
+/// COMMAND is checked once, at start-up, as websocketd does: a program that
+/// does not exist or is not executable is refused now (exit status 1)
+/// rather than failing every connection. A path (absolute, or relative to
+/// wspipe's working directory, which the children share) is used as given;
+/// a bare name is looked up in PATH, as a spawn would, and the absolute path
+/// found is kept: every spawn then takes the fast posix_spawn path instead
 /// of fork plus a PATH search (the children's PATH is wspipe's own).
-fn locate(program: PathBuf) -> Result<PathBuf, ConfigError> {
-    if program.components().count() > 1 {
-        return Ok(program); // a path: used as given
+fn locate(program: &Path) -> Result<PathBuf, ConfigError> {
+    let refuse = |why: &str| {
+        ConfigError::Command(format!(
+            "unable to locate specified COMMAND '{}': {why}",
+            program.display()
+        ))
+    };
+    // As execvp decides: a name with a '/' is a path.
+    let is_path = program.as_os_str().as_bytes().contains(&b'/');
+    match which::which(program) {
+        Ok(_) if is_path => Ok(program.to_path_buf()),
+        Ok(found) => Ok(found),
+        Err(_) if !is_path => Err(refuse("not found in PATH")),
+        Err(_) => Err(refuse(&match std::fs::metadata(program) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".to_string(),
+            Err(e) => e.to_string(),
+            Ok(meta) if meta.is_dir() => "a directory, not a program".to_string(),
+            Ok(_) => "not executable".to_string(),
+        })),
     }
-    which::which(&program)
-        .map_err(|_| bad(format!("{}: command not found in PATH", program.display())))
 }
 
 fn listen(cli: &Cli) -> Result<Vec<Listen>, ConfigError> {
@@ -555,11 +596,12 @@ mod tests {
 
     #[test]
     fn command_string_is_split_like_a_shell_without_a_shell() {
-        let c = config(&["--command", "./prog 'two words' \"$HOME\" *"]).unwrap();
+        // The program must exist (it is checked at start-up): /bin/sh.
+        let c = config(&["--command", "/bin/sh 'two words' \"$HOME\" *"]).unwrap();
         let Some(Endpoint::Command(spec)) = c.endpoint else {
             panic!("expected a command")
         };
-        assert_eq!(spec.program, PathBuf::from("./prog"));
+        assert_eq!(spec.program, PathBuf::from("/bin/sh"));
         assert_eq!(spec.args, ["two words", "$HOME", "*"]);
     }
 
@@ -572,7 +614,46 @@ mod tests {
         assert!(spec.program.is_absolute(), "{:?}", spec.program);
         assert!(spec.program.ends_with("sh"));
         let err = config(&["no-such-program-here"]).unwrap_err();
-        assert!(err.to_string().contains("not found in PATH"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "unable to locate specified COMMAND 'no-such-program-here': not found in PATH"
+        );
+        assert_eq!(err.exit_status(), 1);
+    }
+
+    #[test]
+    fn commands_that_cannot_run_are_refused_with_status_1() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let plain = plain.to_str().unwrap();
+        let dir = tmp.path().to_str().unwrap();
+        for (args, why) in [
+            (vec!["/no/such/program"], "no such file"),
+            (vec!["./no-such-program"], "no such file"),
+            (vec!["--command", "/no/such/program --flag"], "no such file"),
+            (vec![plain], "not executable"),
+            (vec![dir], "a directory, not a program"),
+        ] {
+            let err = config(&args).unwrap_err();
+            assert_eq!(err.exit_status(), 1, "{args:?}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "unable to locate specified COMMAND '{}': {why}",
+                    args[args.len() - 1].split(' ').next().unwrap()
+                ),
+                "{args:?}"
+            );
+        }
+        // A path that exists is kept as given; a bad flag is reported first.
+        let c = config(&["/bin/sh"]).unwrap();
+        let Some(Endpoint::Command(spec)) = c.endpoint else {
+            panic!("expected a command")
+        };
+        assert_eq!(spec.program, PathBuf::from("/bin/sh"));
+        let err = config(&["--maxlinesize=1", "/no/such/program"]).unwrap_err();
+        assert_eq!(err.exit_status(), 2, "{err}");
     }
 
     #[test]

@@ -17,6 +17,87 @@ pub const SERVER_SOFTWARE: &str = concat!("wspipe/", env!("CARGO_PKG_VERSION"));
 /// One environment variable.
 pub type Var = (OsString, OsString);
 
+/// With `--control`: the control socket's absolute path (`wspipe ctl`
+/// reads it).
+pub const CONTROL_VAR: &str = "WSPIPE_CONTROL";
+/// With `--control`: the wspipe binary, so `"$WSPIPE_BIN" ctl` works when
+/// wspipe is not on the child's PATH.
+pub const BIN_VAR: &str = "WSPIPE_BIN";
+
+/// Every variable a WebSocket child can get, with what it holds: the man
+/// page's ENVIRONMENT section is printed from this table, and a test checks
+/// it against what [`BaseEnv`] and [`request_vars`] build. `HTTP_*` stands
+/// for one variable per request header.
+pub const CHILD_VARS: &[(&[&str], &str)] = &[
+    (&["PATH"], "wspipe's own PATH."),
+    (&["GATEWAY_INTERFACE"], "CGI/1.1."),
+    (&["SERVER_SOFTWARE"], SERVER_SOFTWARE),
+    (
+        &["SERVER_NAME"],
+        "The host named by the request's Host header.",
+    ),
+    (
+        &["SERVER_PORT"],
+        "The port named by the Host header (80, or 443 with TLS, when it names none; the listening port when there is no Host header).",
+    ),
+    (&["SERVER_PROTOCOL"], "The request's HTTP version: HTTP/1.1."),
+    (&["REQUEST_METHOD"], "The request method: GET."),
+    (
+        &["REQUEST_URI"],
+        "The path and query string of the request, as sent.",
+    ),
+    (
+        &["SCRIPT_NAME"],
+        "The part of the path that chose the program: / for a COMMAND, /chat for DIR/chat with --dir.",
+    ),
+    (&["PATH_INFO"], "The rest of the path, after SCRIPT_NAME."),
+    (&["PATH_TRANSLATED"], "The request path, percent-decoded."),
+    (&["QUERY_STRING"], "The query string, without the '?'."),
+    (
+        &["REMOTE_ADDR"],
+        "The client's IP address (the one a --trusted-proxy names, if it came through one); empty on a Unix socket.",
+    ),
+    (
+        &["REMOTE_HOST"],
+        "The client's host name with --reverselookup, else its IP address.",
+    ),
+    (
+        &["REMOTE_PORT"],
+        "The client's port; empty when not known (a Unix socket, or a forwarded client).",
+    ),
+    (&["UNIQUE_ID"], "The connection id, as websocketd sets it."),
+    (
+        &["WSPIPE_CONNECTION_ID"],
+        "The connection id again, for wspipe ctl (send, close, subscribe ...).",
+    ),
+    (
+        &["HTTPS"],
+        "\"on\" on a TLS connection (--ssl); not set otherwise.",
+    ),
+    (
+        &["HTTP_*"],
+        "One per request header: HTTP_ and the name in capitals with '-' as '_' (HTTP_USER_AGENT). Headers whose names contain '_', and Proxy, are not passed.",
+    ),
+    (
+        &[
+            "AUTH_TYPE",
+            "CONTENT_LENGTH",
+            "CONTENT_TYPE",
+            "REMOTE_IDENT",
+            "REMOTE_USER",
+        ],
+        "Empty: CGI variables with no meaning for a WebSocket (a --cgidir script gets CONTENT_LENGTH and CONTENT_TYPE of its request).",
+    ),
+    (
+        &[CONTROL_VAR],
+        "With --control: the control socket's absolute path; wspipe ctl reads it.",
+    ),
+    (
+        &[BIN_VAR],
+        "With --control: the wspipe binary, so that \"$WSPIPE_BIN\" ctl works when wspipe is not on PATH.",
+    ),
+];
+
 /// The request-independent part of every child's environment.
 #[derive(Debug, Clone, Default)]
 pub struct BaseEnv {
@@ -290,6 +371,57 @@ mod tests {
         assert_eq!(get(&vars, "HTTP_X_FORGED"), None);
         assert_eq!(get(&vars, "HTTP_PROXY"), None);
         assert_eq!(get(&vars, "HTTPS"), None);
+    }
+
+    /// CHILD_VARS (the man page's list) names exactly what is built.
+    #[test]
+    fn child_vars_table_lists_every_variable_built() {
+        let listed: Vec<&str> = CHILD_VARS
+            .iter()
+            .flat_map(|(n, _)| n.iter().copied())
+            .collect();
+        let base = BaseEnv::from_lookup(&["LANG".into()], |name| {
+            (name == "PATH").then(|| "/bin".into())
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "example.com".parse().unwrap());
+        let uri: Uri = "/a?b".parse().unwrap();
+        let remote = RemoteInfo::Unix;
+        let request = request_vars(&RequestEnv {
+            id: "1",
+            method: &Method::GET,
+            uri: &uri,
+            version: Version::HTTP_11,
+            headers: &headers,
+            remote: &remote,
+            tls: true,
+            local_port: None,
+            script_name: "/",
+            path_info: "/a",
+        });
+        let built: Vec<String> = base
+            .vars()
+            .iter()
+            .chain(&request)
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for name in &built {
+            let header = name.starts_with("HTTP_") && listed.contains(&"HTTP_*");
+            assert!(
+                header || listed.contains(&name.as_str()),
+                "{name} is not in CHILD_VARS"
+            );
+        }
+        for name in &listed {
+            // Set by config.rs with --control; HTTP_* is a pattern.
+            if [CONTROL_VAR, BIN_VAR, "HTTP_*"].contains(name) {
+                continue;
+            }
+            assert!(
+                built.iter().any(|b| b == name),
+                "{name} is listed but never set"
+            );
+        }
     }
 
     #[test]

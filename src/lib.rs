@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! main, server  start, signals, shutdown          (server.rs, main.rs)
+//! generate      man page, completions             (generate.rs)
 //! net           bind, accept loops                (net/)
 //! http          routing, upgrade, CGI, static,    (http/)
 //!               console, redirect, metrics, conn
@@ -41,6 +42,7 @@ pub mod control;
 pub mod env;
 pub mod events;
 pub mod frames;
+pub mod generate;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -21,9 +21,16 @@ fn main() -> ExitCode {
         }
         Err(e) => return usage_error(&first_line(&e.to_string())),
     };
+    if let Some(kind) = cli.generate {
+        return generate(kind);
+    }
     let config = match Config::from_cli(cli) {
         Ok(config) => config,
-        Err(e) => return usage_error(&e.to_string()),
+        Err(e) if e.exit_status() == 2 => return usage_error(&e.to_string()),
+        Err(e) => {
+            eprintln!("wspipe: {e}");
+            return ExitCode::from(e.exit_status());
+        }
     };
     wspipe::logging::init(config.log_level);
     wspipe::limits::raise_nofile();
@@ -42,6 +49,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wspipe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--generate KIND`: the man page or a completion script on stdout.
+fn generate(kind: wspipe::cli::Generate) -> ExitCode {
+    use std::io::Write;
+    let written = wspipe::generate::render(kind).and_then(|text| {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&text)?;
+        stdout.flush()
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        // `wspipe --generate man | head`: the reader has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wspipe: --generate: {e}");
             ExitCode::FAILURE
         }
     }

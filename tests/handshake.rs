@@ -704,6 +704,85 @@ fn help_describes_the_flags() {
     assert!(stdout.contains("--dir"), "{stdout}");
 }
 
+/// A loopback port nothing listens on now (bound, then let go).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// websocketd refuses a COMMAND it cannot run at start, with exit status 1:
+/// so does wspipe, with one line naming it, before it listens anywhere.
+#[test]
+fn a_command_that_cannot_run_is_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain.sh");
+    std::fs::write(&plain, "#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let plain = plain.to_str().unwrap().to_string();
+    let cases: [(&[&str], &str, &str); 5] = [
+        (&["/nonexistent/prog"], "/nonexistent/prog", "no such file"),
+        (
+            &["./no-such-program", "-x"],
+            "./no-such-program",
+            "no such file",
+        ),
+        (
+            &["no-such-program-on-path"],
+            "no-such-program-on-path",
+            "not found in PATH",
+        ),
+        (&[plain.as_str()], plain.as_str(), "not executable"),
+        (
+            &["--command", "/nonexistent/prog --flag"],
+            "/nonexistent/prog",
+            "no such file",
+        ),
+    ];
+    for (command, name, why) in cases {
+        let port = free_port();
+        let socket = tmp.path().join("ws.sock");
+        let port_arg = port.to_string();
+        let mut args = vec![
+            "--port",
+            &port_arg,
+            "--address=127.0.0.1",
+            "--unixsocket",
+            socket.to_str().unwrap(),
+        ];
+        args.extend_from_slice(command);
+        let out = run_bin(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("wspipe: unable to locate specified COMMAND '{name}': {why}\n"),
+            "{command:?}"
+        );
+        assert!(out.stdout.is_empty(), "{command:?}");
+        // Nothing was listening: neither the port nor the socket file.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        assert!(!socket.exists(), "{command:?}");
+    }
+}
+
+/// The check does not get in the way of a command that can run: a bare
+/// name found in PATH, and a path relative to wspipe's working directory.
+#[tokio::test]
+async fn a_command_that_can_run_still_starts() {
+    let server = Server::start(&["cat"]);
+    let mut ws = connect(&server.url("/")).await;
+    echo_works(&mut ws, "bare name").await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    script_external(tmp.path(), "echo.sh", "#!/bin/sh\nexec cat\n");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.current_dir(tmp.path());
+    let server = Server::start_cmd(cmd, &["./echo.sh"]);
+    let mut ws = connect(&server.url("/")).await;
+    echo_works(&mut ws, "relative path").await;
+}
+
 #[tokio::test]
 async fn go_style_single_dash_flags_start_a_server() {
     let daemon = Daemon::spawn(&["-port=0", "-address=127.0.0.1", "cat"]);

@@ -1,8 +1,8 @@
 //! `wspipe ctl`: the control client for scripts (PHP `exec`, bash, cron).
 //!
-//! Exit codes: 0 done; 1 a target session was not found or did not take
-//! the message; 2 usage error or refused request; 3 no server at the socket.
-//! Errors are one line on stderr.
+//! Exit codes ([`EXIT_STATUS`]): 0 done; 1 a target session was not found
+//! or did not take the message; 2 usage error or refused request; 3 no
+//! server at the socket. Errors are one line on stderr.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -15,6 +15,18 @@ use clap::{Parser, Subcommand};
 use super::protocol::{
     ChannelEntry, ErrorKind, Request, Response, SessionInfo, Stats, MAX_REQUEST,
 };
+
+/// `wspipe ctl`'s exit statuses and what they mean (the man page prints
+/// this table; docs/control.md says the same).
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (0, "Done."),
+    (
+        1,
+        "The target connection does not exist, or did not take the message in time.",
+    ),
+    (2, "Usage error, or a request the server refused."),
+    (3, "No server at the control socket."),
+];
 
 /// Control a running wspipe server through its control socket.
 #[derive(Debug, Parser)]
