@@ -79,6 +79,17 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub shared: bool,
 
+    /// With --shared: lines tell clients apart. A client message reaches
+    /// the child as "ID<TAB>text" (ID as `ctl list` shows it); an output
+    /// line "ID<TAB>text" goes to that client alone (dropped and counted
+    /// if ID is no client of the endpoint); a line with no TAB or an empty
+    /// ID goes to every client; joins and leaves come as "join<TAB>ID" and
+    /// "leave<TAB>ID".
+    #[arg(long = "shared-ids", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub shared_ids: bool,
+
     /// What happens to a client too slow for its channels: "drop" (its
     /// oldest queued messages go, counted) or "close" (it is closed with
     /// 1008).

@@ -144,6 +144,8 @@ pub struct Config {
     pub overflow: Overflow,
     /// `--shared`: one child per endpoint, shared by its clients.
     pub shared: bool,
+    /// `--shared-ids`: a shared child's lines carry client ids.
+    pub shared_ids: bool,
 }
 
 /// What a publish does for a member whose queue is full.
@@ -272,6 +274,7 @@ impl Config {
                 _ => Overflow::Drop,
             },
             shared: cli.shared,
+            shared_ids: cli.shared_ids,
         };
         // Last, so that a bad flag is reported (exit 2) before a missing
         // program (exit 1).
@@ -348,6 +351,9 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
 /// --dir), and only text mode is built so far.
 fn check_shared(cli: &Cli, endpoint: Option<&Endpoint>) -> Result<(), ConfigError> {
     if !cli.shared {
+        if cli.shared_ids {
+            return Err(bad("--shared-ids needs --shared"));
+        }
         return Ok(());
     }
     match endpoint {
@@ -668,8 +674,15 @@ mod tests {
         assert!(config(&["--shared", "cat"]).unwrap().shared);
         assert!(config(&["--shared", "--dir", "/tmp"]).unwrap().shared);
         assert!(!config(&["cat"]).unwrap().shared);
+        assert!(
+            config(&["--shared", "--shared-ids", "cat"])
+                .unwrap()
+                .shared_ids
+        );
+        assert!(!config(&["--shared", "cat"]).unwrap().shared_ids);
         for (args, needle) in [
             (&["--shared", "--pubsub"][..], "--pubsub runs none"),
+            (&["--shared-ids", "cat"], "--shared-ids needs --shared"),
             (&["--shared", "--staticdir", "/tmp"], "needs COMMAND"),
             (&["--shared", "--binary", "cat"], "text mode only"),
             (&["--shared", "--framed", "cat"], "text mode only"),

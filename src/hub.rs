@@ -311,6 +311,40 @@ impl Hub {
         delivery
     }
 
+    /// Hands `message` to member `id` of `channel` alone, never waiting,
+    /// as a publish would (the same overflow policy, counted as one
+    /// published message of one delivery, but told to no watcher: it is
+    /// one client's). `None`, with nothing counted, when `id` is not a
+    /// member of `channel`.
+    pub fn publish_to(&self, channel: &ChannelName, id: u64, message: Message) -> Option<Delivery> {
+        let mut guard = self.lock();
+        let Inner {
+            channels,
+            members,
+            totals,
+        } = &mut *guard;
+        let ch = channels
+            .get_mut(channel)
+            .filter(|ch| ch.members.contains(&id))?;
+        let member = members.get_mut(&id)?;
+        let mut delivery = Delivery::default();
+        match self.offer(member, &message) {
+            Offer::Taken => delivery.delivered += 1,
+            Offer::TakenDropping(n) => {
+                delivery.delivered += 1;
+                delivery.dropped += n;
+            }
+            Offer::Refused => delivery.dropped += 1,
+            Offer::Gone => {}
+        }
+        ch.published += 1;
+        ch.dropped += delivery.dropped;
+        totals.published += 1;
+        totals.delivered += delivery.delivered;
+        totals.dropped += delivery.dropped;
+        Some(delivery)
+    }
+
     /// Offers one member the message, as the overflow policy says.
     fn offer(&self, member: &mut Member, message: &Message) -> Offer {
         match self.overflow {
@@ -431,6 +465,30 @@ mod tests {
             hub.publish(&name("/nobody"), Message::text("x")),
             Delivery::default()
         );
+    }
+
+    #[test]
+    fn publish_to_reaches_one_member_of_the_channel_only() {
+        let hub = Arc::new(Hub::default());
+        let (_a, mut ra) = member(&hub, 1, 8);
+        let (_b, mut rb) = member(&hub, 2, 8);
+        let (_c, mut rc) = member(&hub, 3, 8);
+        let room = name("/room");
+        hub.subscribe(1, &room).unwrap();
+        hub.subscribe(2, &room).unwrap();
+        hub.subscribe(3, &name("/other")).unwrap();
+        let d = hub.publish_to(&room, 2, Message::text("for two"));
+        assert_eq!(d.map(|d| (d.delivered, d.dropped)), Some((1, 0)));
+        assert_eq!(
+            hub.publish_to(&room, 3, Message::text("x")),
+            None,
+            "not in it"
+        );
+        assert_eq!(hub.publish_to(&room, 9, Message::text("x")), None, "no one");
+        assert!(texts(&mut ra).is_empty());
+        assert_eq!(texts(&mut rb), ["for two"]);
+        assert!(texts(&mut rc).is_empty());
+        assert_eq!(hub.totals().published, 1);
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl State {
             shared::Options {
                 max_line: config.max_line,
                 close_grace: config.close_grace,
+                ids: config.shared_ids,
             },
         );
         State(Arc::new(Inner {

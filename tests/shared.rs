@@ -328,6 +328,7 @@ fn bad_flag_combinations_exit_2_with_one_line() {
         &["--shared", "--binary", "cat"],
         &["--shared", "--framed", "cat"],
         &["--shared", "--staticdir", "/tmp"],
+        &["--shared-ids", "cat"],
     ] {
         let out = run_bin(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -379,4 +380,175 @@ async fn join_and_leave_cycles_leave_no_zombie_and_no_descriptor() {
         server.children(),
         server.fd_count()
     );
+}
+
+/// Session ids as `ctl list --json` shows them, in order.
+fn ids(ctl: &str) -> Vec<u64> {
+    let out = Command::new(bin())
+        .args(["ctl", "--socket", ctl, "list", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The id of the one session `ctl list` shows and `before` did not.
+fn new_id(ctl: &str, before: &[u64]) -> u64 {
+    let now = ids(ctl);
+    let new: Vec<u64> = now.into_iter().filter(|id| !before.contains(id)).collect();
+    assert_eq!(new.len(), 1, "one new session: {new:?}");
+    new[0]
+}
+
+fn ctl_stats(ctl: &str) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["ctl", "--socket", ctl, "stats", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A `--shared --shared-ids` server of `program`, with a control socket.
+fn ids_server(dir: &Path, program: &str) -> (Server, String) {
+    let socket = dir.join("ctl.sock");
+    let ctl = socket.to_str().unwrap().to_owned();
+    let server = Server::start(&["--control", &ctl, "--shared", "--shared-ids", program]);
+    server.wait_log("control socket at");
+    (server, ctl)
+}
+
+#[tokio::test]
+async fn with_shared_ids_the_child_reads_each_sender_and_every_join_and_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tells everyone each line it reads, as it read it: a leading TAB (an
+    // empty id) makes a line go to every client unchanged.
+    let program = script_external(
+        dir.path(),
+        "raw",
+        "#!/bin/sh\nwhile IFS= read -r line; do printf '\\t%s\\n' \"$line\"; done\n",
+    );
+    let (server, ctl) = ids_server(dir.path(), program.to_str().unwrap());
+    let mut a = connect(&server.url("/")).await;
+    let id_a = new_id(&ctl, &[]);
+    assert_eq!(
+        next_text(&mut a).await,
+        format!("\tjoin\t{id_a}"),
+        "the first client's join"
+    );
+    let mut b = connect(&server.url("/b")).await;
+    let id_b = new_id(&ctl, &[id_a]);
+    assert_ne!(id_a, id_b);
+    let joined = format!("\tjoin\t{id_b}");
+    assert_eq!(next_text(&mut a).await, joined);
+    assert_eq!(next_text(&mut b).await, joined);
+    send_text(&mut a, "hi there\twith a tab").await;
+    let tagged = format!("\t{id_a}\thi there\twith a tab");
+    assert_eq!(next_text(&mut a).await, tagged);
+    assert_eq!(next_text(&mut b).await, tagged);
+    send_text(&mut b, "join\t1").await;
+    let tagged = format!("\t{id_b}\tjoin\t1");
+    assert_eq!(
+        next_text(&mut a).await,
+        tagged,
+        "a client cannot fake a join"
+    );
+    assert_eq!(next_text(&mut b).await, tagged);
+    b.close(None).await.unwrap();
+    finish_close(&mut b).await;
+    assert_eq!(next_text(&mut a).await, format!("\tleave\t{id_b}"));
+    assert_eq!(live_children(&server).len(), 1);
+}
+
+#[tokio::test]
+async fn with_shared_ids_addressed_lines_reach_their_client_alone_and_the_rest_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let bot = format!("{}/examples/shared/bot.sh", env!("CARGO_MANIFEST_DIR"));
+    let (server, ctl) = ids_server(dir.path(), &bot);
+    let mut a = connect(&server.url("/")).await;
+    let id_a = new_id(&ctl, &[]);
+    assert_eq!(next_text(&mut a).await, format!("welcome, client {id_a}"));
+    assert_eq!(next_text(&mut a).await, format!("* {id_a} joined"));
+    let mut b = connect(&server.url("/")).await;
+    let id_b = new_id(&ctl, &[id_a]);
+    assert_eq!(next_text(&mut b).await, format!("welcome, client {id_b}"));
+    assert_eq!(next_text(&mut b).await, format!("* {id_b} joined"));
+    // Not b's welcome: the broadcast after it comes first.
+    assert_eq!(next_text(&mut a).await, format!("* {id_b} joined"));
+
+    send_text(&mut a, "hello").await;
+    assert_eq!(next_text(&mut a).await, format!("you ({id_a}) said: hello"));
+    send_text(&mut b, "say hi").await;
+    let said = format!("{id_b} says: hi");
+    assert_eq!(next_text(&mut b).await, said, "b did not get a's answer");
+    assert_eq!(next_text(&mut a).await, said);
+
+    send_text(&mut a, &format!("to {id_b} psst")).await;
+    assert_eq!(next_text(&mut b).await, format!("{id_a} whispers: psst"));
+    // No such client, and no number: dropped, and counted.
+    send_text(&mut a, "to 999999 nobody").await;
+    send_text(&mut a, "to x1 nobody").await;
+    send_text(&mut a, "say after").await;
+    let said = format!("{id_a} says: after");
+    assert_eq!(next_text(&mut a).await, said);
+    assert_eq!(next_text(&mut b).await, said);
+    assert_eq!(ctl_stats(&ctl)["shared_unaddressed_dropped_total"], 2);
+
+    b.close(None).await.unwrap();
+    finish_close(&mut b).await;
+    assert_eq!(next_text(&mut a).await, format!("* {id_b} left"));
+    // An id that left is no client any more.
+    send_text(&mut a, &format!("to {id_b} too late")).await;
+    send_text(&mut a, "say end").await;
+    assert_eq!(next_text(&mut a).await, format!("{id_a} says: end"));
+    assert_eq!(ctl_stats(&ctl)["shared_unaddressed_dropped_total"], 3);
+}
+
+#[tokio::test]
+async fn with_shared_ids_an_id_of_another_endpoint_is_no_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir(&scripts).unwrap();
+    let bot = format!("{}/examples/shared/bot.sh", env!("CARGO_MANIFEST_DIR"));
+    // Copies (a link would lead out of --dir), executable as the original.
+    std::fs::copy(&bot, scripts.join("one")).unwrap();
+    std::fs::copy(&bot, scripts.join("two")).unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let ctl = socket.to_str().unwrap();
+    let server = Server::start(&[
+        "--control",
+        ctl,
+        "--shared",
+        "--shared-ids",
+        "--dir",
+        scripts.to_str().unwrap(),
+    ]);
+    server.wait_log("control socket at");
+    let mut one = connect(&server.url("/one")).await;
+    let id_one = new_id(ctl, &[]);
+    assert_eq!(
+        next_text(&mut one).await,
+        format!("welcome, client {id_one}")
+    );
+    assert_eq!(next_text(&mut one).await, format!("* {id_one} joined"));
+    let mut two = connect(&server.url("/two")).await;
+    let id_two = new_id(ctl, &[id_one]);
+    assert_eq!(
+        next_text(&mut two).await,
+        format!("welcome, client {id_two}")
+    );
+    assert_eq!(next_text(&mut two).await, format!("* {id_two} joined"));
+    // Another script's child: one's bot does not know two.
+    send_text(&mut one, &format!("to {id_two} across")).await;
+    send_text(&mut one, "say mine").await;
+    assert_eq!(next_text(&mut one).await, format!("{id_one} says: mine"));
+    send_text(&mut two, "say only").await;
+    assert_eq!(next_text(&mut two).await, format!("{id_two} says: only"));
+    assert_eq!(ctl_stats(ctl)["shared_unaddressed_dropped_total"], 1);
 }

@@ -539,6 +539,10 @@ fn stats_text(s: &Stats) -> String {
         ("dropped_total", s.dropped_total),
         ("shared_children", s.shared_children),
         ("shared_input_dropped_total", s.shared_input_dropped_total),
+        (
+            "shared_unaddressed_dropped_total",
+            s.shared_unaddressed_dropped_total,
+        ),
     ];
     rows.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }

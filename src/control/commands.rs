@@ -202,6 +202,7 @@ fn stats(registry: &Registry, hub: &Hub, shared: &Shared) -> Response {
             dropped_total: h.dropped,
             shared_children: shared.children(),
             shared_input_dropped_total: shared.dropped(),
+            shared_unaddressed_dropped_total: shared.unaddressed(),
         }),
         ..Response::ok()
     }

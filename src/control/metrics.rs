@@ -87,6 +87,12 @@ pub fn render(registry: &Registry, hub: &Hub, shared: &Shared) -> String {
         "Client messages dropped: a shared child's input queue was full",
         shared.dropped(),
     );
+    counter(
+        &mut m,
+        "shared_unaddressed_dropped",
+        "Output lines of --shared-ids children dropped: they addressed no client of theirs",
+        shared.unaddressed(),
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m);
@@ -110,6 +116,7 @@ mod tests {
             crate::shared::Options {
                 max_line: 1024,
                 close_grace: std::time::Duration::from_millis(100),
+                ids: false,
             },
         );
         let text = render(&registry, &hub, &shared);
@@ -124,6 +131,7 @@ mod tests {
             "wspipe_dropped_total 0",
             "wspipe_shared_children 0",
             "wspipe_shared_input_dropped_total 0",
+            "wspipe_shared_unaddressed_dropped_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -155,6 +155,11 @@ pub struct Stats {
     /// queue was full (it read its stdin too slowly).
     #[serde(default)]
     pub shared_input_dropped_total: u64,
+    /// Output lines of `--shared-ids` children dropped since start because
+    /// they addressed no client of theirs (an unknown id, one that left,
+    /// one of another endpoint, or no number).
+    #[serde(default)]
+    pub shared_unaddressed_dropped_total: u64,
 }
 
 /// A response; fields that do not apply are left out.

@@ -136,6 +136,8 @@ pub async fn upgrade(
     if let Work::Shared(membership) = &work {
         // Where the shared child's output is published.
         let _ = state.hub().subscribe(identity.id, membership.channel());
+        // Its child may answer its join now: it is there to hear it.
+        membership.announce();
     }
     let session = Session {
         identity,

@@ -58,9 +58,12 @@ impl Task {
         let options = self.shared.0.options;
         let why = {
             let stop = CancellationToken::new();
-            let hub = &*self.shared.0.hub;
             let writer = input::write(stdin, queue, &stop);
-            let output = output::pump(stdout, hub, &self.link.channel, options.max_line, &stop);
+            let deliver = |line| {
+                self.shared
+                    .deliver(&self.key, self.generation, &self.link.channel, line)
+            };
+            let output = output::pump(stdout, options.max_line, &stop, deliver);
             let id = format!("shared:{}", self.link.pid);
             let stderr_log = async {
                 log_stderr(stderr, &id, options.max_line).await;

@@ -21,6 +21,13 @@
 //! gets the lines the child wrote, then the close code the per-connection
 //! bridge gives that exit status ([`crate::bridge::close_for_exit`]).
 //!
+//! With `--shared-ids` the lines carry client ids (the session ids `ctl
+//! list` shows): a client message reaches stdin as `ID<TAB>text`, a client
+//! joining or leaving as `join<TAB>ID` or `leave<TAB>ID`, and an output
+//! line whose text before its first TAB is a decimal number goes to that
+//! client alone ([`output::address`]), if it is a client of this child;
+//! else it is dropped and counted.
+//!
 //! The sessions themselves are child-less ([`crate::pubsub::run`]); a
 //! [`Membership`] is what ties one to its endpoint, and is their
 //! [`Inbox`].
@@ -38,6 +45,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::Var;
@@ -59,6 +67,8 @@ pub struct Options {
     pub max_line: usize,
     /// `--closems`: the grace before each step of the escalation.
     pub close_grace: Duration,
+    /// `--shared-ids`: lines carry client ids.
+    pub ids: bool,
 }
 
 /// The shared children of a server, by endpoint; a cheap handle.
@@ -80,6 +90,9 @@ struct Inner {
     /// Client messages dropped because a child's input queue was full,
     /// since start.
     dropped: Arc<AtomicU64>,
+    /// Addressed output lines dropped (`--shared-ids`): no client of the
+    /// child had that id, or it was no id.
+    unaddressed: AtomicU64,
     /// Tells one child's entry from the next one's at the same endpoint.
     generations: AtomicU64,
 }
@@ -137,6 +150,7 @@ impl Shared {
             options,
             alive: AtomicU64::new(0),
             dropped: Arc::default(),
+            unaddressed: AtomicU64::new(0),
             generations: AtomicU64::new(1),
         }))
     }
@@ -239,6 +253,49 @@ impl Shared {
         }
     }
 
+    /// Tells a `--shared-ids` child that client `id` joined or left.
+    fn tell(&self, input: &Input, event: Event, id: u64) {
+        if self.0.options.ids {
+            let word = match event {
+                Event::Join => "join",
+                Event::Leave => "leave",
+            };
+            input.take(Bytes::from(format!("{word}\t{id}")));
+        }
+    }
+
+    /// Hands one output line of child `generation` at `key` on: to every
+    /// client, or with `--shared-ids` to the one it addresses, if that is
+    /// a client of this child (else it is dropped and counted).
+    fn deliver(&self, key: &Path, generation: u64, channel: &ChannelName, line: Message) {
+        if !self.0.options.ids {
+            self.0.hub.publish(channel, line);
+            return;
+        }
+        let delivered = match output::address(line) {
+            output::Address::All(line) => {
+                self.0.hub.publish(channel, line);
+                return;
+            }
+            output::Address::To(id, line) => {
+                let client = self.lock().get(key).is_some_and(|entry| {
+                    entry.generation == generation && entry.members.contains_key(&id)
+                });
+                client && self.0.hub.publish_to(channel, id, line).is_some()
+            }
+            output::Address::Nobody => false,
+        };
+        if !delivered {
+            self.0.unaddressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Output lines of `--shared-ids` children dropped since start because
+    /// they addressed no client of theirs.
+    pub fn unaddressed(&self) -> u64 {
+        self.0.unaddressed.load(Ordering::Relaxed)
+    }
+
     /// Shared children alive now (those being ended included).
     pub fn children(&self) -> u64 {
         self.0.alive.load(Ordering::Relaxed)
@@ -251,10 +308,25 @@ impl Shared {
     }
 }
 
+/// A client coming or going, as a `--shared-ids` child is told.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Join,
+    Leave,
+}
+
 impl Membership {
     /// The shared child's pid.
     pub fn pid(&self) -> u32 {
         self.link.pid
+    }
+
+    /// Tells a `--shared-ids` child that this client joined: once it is a
+    /// member of [`channel`](Self::channel), so that what the child answers
+    /// reaches it. (The first client's join is the first line the child
+    /// reads.)
+    pub fn announce(&self) {
+        self.shared.tell(&self.link.input, Event::Join, self.id);
     }
 
     /// The endpoint's channel, which the child's output is published to.
@@ -266,7 +338,16 @@ impl Membership {
 impl Inbox for Membership {
     fn take(&self, _kind: Kind, data: Bytes) {
         // Text mode only so far: every message is a line.
-        self.link.input.take(data);
+        if self.shared.0.options.ids {
+            let id = self.id.to_string();
+            let mut line = Vec::with_capacity(id.len() + 1 + data.len());
+            line.extend_from_slice(id.as_bytes());
+            line.push(b'\t');
+            line.extend_from_slice(&data);
+            self.link.input.take(Bytes::from(line));
+        } else {
+            self.link.input.take(data);
+        }
     }
 }
 
@@ -285,6 +366,9 @@ impl Drop for Membership {
             // a fresh child rather than join one that is ending.
             endpoints.remove(&self.key);
             self.link.detached.cancel();
+        } else {
+            // (The last one's leave is the end of stdin.)
+            self.shared.tell(&self.link.input, Event::Leave, self.id);
         }
     }
 }
@@ -312,6 +396,7 @@ mod tests {
         let options = Options {
             max_line: 1024,
             close_grace: Duration::from_millis(50),
+            ids: false,
         };
         Shared::new(Arc::new(Hub::default()), Shutdown::new(), options)
     }
