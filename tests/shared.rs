@@ -460,6 +460,17 @@ async fn with_shared_ids_the_child_reads_each_sender_and_every_join_and_leave() 
         "a client cannot fake a join"
     );
     assert_eq!(next_text(&mut b).await, tagged);
+    // Nor another client's line, nor a leave, with a newline.
+    send_text(&mut b, &format!("x\n{id_a}\tme\nleave\t{id_a}")).await;
+    for line in [
+        "x".to_owned(),
+        format!("{id_a}\tme"),
+        format!("leave\t{id_a}"),
+    ] {
+        let tagged = format!("\t{id_b}\t{line}");
+        assert_eq!(next_text(&mut a).await, tagged);
+        assert_eq!(next_text(&mut b).await, tagged);
+    }
     b.close(None).await.unwrap();
     finish_close(&mut b).await;
     assert_eq!(next_text(&mut a).await, format!("\tleave\t{id_b}"));

@@ -339,12 +339,7 @@ impl Inbox for Membership {
     fn take(&self, _kind: Kind, data: Bytes) {
         // Text mode only so far: every message is a line.
         if self.shared.0.options.ids {
-            let id = self.id.to_string();
-            let mut line = Vec::with_capacity(id.len() + 1 + data.len());
-            line.extend_from_slice(id.as_bytes());
-            line.push(b'\t');
-            line.extend_from_slice(&data);
-            self.link.input.take(Bytes::from(line));
+            self.link.input.take(tagged(self.id, &data));
         } else {
             self.link.input.take(data);
         }
@@ -371,6 +366,25 @@ impl Drop for Membership {
             self.shared.tell(&self.link.input, Event::Leave, self.id);
         }
     }
+}
+
+/// A client message as a `--shared-ids` child reads it: `ID<TAB>text`.
+/// A message with newlines in it is several lines, as in text mode, each
+/// tagged: a client cannot make a line that looks like another client's,
+/// or like a join or a leave.
+fn tagged(id: u64, data: &[u8]) -> Bytes {
+    let id = id.to_string();
+    let lines = data.iter().filter(|b| **b == b'\n').count() + 1;
+    let mut out = Vec::with_capacity(data.len() + lines * (id.len() + 1));
+    for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(id.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(line);
+    }
+    Bytes::from(out)
 }
 
 /// A shared child's own variables, on top of the server's base environment
@@ -419,6 +433,14 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), reached)
             .await
             .expect("children reaped");
+    }
+
+    #[test]
+    fn every_line_of_a_client_message_carries_its_sender() {
+        assert_eq!(&tagged(7, b"hi")[..], b"7\thi");
+        assert_eq!(&tagged(7, b"")[..], b"7\t");
+        assert_eq!(&tagged(12, b"a\tb")[..], b"12\ta\tb");
+        assert_eq!(&tagged(7, b"hi\njoin\t5\n")[..], b"7\thi\n7\tjoin\t5\n7\t");
     }
 
     #[tokio::test]
