@@ -537,6 +537,8 @@ async fn with_shared_ids_an_id_of_another_endpoint_is_no_client() {
         ctl,
         "--shared",
         "--shared-ids",
+        "--metrics",
+        "127.0.0.1:0",
         "--dir",
         scripts.to_str().unwrap(),
     ]);
@@ -562,4 +564,20 @@ async fn with_shared_ids_an_id_of_another_endpoint_is_no_client() {
     send_text(&mut two, "say only").await;
     assert_eq!(next_text(&mut two).await, format!("{id_two} says: only"));
     assert_eq!(ctl_stats(ctl)["shared_unaddressed_dropped_total"], 1);
+    let line = server.wait_log_async("metrics on http://").await;
+    let mut http = std::net::TcpStream::connect(http_addr(&line)).unwrap();
+    http.set_read_timeout(Some(TIMEOUT)).unwrap();
+    std::io::Write::write_all(
+        &mut http,
+        b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    std::io::Read::read_to_string(&mut http, &mut metrics).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "wspipe_shared_unaddressed_dropped_total 1"),
+        "{metrics}"
+    );
 }
