@@ -90,6 +90,21 @@ pub struct Delivery {
     pub dropped: u64,
 }
 
+impl Delivery {
+    /// Counts what one member's offer did.
+    fn count(&mut self, offer: Offer) {
+        match offer {
+            Offer::Taken => self.delivered += 1,
+            Offer::TakenDropping(n) => {
+                self.delivered += 1;
+                self.dropped += n;
+            }
+            Offer::Refused => self.dropped += 1,
+            Offer::Gone => {}
+        }
+    }
+}
+
 /// One channel, as `wspipe ctl channels` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -159,6 +174,15 @@ pub struct Totals {
     pub delivered: u64,
     /// Queued messages slow members lost since start.
     pub dropped: u64,
+}
+
+impl Totals {
+    /// Counts one published message and what it did.
+    fn add(&mut self, delivery: Delivery) {
+        self.published += 1;
+        self.delivered += delivery.delivered;
+        self.dropped += delivery.dropped;
+    }
 }
 
 /// All channels and their members.
@@ -287,22 +311,12 @@ impl Hub {
                 let Some(member) = members.get_mut(id) else {
                     continue;
                 };
-                match self.offer(member, &message) {
-                    Offer::Taken => delivery.delivered += 1,
-                    Offer::TakenDropping(n) => {
-                        delivery.delivered += 1;
-                        delivery.dropped += n;
-                    }
-                    Offer::Refused => delivery.dropped += 1,
-                    Offer::Gone => {}
-                }
+                delivery.count(self.offer(member, &message));
             }
             ch.published += 1;
             ch.dropped += delivery.dropped;
         }
-        totals.published += 1;
-        totals.delivered += delivery.delivered;
-        totals.dropped += delivery.dropped;
+        totals.add(delivery);
         self.events.emit(|| Event::Publish {
             channel: channel.to_string(),
             delivered: delivery.delivered,
@@ -328,20 +342,10 @@ impl Hub {
             .filter(|ch| ch.members.contains(&id))?;
         let member = members.get_mut(&id)?;
         let mut delivery = Delivery::default();
-        match self.offer(member, &message) {
-            Offer::Taken => delivery.delivered += 1,
-            Offer::TakenDropping(n) => {
-                delivery.delivered += 1;
-                delivery.dropped += n;
-            }
-            Offer::Refused => delivery.dropped += 1,
-            Offer::Gone => {}
-        }
+        delivery.count(self.offer(member, &message));
         ch.published += 1;
         ch.dropped += delivery.dropped;
-        totals.published += 1;
-        totals.delivered += delivery.delivered;
-        totals.dropped += delivery.dropped;
+        totals.add(delivery);
         Some(delivery)
     }
 
