@@ -415,6 +415,18 @@ mod tests {
         Shared::new(Arc::new(Hub::default()), Shutdown::new(), options)
     }
 
+    /// Starting `resolved` with no `--maxforks` limit.
+    fn unlimited_start(resolved: &Resolved) -> Start<'_> {
+        fn unlimited() -> Permit {
+            Ok(None)
+        }
+        Start {
+            resolved,
+            base_env: &[],
+            permit: &unlimited,
+        }
+    }
+
     fn cat() -> Resolved {
         Resolved {
             program: "/bin/cat".into(),
@@ -447,12 +459,7 @@ mod tests {
     async fn clients_share_one_child_until_the_last_leaves() {
         let shared = shared();
         let resolved = cat();
-        let permit = || -> Permit { Ok(None) };
-        let start = || Start {
-            resolved: &resolved,
-            base_env: &[],
-            permit: &permit,
-        };
+        let start = || unlimited_start(&resolved);
         let (control, _requests) = mailbox(4);
         let a = shared.join(start(), 1, control.clone()).await.unwrap();
         let b = shared.join(start(), 2, control.clone()).await.unwrap();
@@ -475,12 +482,7 @@ mod tests {
     async fn a_client_of_a_child_that_went_never_takes_its_successor_away() {
         let shared = shared();
         let resolved = cat();
-        let permit = || -> Permit { Ok(None) };
-        let start = || Start {
-            resolved: &resolved,
-            base_env: &[],
-            permit: &permit,
-        };
+        let start = || unlimited_start(&resolved);
         let (control, _requests) = mailbox(4);
         let old = shared.join(start(), 1, control.clone()).await.unwrap();
         // As when its child exits: the entry goes, the client lingers.
