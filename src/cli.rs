@@ -72,8 +72,8 @@ pub struct Cli {
     /// One process per endpoint, shared by its clients (with --dir, one per
     /// script): started at the first client, each line it writes goes to
     /// every client of the endpoint, each client message becomes a line on
-    /// its stdin; ended after the last client leaves. Needs COMMAND or
-    /// --dir; text mode only for now.
+    /// its stdin (raw bytes with --binary, frames with --framed); ended
+    /// after the last client leaves. Needs COMMAND or --dir.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
@@ -89,6 +89,23 @@ pub struct Cli {
           default_missing_value = "true", default_value = "false",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub shared_ids: bool,
+
+    /// With --shared: a child that exits (or is killed with `ctl kill
+    /// ENDPOINT`) is started again after 100 ms, doubling up to 10 s while
+    /// it keeps failing (back to 100 ms once one has run 10 s); its clients
+    /// stay connected. Without it they are closed with the exit's code.
+    #[arg(long = "shared-restart", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub shared_restart: bool,
+
+    /// With --shared: a child is not ended when its last client leaves; it
+    /// serves until the server stops (or it exits), started at its
+    /// endpoint's first client.
+    #[arg(long = "shared-keep", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub shared_keep: bool,
 
     /// What happens to a client too slow for its channels: "drop" (its
     /// oldest queued messages go, counted) or "close" (it is closed with

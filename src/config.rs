@@ -142,10 +142,20 @@ pub struct Config {
     pub publish: Option<PublishListen>,
     /// `--channel-overflow`: what a full channel queue does.
     pub overflow: Overflow,
-    /// `--shared`: one child per endpoint, shared by its clients.
-    pub shared: bool,
+    /// `--shared`: one child per endpoint, shared by its clients; `None`
+    /// when each connection has its own.
+    pub shared: Option<SharedFlags>,
+}
+
+/// How shared children (`--shared`) behave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedFlags {
     /// `--shared-ids`: a shared child's lines carry client ids.
-    pub shared_ids: bool,
+    pub ids: bool,
+    /// `--shared-restart`: a child that exits is started again.
+    pub restart: bool,
+    /// `--shared-keep`: a child outlives its last client.
+    pub keep: bool,
 }
 
 /// What a publish does for a member whose queue is full.
@@ -273,8 +283,11 @@ impl Config {
                 "close" => Overflow::Close,
                 _ => Overflow::Drop,
             },
-            shared: cli.shared,
-            shared_ids: cli.shared_ids,
+            shared: cli.shared.then_some(SharedFlags {
+                ids: cli.shared_ids,
+                restart: cli.shared_restart,
+                keep: cli.shared_keep,
+            }),
         };
         // Last, so that a bad flag is reported (exit 2) before a missing
         // program (exit 1).
@@ -348,13 +361,18 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
 }
 
 /// `--shared` shares a program: it needs one (COMMAND, --command or
-/// --dir), and only text mode is built so far.
+/// --dir); client ids are lines, so `--shared-ids` is for text mode.
 fn check_shared(cli: &Cli, endpoint: Option<&Endpoint>) -> Result<(), ConfigError> {
     if !cli.shared {
-        if cli.shared_ids {
-            return Err(bad("--shared-ids needs --shared"));
-        }
-        return Ok(());
+        let needing = [
+            (cli.shared_ids, "--shared-ids"),
+            (cli.shared_restart, "--shared-restart"),
+            (cli.shared_keep, "--shared-keep"),
+        ];
+        return match needing.iter().find(|(given, _)| *given) {
+            Some((_, flag)) => Err(bad(format!("{flag} needs --shared"))),
+            None => Ok(()),
+        };
     }
     match endpoint {
         Some(Endpoint::Command(_) | Endpoint::Dir(_)) => {}
@@ -365,9 +383,9 @@ fn check_shared(cli: &Cli, endpoint: Option<&Endpoint>) -> Result<(), ConfigErro
         }
         None => return Err(bad("--shared needs COMMAND, --command or --dir")),
     }
-    if cli.binary || cli.framed {
+    if cli.shared_ids && (cli.binary || cli.framed) {
         return Err(bad(
-            "--shared works in text mode only (no --binary or --framed yet)",
+            "--shared-ids tags lines: it works in text mode only (not with --binary or --framed)",
         ));
     }
     Ok(())
@@ -670,22 +688,44 @@ mod tests {
     }
 
     #[test]
-    fn shared_needs_a_program_and_text_mode() {
-        assert!(config(&["--shared", "cat"]).unwrap().shared);
-        assert!(config(&["--shared", "--dir", "/tmp"]).unwrap().shared);
-        assert!(!config(&["cat"]).unwrap().shared);
-        assert!(
-            config(&["--shared", "--shared-ids", "cat"])
-                .unwrap()
-                .shared_ids
+    fn shared_needs_a_program_and_ids_need_text_mode() {
+        let flags = |args: &[&str]| config(args).unwrap().shared;
+        assert_eq!(flags(&["--shared", "cat"]), Some(SharedFlags::default()));
+        assert!(flags(&["--shared", "--dir", "/tmp"]).is_some());
+        assert_eq!(flags(&["cat"]), None);
+        assert_eq!(
+            flags(&[
+                "--shared",
+                "--shared-ids",
+                "--shared-restart",
+                "--shared-keep",
+                "cat"
+            ]),
+            Some(SharedFlags {
+                ids: true,
+                restart: true,
+                keep: true
+            })
         );
-        assert!(!config(&["--shared", "cat"]).unwrap().shared_ids);
+        assert!(flags(&["--shared", "--binary", "cat"]).is_some());
+        assert!(flags(&["--shared", "--framed", "cat"]).is_some());
         for (args, needle) in [
             (&["--shared", "--pubsub"][..], "--pubsub runs none"),
             (&["--shared-ids", "cat"], "--shared-ids needs --shared"),
+            (
+                &["--shared-restart", "cat"],
+                "--shared-restart needs --shared",
+            ),
+            (&["--shared-keep", "cat"], "--shared-keep needs --shared"),
             (&["--shared", "--staticdir", "/tmp"], "needs COMMAND"),
-            (&["--shared", "--binary", "cat"], "text mode only"),
-            (&["--shared", "--framed", "cat"], "text mode only"),
+            (
+                &["--shared", "--shared-ids", "--binary", "cat"],
+                "text mode only",
+            ),
+            (
+                &["--shared", "--shared-ids", "--framed", "cat"],
+                "text mode only",
+            ),
         ] {
             let err = config(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

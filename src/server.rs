@@ -158,7 +158,7 @@ fn describe(config: &Config) -> String {
         Some(Endpoint::PubSub { read_only: true }) => parts.push("channels, read-only".into()),
         None => {}
     }
-    if config.shared {
+    if config.shared.is_some() {
         parts.push("one shared process per endpoint".into());
     }
     if let Some(dir) = &config.static_dir {

@@ -83,9 +83,10 @@ impl State {
             hub.clone(),
             shutdown.clone(),
             shared::Options {
+                mode: config.mode,
                 max_line: config.max_line,
                 close_grace: config.close_grace,
-                ids: config.shared_ids,
+                flags: config.shared.unwrap_or_default(),
             },
         );
         State(Arc::new(Inner {

@@ -6,65 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
+use common::shared::*;
 use common::*;
 use futures_util::future::join_all;
-
-/// Answers each line: `count N` prints N numbered lines, `exit N` says bye
-/// and exits N, `env` prints its environment; anything else is echoed
-/// back with a prefix.
-const ANSWERING: &str = r#"#!/bin/sh
-prefix=${1:-got}
-while IFS= read -r line; do
-  case "$line" in
-    count\ *) n=${line#count }; i=1
-      while [ "$i" -le "$n" ]; do echo "line $i"; i=$((i+1)); done ;;
-    exit\ *) echo "bye"; exit "${line#exit }" ;;
-    env) env; echo "end of env" ;;
-    *) echo "$prefix: $line" ;;
-  esac
-done
-"#;
-
-/// The server's children that are alive (not zombies).
-fn live_children(server: &Server) -> Vec<u32> {
-    server
-        .children()
-        .into_iter()
-        .filter(|(_, state)| *state != 'Z')
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
-/// Waits until the server has exactly `n` live children; returns them.
-async fn wait_children(server: &Server, n: usize) -> Vec<u32> {
-    let mut now = Vec::new();
-    let reached = wait_until_async(TIMEOUT, || {
-        now = live_children(server);
-        now.len() == n
-    })
-    .await;
-    assert!(reached, "expected {n} children, have {now:?}");
-    now
-}
-
-/// A server sharing [`ANSWERING`] (at `dir/answer`) for every path.
-fn answering_server(dir: &Path, extra: &[&str]) -> Server {
-    let program = script_external(dir, "answer", ANSWERING);
-    let mut args: Vec<&str> = extra.to_vec();
-    args.extend(["--shared", program.to_str().unwrap()]);
-    Server::start(&args)
-}
-
-async fn texts(ws: &mut Ws, n: usize) -> Vec<String> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(next_text(ws).await);
-    }
-    out
-}
 
 #[tokio::test]
 async fn two_clients_share_one_child_and_see_every_line_in_order() {
@@ -325,10 +271,12 @@ fn bad_flag_combinations_exit_2_with_one_line() {
     for args in [
         &["--shared"][..],
         &["--shared", "--pubsub"],
-        &["--shared", "--binary", "cat"],
-        &["--shared", "--framed", "cat"],
+        &["--shared", "--shared-ids", "--binary", "cat"],
+        &["--shared", "--shared-ids", "--framed", "cat"],
         &["--shared", "--staticdir", "/tmp"],
         &["--shared-ids", "cat"],
+        &["--shared-restart", "cat"],
+        &["--shared-keep", "cat"],
     ] {
         let out = run_bin(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -380,48 +328,6 @@ async fn join_and_leave_cycles_leave_no_zombie_and_no_descriptor() {
         server.children(),
         server.fd_count()
     );
-}
-
-/// Session ids as `ctl list --json` shows them, in order.
-fn ids(ctl: &str) -> Vec<u64> {
-    let out = Command::new(bin())
-        .args(["ctl", "--socket", ctl, "list", "--json"])
-        .output()
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut ids: Vec<u64> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_u64().unwrap())
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
-/// The id of the one session `ctl list` shows and `before` did not.
-fn new_id(ctl: &str, before: &[u64]) -> u64 {
-    let now = ids(ctl);
-    let new: Vec<u64> = now.into_iter().filter(|id| !before.contains(id)).collect();
-    assert_eq!(new.len(), 1, "one new session: {new:?}");
-    new[0]
-}
-
-fn ctl_stats(ctl: &str) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args(["ctl", "--socket", ctl, "stats", "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// A `--shared --shared-ids` server of `program`, with a control socket.
-fn ids_server(dir: &Path, program: &str) -> (Server, String) {
-    let socket = dir.join("ctl.sock");
-    let ctl = socket.to_str().unwrap().to_owned();
-    let server = Server::start(&["--control", &ctl, "--shared", "--shared-ids", program]);
-    server.wait_log("control socket at");
-    (server, ctl)
 }
 
 #[tokio::test]

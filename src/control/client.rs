@@ -12,9 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
-use super::protocol::{
-    ChannelEntry, ErrorKind, Request, Response, SessionInfo, Stats, MAX_REQUEST,
-};
+use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST};
+use super::render;
 
 /// `wspipe ctl`'s exit statuses and what they mean (the man page prints
 /// this table; docs/control.md says the same).
@@ -42,12 +41,17 @@ pub struct CtlCli {
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// List live connections.
+    /// List live connections, then the shared children (--shared) with
+    /// their endpoint, pid, clients and restarts.
     List {
         /// Only connections on this URL path.
         #[arg(long)]
         path: Option<String>,
-        /// Print JSON instead of a table.
+        /// Only the shared children.
+        #[arg(long)]
+        shared: bool,
+        /// Print JSON instead of a table (the connections, or with
+        /// --shared the shared children).
         #[arg(long)]
         json: bool,
     },
@@ -70,8 +74,13 @@ pub enum CtlCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// End one connection's child (SIGINT, SIGTERM, SIGKILL).
-    Kill { id: u64 },
+    /// End one connection's child, or an endpoint's shared child (TARGET
+    /// starting with "/": its SCRIPT_NAME, as `list` shows it), with
+    /// SIGINT, SIGTERM, SIGKILL.
+    Kill {
+        #[arg(value_name = "ID|ENDPOINT")]
+        target: String,
+    },
     /// Server-wide counters.
     Stats {
         /// Print JSON.
@@ -176,6 +185,7 @@ enum Output {
     Nothing,
     Table,
     Json,
+    Shared { json: bool },
     Stats { json: bool },
     Broadcast,
     Channels { json: bool },
@@ -183,9 +193,13 @@ enum Output {
 
 fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
     Ok(match command {
-        CtlCommand::List { path, json } => (
+        CtlCommand::List { path, shared, json } => (
             Request::List { path },
-            if json { Output::Json } else { Output::Table },
+            match (shared, json) {
+                (true, json) => Output::Shared { json },
+                (false, true) => Output::Json,
+                (false, false) => Output::Table,
+            },
         ),
         CtlCommand::Send { id, message } => (
             Request::Send {
@@ -209,7 +223,7 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
             },
             Output::Nothing,
         ),
-        CtlCommand::Kill { id } => (Request::Kill { id }, Output::Nothing),
+        CtlCommand::Kill { target } => (kill_request(&target)?, Output::Nothing),
         CtlCommand::Stats { json } => (Request::Stats {}, Output::Stats { json }),
         CtlCommand::Publish { channel, message } => {
             (Request::Publish { channel, message }, Output::Broadcast)
@@ -223,6 +237,26 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
         CtlCommand::Channels { json } => (Request::Channels {}, Output::Channels { json }),
         CtlCommand::Watch { publishes } => (Request::Watch { publishes }, Output::Nothing),
     })
+}
+
+/// `kill ID` or `kill /ENDPOINT`.
+fn kill_request(target: &str) -> Result<Request, Failure> {
+    if target.starts_with('/') {
+        return Ok(Request::Kill {
+            id: None,
+            endpoint: Some(target.to_owned()),
+        });
+    }
+    match target.parse() {
+        Ok(id) => Ok(Request::Kill {
+            id: Some(id),
+            endpoint: None,
+        }),
+        Err(_) => Err(fail(
+            2,
+            format!("kill: {target:?} is neither a connection id nor an endpoint (/...)"),
+        )),
+    }
 }
 
 /// The message argument; "-" reads stdin (one trailing newline dropped).
@@ -403,7 +437,23 @@ impl Output {
                 "{}",
                 serde_json::to_string_pretty(sessions).unwrap_or_default()
             ),
-            Output::Table => print!("{}", table(sessions, now())),
+            Output::Table => {
+                print!("{}", render::table(sessions, now()));
+                if let Some(children) = response.shared.as_deref().filter(|c| !c.is_empty()) {
+                    print!("\n{}", render::shared_table(children, now()));
+                }
+            }
+            Output::Shared { json } => {
+                let children = response.shared.as_deref().unwrap_or_default();
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(children).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", render::shared_table(children, now()));
+                }
+            }
             Output::Stats { json } => {
                 if let Some(stats) = &response.stats {
                     if *json {
@@ -412,7 +462,7 @@ impl Output {
                             serde_json::to_string_pretty(stats).unwrap_or_default()
                         );
                     } else {
-                        print!("{}", stats_text(stats));
+                        print!("{}", render::stats_text(stats));
                     }
                 }
             }
@@ -424,7 +474,7 @@ impl Output {
                         serde_json::to_string_pretty(channels).unwrap_or_default()
                     );
                 } else {
-                    print!("{}", channels_table(channels));
+                    print!("{}", render::channels_table(channels));
                 }
             }
             Output::Broadcast => {
@@ -448,129 +498,4 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The sessions as an aligned table for people.
-fn table(sessions: &[SessionInfo], now: u64) -> String {
-    let header = [
-        "ID",
-        "REMOTE",
-        "PATH",
-        "PID",
-        "AGE",
-        "MSG_IN",
-        "MSG_OUT",
-        "BYTES_IN",
-        "BYTES_OUT",
-        "DROPPED",
-    ];
-    let rows: Vec<[String; 10]> = sessions
-        .iter()
-        .map(|s| {
-            [
-                s.id.to_string(),
-                s.remote.clone(),
-                s.path.clone(),
-                s.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-                format!("{}s", now.saturating_sub(s.started)),
-                s.messages_in.to_string(),
-                s.messages_out.to_string(),
-                s.bytes_in.to_string(),
-                s.bytes_out.to_string(),
-                s.dropped.to_string(),
-            ]
-        })
-        .collect();
-    aligned(&header, &rows)
-}
-
-/// Rows under a header, each column as wide as its widest cell.
-fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let text: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        out.push_str(text.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-    out
-}
-
-/// Channels as an aligned table for people.
-fn channels_table(channels: &[ChannelEntry]) -> String {
-    let header = ["CHANNEL", "MEMBERS", "PUBLISHED", "DROPPED"];
-    let rows: Vec<[String; 4]> = channels
-        .iter()
-        .map(|c| {
-            [
-                c.name.clone(),
-                c.members.to_string(),
-                c.published.to_string(),
-                c.dropped.to_string(),
-            ]
-        })
-        .collect();
-    aligned(&header, &rows)
-}
-
-fn stats_text(s: &Stats) -> String {
-    let rows = [
-        ("connections", s.connections),
-        ("connections_total", s.connections_total),
-        ("refused_total", s.refused_total),
-        ("messages_in", s.messages_in),
-        ("messages_out", s.messages_out),
-        ("bytes_in", s.bytes_in),
-        ("bytes_out", s.bytes_out),
-        ("uptime_seconds", s.uptime_seconds),
-        ("channels", s.channels),
-        ("channel_members", s.channel_members),
-        ("published_total", s.published_total),
-        ("delivered_total", s.delivered_total),
-        ("dropped_total", s.dropped_total),
-        ("shared_children", s.shared_children),
-        ("shared_input_dropped_total", s.shared_input_dropped_total),
-        (
-            "shared_unaddressed_dropped_total",
-            s.shared_unaddressed_dropped_total,
-        ),
-    ];
-    rows.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns_columns() {
-        let s = SessionInfo {
-            id: 12,
-            remote: "127.0.0.1:5000".into(),
-            path: "/chat".into(),
-            kind: super::super::protocol::SessionKind::Process,
-            pid: Some(4242),
-            started: 100,
-            messages_in: 1,
-            messages_out: 2,
-            bytes_in: 3,
-            bytes_out: 4,
-            channels: vec!["/chat".into()],
-            dropped: 0,
-        };
-        let t = table(&[s], 130);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("ID  REMOTE          PATH"));
-        assert!(lines[1].starts_with("12  127.0.0.1:5000  /chat  4242  30s"));
-    }
 }

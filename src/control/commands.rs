@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::channels;
-use super::protocol::{ErrorKind, Request, Response, SessionInfo, SessionKind, Stats};
+use super::protocol::{ErrorKind, Request, Response, SessionInfo, SessionKind, SharedChild, Stats};
 use super::Control;
 use crate::config::Mode;
 use crate::hub::Hub;
@@ -26,13 +26,17 @@ pub async fn dispatch(req: Request, control: &Control) -> Response {
     let (registry, mode) = (&*control.registry, control.mode);
     let hub = &*control.hub;
     match req {
-        Request::List { path } => list(registry, hub, path.as_deref()),
+        Request::List { path } => list(registry, hub, &control.shared, path.as_deref()),
         Request::Send { id, message } => send(registry, id, message, mode).await,
         Request::Broadcast { message, path } => {
             broadcast(registry, message, path.as_deref(), mode).await
         }
         Request::Close { id, code, reason } => close(registry, id, code, reason),
-        Request::Kill { id } => kill(registry, id),
+        Request::Kill { id, endpoint } => match (id, endpoint) {
+            (Some(id), None) => kill(registry, id),
+            (None, Some(endpoint)) => kill_shared(&control.shared, &endpoint),
+            _ => Response::error(ErrorKind::BadRequest, "kill takes one of id and endpoint"),
+        },
         Request::Stats {} => stats(registry, hub, &control.shared),
         Request::Publish { channel, message } => channels::publish(hub, &channel, &message, mode),
         Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
@@ -58,12 +62,43 @@ pub(super) fn message(text: &str, mode: Mode) -> Message {
     }
 }
 
-fn list(registry: &Registry, hub: &Hub, path: Option<&str>) -> Response {
-    let sessions = registry.list(path).iter().map(|h| info(h, hub)).collect();
+fn list(registry: &Registry, hub: &Hub, shared: &Shared, path: Option<&str>) -> Response {
+    let sessions = registry.list(path);
+    // A shared session's child changes when it is restarted: the pid
+    // registered at its join may be gone.
+    let shared_pids = if sessions.iter().any(|h| h.kind == Kind::Shared) {
+        shared.member_pids()
+    } else {
+        Default::default()
+    };
+    let sessions = sessions
+        .iter()
+        .map(|h| {
+            let mut info = info(h, hub);
+            if h.kind == Kind::Shared {
+                info.pid = shared_pids.get(&h.id).copied();
+            }
+            info
+        })
+        .collect();
+    let children = shared.list().into_iter().map(|c| SharedChild {
+        endpoint: c.endpoint,
+        pid: c.pid,
+        members: c.members as u64,
+        restarts: c.restarts,
+        started: epoch_seconds(c.started),
+    });
     Response {
         sessions: Some(sessions),
+        shared: Some(children.collect()),
         ..Response::ok()
     }
+}
+
+fn epoch_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn info(h: &SessionHandle, hub: &Hub) -> SessionInfo {
@@ -78,11 +113,7 @@ fn info(h: &SessionHandle, hub: &Hub) -> SessionInfo {
             Kind::Shared => SessionKind::Shared,
         },
         pid: h.pid,
-        started: h
-            .started
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        started: epoch_seconds(h.started),
         messages_in: t.messages_in,
         messages_out: t.messages_out,
         bytes_in: t.bytes_in,
@@ -169,6 +200,14 @@ fn kill(registry: &Registry, id: u64) -> Response {
     control(&h, SessionCtl::Kill)
 }
 
+/// Ends the shared child of `endpoint` (its SCRIPT_NAME).
+fn kill_shared(shared: &Shared, endpoint: &str) -> Response {
+    match shared.kill(endpoint) {
+        Ok(_pid) => Response::ok(),
+        Err(e) => Response::error(ErrorKind::NotFound, format!("{endpoint}: {e}")),
+    }
+}
+
 /// Hands a close or kill request to the session's supervisor.
 fn control(h: &SessionHandle, request: SessionCtl) -> Response {
     match h.control.post(request) {
@@ -203,6 +242,7 @@ fn stats(registry: &Registry, hub: &Hub, shared: &Shared) -> Response {
             shared_children: shared.children(),
             shared_input_dropped_total: shared.dropped(),
             shared_unaddressed_dropped_total: shared.unaddressed(),
+            shared_restarts_total: shared.restarts(),
         }),
         ..Response::ok()
     }

@@ -93,6 +93,12 @@ pub fn render(registry: &Registry, hub: &Hub, shared: &Shared) -> String {
         "Output lines of --shared-ids children dropped: they addressed no client of theirs",
         shared.unaddressed(),
     );
+    counter(
+        &mut m,
+        "shared_restarts",
+        "Shared children started again after one exited (--shared-restart)",
+        shared.restarts(),
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m);
@@ -114,9 +120,10 @@ mod tests {
             hub.clone(),
             crate::shutdown::Shutdown::new(),
             crate::shared::Options {
+                mode: crate::config::Mode::Text,
                 max_line: 1024,
                 close_grace: std::time::Duration::from_millis(100),
-                ids: false,
+                flags: Default::default(),
             },
         );
         let text = render(&registry, &hub, &shared);
@@ -132,6 +139,7 @@ mod tests {
             "wspipe_shared_children 0",
             "wspipe_shared_input_dropped_total 0",
             "wspipe_shared_unaddressed_dropped_total 0",
+            "wspipe_shared_restarts_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -22,6 +22,7 @@ pub mod commands;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+mod render;
 pub mod watch;
 
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub struct Control {
     registry: Arc<Registry>,
     /// The channels publish and subscribe act on.
     hub: Arc<Hub>,
-    /// The shared children, for the statistics.
+    /// The shared children: their statistics, listing and `ctl kill`.
     shared: Shared,
     /// What `watch` follows.
     events: Events,

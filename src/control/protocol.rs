@@ -35,8 +35,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// End one session's child with the signal escalation.
-    Kill { id: u64 },
+    /// End one session's child, or the shared child of an endpoint (its
+    /// SCRIPT_NAME), with the signal escalation: give exactly one of `id`
+    /// and `endpoint`.
+    Kill {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
     /// A message to every member of a channel (never waits for a slow one).
     Publish { channel: String, message: String },
     /// Make a session a member of a channel.
@@ -160,6 +167,26 @@ pub struct Stats {
     /// one of another endpoint, or no number).
     #[serde(default)]
     pub shared_unaddressed_dropped_total: u64,
+    /// Shared children started again after one exited (`--shared-restart`),
+    /// since start.
+    #[serde(default)]
+    pub shared_restarts_total: u64,
+}
+
+/// One endpoint's shared child (`--shared`), as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedChild {
+    /// Its endpoint's SCRIPT_NAME (also the channel its output goes to).
+    pub endpoint: String,
+    /// `null` while a restart waits out its backoff.
+    pub pid: Option<u32>,
+    /// Its clients now.
+    pub members: u64,
+    /// Times it was started again (`--shared-restart`).
+    pub restarts: u64,
+    /// When the endpoint's first child started, seconds since the Unix
+    /// epoch.
+    pub started: u64,
 }
 
 /// A response; fields that do not apply are left out.
@@ -172,6 +199,9 @@ pub struct Response {
     pub kind: Option<ErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<Vec<SessionInfo>>,
+    /// List: the shared children (`--shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<Vec<SharedChild>>,
     /// Broadcast and publish: clients that got the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
@@ -226,6 +256,7 @@ mod tests {
             r#"{"cmd":"broadcast","message":"hi"}"#,
             r#"{"cmd":"close","id":3,"code":4000,"reason":"bye"}"#,
             r#"{"cmd":"kill","id":3}"#,
+            r#"{"cmd":"kill","endpoint":"/chat.sh"}"#,
             r#"{"cmd":"stats"}"#,
             r#"{"cmd":"publish","channel":"/room","message":"hi"}"#,
             r#"{"cmd":"subscribe","id":3,"channel":"/room"}"#,
@@ -281,7 +312,8 @@ mod proptests {
             (text(), opt_text()).prop_map(|(message, path)| Request::Broadcast { message, path }),
             (any::<u64>(), any::<Option<u16>>(), opt_text())
                 .prop_map(|(id, code, reason)| Request::Close { id, code, reason }),
-            any::<u64>().prop_map(|id| Request::Kill { id }),
+            (proptest::option::of(any::<u64>()), opt_text())
+                .prop_map(|(id, endpoint)| Request::Kill { id, endpoint }),
             Just(Request::Stats {}),
             (text(), text()).prop_map(|(channel, message)| Request::Publish { channel, message }),
             (any::<u64>(), text()).prop_map(|(id, channel)| Request::Subscribe { id, channel }),

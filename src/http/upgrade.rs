@@ -117,7 +117,7 @@ pub async fn upgrade(
     let work = match work {
         Work::Joining(resolved) => {
             let membership = join_shared(state, &resolved, id, &handle).await?;
-            identity.pid = Some(membership.pid());
+            identity.pid = membership.pid();
             handle.pid = identity.pid;
             Work::Shared(membership)
         }
@@ -185,7 +185,7 @@ async fn admit(config: &Config, path: &str, state: &State) -> Result<Admitted, R
     match &config.endpoint {
         Some(Endpoint::PubSub { .. }) => Ok(Admitted::Channel),
         // A shared child takes its slot when it starts, not per client.
-        endpoint if config.shared => route::resolve(endpoint.as_ref(), path)
+        endpoint if config.shared.is_some() => route::resolve(endpoint.as_ref(), path)
             .await
             .map(Admitted::Shared)
             .map_err(|e| refuse(e.status(), e.to_string())),

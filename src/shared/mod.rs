@@ -19,19 +19,25 @@
 //!
 //! A child that exits while clients are connected takes them along: each
 //! gets the lines the child wrote, then the close code the per-connection
-//! bridge gives that exit status ([`crate::bridge::close_for_exit`]).
+//! bridge gives that exit status ([`crate::bridge::close_for_exit`]). With
+//! `--shared-restart` it is started again instead, after an exponential
+//! [`backoff`], and its clients stay; with `--shared-keep` it is not ended
+//! when its last client leaves, but serves (and is restarted) for the
+//! server's lifetime.
 //!
 //! With `--shared-ids` the lines carry client ids (the session ids `ctl
 //! list` shows): a client message reaches stdin as `ID<TAB>text`, a client
 //! joining or leaving as `join<TAB>ID` or `leave<TAB>ID`, and an output
 //! line whose text before its first TAB is a decimal number goes to that
 //! client alone ([`output::address`]), if it is a client of this child;
-//! else it is dropped and counted.
+//! else it is dropped and counted. A restarted child first reads a join
+//! for every client still there, so it knows whom it serves.
 //!
 //! The sessions themselves are child-less ([`crate::pubsub::run`]); a
 //! [`Membership`] is what ties one to its endpoint, and is their
 //! [`Inbox`].
 
+mod backoff;
 mod child;
 mod input;
 mod output;
@@ -40,7 +46,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -48,27 +54,31 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Mode, SharedFlags};
 use crate::env::Var;
 use crate::frames::Kind;
 use crate::hub::{ChannelName, Hub};
 use crate::mailbox::Poster;
-use crate::process::SpawnSpec;
 use crate::pubsub::Inbox;
 use crate::route::Resolved;
-use crate::session::{self, Refusal, SessionCtl};
+use crate::session::{Refusal, SessionCtl};
 use crate::shutdown::Shutdown;
 
+pub use backoff::{FIRST as RESTART_FIRST, MAX as RESTART_MAX, STABLE as RESTART_STABLE};
+use child::{Program, Started};
 use input::Input;
 
 /// What every shared child is run with, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
+    /// How messages cross its stdin and stdout (`--binary`, `--framed`).
+    pub mode: Mode,
     /// Longest line read from the child before it is cut (`--maxlinesize`).
     pub max_line: usize,
     /// `--closems`: the grace before each step of the escalation.
     pub close_grace: Duration,
-    /// `--shared-ids`: lines carry client ids.
-    pub ids: bool,
+    /// `--shared-ids`, `--shared-restart`, `--shared-keep`.
+    pub flags: SharedFlags,
 }
 
 /// The shared children of a server, by endpoint; a cheap handle.
@@ -87,6 +97,8 @@ struct Inner {
     options: Options,
     /// Children alive (started and not yet reaped), ending ones included.
     alive: AtomicU64,
+    /// Children started again after one exited (`--shared-restart`).
+    restarts: AtomicU64,
     /// Client messages dropped because a child's input queue was full,
     /// since start.
     dropped: Arc<AtomicU64>,
@@ -97,19 +109,45 @@ struct Inner {
     generations: AtomicU64,
 }
 
-/// One endpoint's serving child, as the registry holds it.
+/// One endpoint's serving child, as the registry holds it. An entry lives
+/// from its first client's join until its task ends for good (restarts
+/// included) or its last client leaves.
 #[derive(Debug)]
 struct Entry {
     generation: u64,
     link: Arc<Link>,
-    /// Its clients, by session id, and how to close each.
-    members: HashMap<u64, Poster<SessionCtl>>,
+    /// Its clients, by session id.
+    members: HashMap<u64, Member>,
+    /// The process serving now; `None` while a restart waits out its
+    /// backoff.
+    running: Option<Running>,
+    /// Times its child was started again.
+    restarts: u64,
+    /// When its first child started.
+    started: SystemTime,
+}
+
+/// One client, as its endpoint's entry knows it.
+#[derive(Debug)]
+struct Member {
+    /// How to close it when the child exits.
+    control: Poster<SessionCtl>,
+    /// Its join was told (`--shared-ids`): a restarted child hears it again,
+    /// and its leave is told.
+    announced: bool,
+}
+
+/// The process an endpoint's child is now.
+#[derive(Debug)]
+struct Running {
+    pid: u32,
+    /// Cancelled by `ctl kill`: the child is ended with the escalation.
+    kill: CancellationToken,
 }
 
 /// What a child's task and its clients share.
 #[derive(Debug)]
 struct Link {
-    pid: u32,
     /// Where its output is published.
     channel: ChannelName,
     /// Its stdin's queue.
@@ -130,7 +168,8 @@ pub struct Start<'a> {
 
 /// A session's place among the clients of a shared child: while it lives
 /// the session is a client; dropping it leaves (the last to leave ends the
-/// child). Client messages given to it go to the child's stdin.
+/// child, unless `--shared-keep`). Client messages given to it go to the
+/// child's stdin.
 #[derive(Debug)]
 pub struct Membership {
     shared: Shared,
@@ -138,6 +177,28 @@ pub struct Membership {
     generation: u64,
     id: u64,
     link: Arc<Link>,
+}
+
+/// One shared child, as `ctl list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// Its endpoint: the SCRIPT_NAME, which is also its channel.
+    pub endpoint: String,
+    /// `None` while a restart waits out its backoff.
+    pub pid: Option<u32>,
+    pub members: usize,
+    pub restarts: u64,
+    /// When the endpoint's first child started.
+    pub started: SystemTime,
+}
+
+/// Why `ctl kill ENDPOINT` found nothing to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KillError {
+    #[error("no shared child serves that endpoint")]
+    NotFound,
+    #[error("the endpoint's child is being restarted")]
+    Restarting,
 }
 
 impl Shared {
@@ -149,6 +210,7 @@ impl Shared {
             shutdown,
             options,
             alive: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
             dropped: Arc::default(),
             unaddressed: AtomicU64::new(0),
             generations: AtomicU64::new(1),
@@ -184,40 +246,38 @@ impl Shared {
         let channel = ChannelName::parse(&start.resolved.script_name)
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         let permit = (start.permit)()?;
-        let env = child_env(&start.resolved.script_name);
-        let spawned = session::spawn::spawn(&SpawnSpec {
-            program: &start.resolved.program,
-            args: &start.resolved.args,
-            env: [start.base_env, &env],
-            dir: None,
-        })
-        .await?;
+        let program = Program::new(start.resolved, start.base_env);
+        let spawned = program.spawn().await?;
         let (input, queue) = Input::new(self.0.dropped.clone());
         let link = Arc::new(Link {
-            pid: spawned.child.pid(),
             channel,
             input,
             detached: CancellationToken::new(),
         });
         let generation = self.0.generations.fetch_add(1, Ordering::Relaxed);
         self.0.alive.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(pid = link.pid, endpoint = %link.channel, "shared child started");
-        let task = child::Task {
-            shared: self.clone(),
-            key: key.clone(),
-            generation,
-            link: link.clone(),
-            permit,
-        };
+        let first = Started::new(spawned);
+        tracing::info!(pid = first.pid(), endpoint = %link.channel, "shared child started");
         // Its first client is in from the start: a child that exits at
         // once still has it to tell.
         let entry = Entry {
             generation,
             link: link.clone(),
-            members: HashMap::from([(id, control)]),
+            members: HashMap::from([(id, Member::new(control))]),
+            running: Some(first.running()),
+            restarts: 0,
+            started: SystemTime::now(),
         };
         self.lock().insert(key.clone(), entry);
-        self.0.shutdown.spawn(task.run(spawned, queue));
+        let task = child::Task {
+            shared: self.clone(),
+            key: key.clone(),
+            generation,
+            link: link.clone(),
+            program,
+            permit,
+        };
+        self.0.shutdown.spawn(task.run(first, queue));
         Ok(Membership {
             shared: self.clone(),
             key,
@@ -231,7 +291,7 @@ impl Shared {
     fn try_join(&self, key: &Path, id: u64, control: &Poster<SessionCtl>) -> Option<Membership> {
         let mut endpoints = self.lock();
         let entry = endpoints.get_mut(key)?;
-        entry.members.insert(id, control.clone());
+        entry.members.insert(id, Member::new(control.clone()));
         Some(Membership {
             shared: self.clone(),
             key: key.to_owned(),
@@ -241,34 +301,70 @@ impl Shared {
         })
     }
 
+    /// Runs `f` on the entry of child `generation` at `key`, if it is still
+    /// the endpoint's.
+    fn with_entry<T>(
+        &self,
+        key: &Path,
+        generation: u64,
+        f: impl FnOnce(&mut Entry) -> T,
+    ) -> Option<T> {
+        let mut endpoints = self.lock();
+        endpoints
+            .get_mut(key)
+            .filter(|entry| entry.generation == generation)
+            .map(f)
+    }
+
     /// Takes the entry of child `generation` at `key` out of the registry,
     /// if it is still there; returns its clients.
-    fn remove(&self, key: &Path, generation: u64) -> HashMap<u64, Poster<SessionCtl>> {
+    fn remove(&self, key: &Path, generation: u64) -> Vec<Poster<SessionCtl>> {
         let mut endpoints = self.lock();
         match endpoints.get(key) {
-            Some(entry) if entry.generation == generation => {
-                endpoints.remove(key).map(|e| e.members).unwrap_or_default()
-            }
-            _ => HashMap::new(),
+            Some(entry) if entry.generation == generation => endpoints
+                .remove(key)
+                .map(|e| e.members.into_values().map(|m| m.control).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
         }
     }
 
-    /// Tells a `--shared-ids` child that client `id` joined or left.
-    fn tell(&self, input: &Input, event: Event, id: u64) {
-        if self.0.options.ids {
-            let word = match event {
-                Event::Join => "join",
-                Event::Leave => "leave",
-            };
-            input.take(Bytes::from(format!("{word}\t{id}")));
-        }
+    /// Records that the endpoint's child was started again as `running`;
+    /// returns what it must read first: with `--shared-ids`, a join for
+    /// every client whose join its predecessor was told.
+    fn restarted(&self, key: &Path, generation: u64, running: Running) -> Vec<u8> {
+        self.0.restarts.fetch_add(1, Ordering::Relaxed);
+        let ids = self.0.options.flags.ids;
+        self.with_entry(key, generation, |entry| {
+            entry.running = Some(running);
+            entry.restarts += 1;
+            let mut told: Vec<u64> = entry
+                .members
+                .iter()
+                .filter(|(_, m)| m.announced)
+                .map(|(id, _)| *id)
+                .collect();
+            told.sort_unstable();
+            let mut first = Vec::new();
+            for id in told.into_iter().filter(|_| ids) {
+                first.extend_from_slice(event_line(Event::Join, id).as_bytes());
+                first.push(b'\n');
+            }
+            first
+        })
+        .unwrap_or_default()
+    }
+
+    /// Records that the endpoint's child is gone (until it is restarted).
+    fn stopped(&self, key: &Path, generation: u64) {
+        self.with_entry(key, generation, |entry| entry.running = None);
     }
 
     /// Hands one output line of child `generation` at `key` on: to every
     /// client, or with `--shared-ids` to the one it addresses, if that is
     /// a client of this child (else it is dropped and counted).
     fn deliver(&self, key: &Path, generation: u64, channel: &ChannelName, line: Message) {
-        if !self.0.options.ids {
+        if !self.0.options.flags.ids {
             self.0.hub.publish(channel, line);
             return;
         }
@@ -278,9 +374,9 @@ impl Shared {
                 return;
             }
             output::Address::To(id, line) => {
-                let client = self.lock().get(key).is_some_and(|entry| {
-                    entry.generation == generation && entry.members.contains_key(&id)
-                });
+                let client = self
+                    .with_entry(key, generation, |entry| entry.members.contains_key(&id))
+                    .unwrap_or(false);
                 client && self.0.hub.publish_to(channel, id, line).is_some()
             }
             output::Address::Nobody => false,
@@ -288,6 +384,51 @@ impl Shared {
         if !delivered {
             self.0.unaddressed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Ends the child serving `endpoint` (its SCRIPT_NAME) with the signal
+    /// escalation, as `ctl kill` does a session's; returns its pid. What
+    /// follows is what follows any exit: its clients are closed, or with
+    /// `--shared-restart` it is started again.
+    pub fn kill(&self, endpoint: &str) -> Result<u32, KillError> {
+        let endpoints = self.lock();
+        let entry = endpoints
+            .values()
+            .find(|entry| entry.link.channel.as_str() == endpoint)
+            .ok_or(KillError::NotFound)?;
+        let running = entry.running.as_ref().ok_or(KillError::Restarting)?;
+        running.kill.cancel();
+        Ok(running.pid)
+    }
+
+    /// Every endpoint's child, by endpoint.
+    pub fn list(&self) -> Vec<ChildInfo> {
+        let mut children: Vec<ChildInfo> = self
+            .lock()
+            .values()
+            .map(|entry| ChildInfo {
+                endpoint: entry.link.channel.as_str().to_owned(),
+                pid: entry.running.as_ref().map(|r| r.pid),
+                members: entry.members.len(),
+                restarts: entry.restarts,
+                started: entry.started,
+            })
+            .collect();
+        children.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        children
+    }
+
+    /// The pid now serving each client (by session id): a restart changes
+    /// it.
+    pub fn member_pids(&self) -> HashMap<u64, u32> {
+        let endpoints = self.lock();
+        let mut pids = HashMap::new();
+        for entry in endpoints.values() {
+            if let Some(running) = &entry.running {
+                pids.extend(entry.members.keys().map(|id| (*id, running.pid)));
+            }
+        }
+        pids
     }
 
     /// Output lines of `--shared-ids` children dropped since start because
@@ -301,10 +442,24 @@ impl Shared {
         self.0.alive.load(Ordering::Relaxed)
     }
 
+    /// Shared children started again after one exited, since start.
+    pub fn restarts(&self) -> u64 {
+        self.0.restarts.load(Ordering::Relaxed)
+    }
+
     /// Client messages dropped since start because a shared child's input
     /// queue was full.
     pub fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Member {
+    fn new(control: Poster<SessionCtl>) -> Self {
+        Member {
+            control,
+            announced: false,
+        }
     }
 }
 
@@ -315,10 +470,24 @@ enum Event {
     Leave,
 }
 
+/// The line a `--shared-ids` child reads for `event` (without its newline).
+fn event_line(event: Event, id: u64) -> String {
+    let word = match event {
+        Event::Join => "join",
+        Event::Leave => "leave",
+    };
+    format!("{word}\t{id}")
+}
+
 impl Membership {
-    /// The shared child's pid.
-    pub fn pid(&self) -> u32 {
-        self.link.pid
+    /// The pid of the shared child serving it now (`None` while a restart
+    /// waits).
+    pub fn pid(&self) -> Option<u32> {
+        self.shared
+            .with_entry(&self.key, self.generation, |entry| {
+                entry.running.as_ref().map(|r| r.pid)
+            })
+            .flatten()
     }
 
     /// Tells a `--shared-ids` child that this client joined: once it is a
@@ -326,7 +495,18 @@ impl Membership {
     /// reaches it. (The first client's join is the first line the child
     /// reads.)
     pub fn announce(&self) {
-        self.shared.tell(&self.link.input, Event::Join, self.id);
+        let ids = self.shared.0.options.flags.ids;
+        self.shared.with_entry(&self.key, self.generation, |entry| {
+            let Some(member) = entry.members.get_mut(&self.id) else {
+                return;
+            };
+            member.announced = true;
+            // While a restart waits, the next child hears it with the rest.
+            if ids && entry.running.is_some() {
+                let line = event_line(Event::Join, self.id);
+                self.link.input.take(Kind::Text, Bytes::from(line));
+            }
+        });
     }
 
     /// The endpoint's channel, which the child's output is published to.
@@ -336,18 +516,19 @@ impl Membership {
 }
 
 impl Inbox for Membership {
-    fn take(&self, _kind: Kind, data: Bytes) {
-        // Text mode only so far: every message is a line.
-        if self.shared.0.options.ids {
-            self.link.input.take(tagged(self.id, &data));
+    fn take(&self, kind: Kind, data: Bytes) {
+        if self.shared.0.options.flags.ids {
+            // (Text mode: every message is a line.)
+            self.link.input.take(kind, tagged(self.id, &data));
         } else {
-            self.link.input.take(data);
+            self.link.input.take(kind, data);
         }
     }
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
+        let options = self.shared.0.options;
         let mut endpoints = self.shared.lock();
         let Some(entry) = endpoints.get_mut(&self.key) else {
             return;
@@ -355,15 +536,18 @@ impl Drop for Membership {
         if entry.generation != self.generation {
             return; // its child has gone; this entry is a newer one's
         }
-        entry.members.remove(&self.id);
-        if entry.members.is_empty() {
+        let Some(member) = entry.members.remove(&self.id) else {
+            return;
+        };
+        if entry.members.is_empty() && !options.flags.keep {
             // Out of the registry at once, so that the next client starts
-            // a fresh child rather than join one that is ending.
+            // a fresh child rather than join one that is ending. (The last
+            // one's leave is the end of stdin.)
             endpoints.remove(&self.key);
             self.link.detached.cancel();
-        } else {
-            // (The last one's leave is the end of stdin.)
-            self.shared.tell(&self.link.input, Event::Leave, self.id);
+        } else if options.flags.ids && member.announced && entry.running.is_some() {
+            let line = event_line(Event::Leave, self.id);
+            self.link.input.take(Kind::Text, Bytes::from(line));
         }
     }
 }
@@ -408,9 +592,10 @@ mod tests {
 
     fn shared() -> Shared {
         let options = Options {
+            mode: Mode::Text,
             max_line: 1024,
             close_grace: Duration::from_millis(50),
-            ids: false,
+            flags: SharedFlags::default(),
         };
         Shared::new(Arc::new(Hub::default()), Shutdown::new(), options)
     }
@@ -467,12 +652,13 @@ mod tests {
         assert_eq!(shared.children(), 1);
         drop(a);
         assert!(!b.link.detached.is_cancelled(), "one client is left");
-        let first = b.link.clone();
+        let (first, first_pid) = (b.link.clone(), b.pid());
+        assert!(first_pid.is_some());
         drop(b);
         assert!(first.detached.is_cancelled(), "the last one left");
         assert!(shared.lock().is_empty(), "out of the registry at once");
         let c = shared.join(start(), 3, control).await.unwrap();
-        assert_ne!(c.pid(), first.pid, "a fresh child");
+        assert_ne!(c.pid(), first_pid, "a fresh child");
         wait_children(&shared, 1).await;
         drop(c);
         wait_children(&shared, 0).await;

@@ -1,5 +1,6 @@
 //! A shared child's stdout to its clients: each line (split as for a
-//! per-connection child, cut at `--maxlinesize`) is handed on at once, to
+//! per-connection child, cut at `--maxlinesize`; or each chunk in binary
+//! mode, each frame with `--framed`) is handed on at once, to
 //! be published to the endpoint's channel (or, with `--shared-ids`, sent
 //! to the one client it addresses), so it reaches clients through the
 //! hub's bounded, never-waiting fan-out. Nothing here waits on a client,
@@ -12,30 +13,47 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bridge::ChildOutput;
 use crate::config::Mode;
+use crate::frames::FrameError;
 
-/// Hands the child's lines to `deliver` until its stdout ends or `stop` is
-/// cancelled (then not one more line goes out: a fresh child may already
-/// be publishing to the same channel). Owns stdout: returning closes it.
+/// Why the pump stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PumpEnd {
+    /// The child's stdout reached its end.
+    Eof,
+    /// `--framed`: the child wrote something that is not a frame.
+    Broken(FrameError),
+    /// It was told to stop.
+    Stopped,
+}
+
+/// Hands the child's messages (lines, chunks or frames, as `mode` says) to
+/// `deliver` until its stdout ends or `stop` is cancelled (then not one
+/// more goes out: a fresh child may already be publishing to the same
+/// channel). Owns stdout: returning closes it.
 pub(super) async fn pump(
     stdout: pipe::Receiver,
+    mode: Mode,
     max_line: usize,
     stop: &CancellationToken,
     mut deliver: impl FnMut(Message),
-) {
-    let mut out = ChildOutput::new(stdout, Mode::Text, max_line);
+) -> PumpEnd {
+    let mut out = ChildOutput::new(stdout, mode, max_line);
     loop {
         while let Some(message) = out.next_message() {
             if stop.is_cancelled() {
-                return;
+                return PumpEnd::Stopped;
             }
             deliver(message);
         }
+        if let Some(e) = out.broken {
+            return PumpEnd::Broken(e);
+        }
         if out.eof {
-            return;
+            return PumpEnd::Eof;
         }
         tokio::select! {
             _ = out.pipe.readable() => out.read(),
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return PumpEnd::Stopped,
         }
     }
 }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod shared;
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream as TokioTcp;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;

@@ -1,0 +1,329 @@
+//! End to end: the life of a `--shared` child beyond one run. Restarted
+//! with backoff (`--shared-restart`) while its clients stay, kept past its
+//! last client (`--shared-keep`), listed and killed through `wspipe ctl`;
+//! binary and framed shared endpoints; and a stream of 10,000 lines to
+//! 1,000 clients.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::shared::*;
+use common::*;
+use futures_util::future::join_all;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A `--shared` server of [`ANSWERING`] with a control socket; returns it
+/// with the socket's path.
+fn controlled(dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
+    let socket = dir.join("ctl.sock");
+    let ctl = socket.to_str().unwrap().to_owned();
+    let mut args = vec!["--control", ctl.as_str()];
+    args.extend_from_slice(extra);
+    let server = answering_server(dir, &args);
+    server.wait_log("control socket at");
+    (server, ctl)
+}
+
+/// Waits until the server's one live child is not `old`; returns it.
+async fn wait_new_child(server: &Server, old: u32) -> u32 {
+    let mut now = Vec::new();
+    let changed = wait_until_async(TIMEOUT, || {
+        now = live_children(server);
+        now.len() == 1 && now[0] != old
+    })
+    .await;
+    assert!(changed, "expected one child other than {old}, have {now:?}");
+    now[0]
+}
+
+#[tokio::test]
+async fn with_restart_a_child_that_exits_is_started_again_and_its_clients_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ctl) = controlled(dir.path(), &["--shared-restart"]);
+    let mut a = connect(&server.url("/")).await;
+    let mut b = connect(&server.url("/")).await;
+    let first = wait_children(&server, 1).await[0];
+    send_text(&mut a, "exit 3").await;
+    assert_eq!(next_text(&mut a).await, "bye");
+    assert_eq!(next_text(&mut b).await, "bye");
+    let second = wait_new_child(&server, first).await;
+    assert!(!alive(first), "the first one is reaped");
+    // Both are still connected, to the new child.
+    send_text(&mut b, "hello again").await;
+    assert_eq!(next_text(&mut a).await, "got: hello again");
+    assert_eq!(next_text(&mut b).await, "got: hello again");
+
+    let children = shared_children(&ctl);
+    assert_eq!(children.len(), 1, "{children:?}");
+    assert_eq!(children[0]["endpoint"], "/");
+    assert_eq!(children[0]["pid"], second);
+    assert_eq!(children[0]["members"], 2);
+    assert_eq!(children[0]["restarts"], 1);
+    assert_eq!(ctl_stats(&ctl)["shared_restarts_total"], 1);
+    // The sessions' own listing follows the restart too.
+    for id in ids(&ctl) {
+        let out = ctl_list_json(&ctl);
+        let session = out.iter().find(|s| s["id"] == id).unwrap();
+        assert_eq!(session["pid"], second);
+    }
+    let table = String::from_utf8(ctl_run(&ctl, &["list"]).stdout).unwrap();
+    assert!(table.contains("ENDPOINT"), "{table}");
+    server
+        .wait_log_async("shared child stopped: restarting")
+        .await;
+}
+
+/// Sessions as `ctl list --json` shows them.
+fn ctl_list_json(socket: &str) -> Vec<serde_json::Value> {
+    let out = ctl_run(socket, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array().unwrap().clone()
+}
+
+fn ctl_run(socket: &str, args: &[&str]) -> std::process::Output {
+    common::shared::ctl(socket, args)
+}
+
+#[tokio::test]
+async fn restarts_back_off_exponentially_while_the_child_keeps_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = script_external(dir.path(), "fail", "#!/bin/sh\necho \"up $$\"\nexit 1\n");
+    let server = Server::start(&["--shared", "--shared-restart", program.to_str().unwrap()]);
+    let mut ws = connect(&server.url("/")).await;
+    // (The first child's line may have gone out before this client was
+    // subscribed: time the ones it gets.)
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let line = tokio::time::timeout(Duration::from_secs(15), next_text(&mut ws))
+            .await
+            .expect("the child keeps coming back");
+        assert!(line.starts_with("up "), "{line}");
+        seen.push((Instant::now(), line));
+    }
+    let pids: std::collections::HashSet<&String> = seen.iter().map(|(_, l)| l).collect();
+    assert_eq!(pids.len(), 5, "five different children: {seen:?}");
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps[0] >= Duration::from_millis(90), "{gaps:?}");
+    for pair in gaps.windows(2) {
+        // Doubling, give or take a spawn.
+        assert!(
+            pair[1] > pair[0].mul_f32(1.5) && pair[1] < pair[0] * 3,
+            "{gaps:?}"
+        );
+    }
+    // The client was never closed: it still hears the next one.
+    assert!(next_text(&mut ws).await.starts_with("up "));
+}
+
+#[tokio::test]
+async fn ctl_kill_of_an_endpoint_ends_its_child_and_closes_its_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ctl) = controlled(dir.path(), &[]);
+    let mut a = connect(&server.url("/")).await;
+    let mut b = connect(&server.url("/other")).await;
+    let pid = wait_children(&server, 1).await[0];
+    let out = ctl_run(&ctl, &["kill", "/"]);
+    assert!(out.status.success(), "{out:?}");
+    // Ended by our signal: a normal close, as `ctl kill ID` gives.
+    assert_eq!(expect_close(&mut a).await.0, 1000);
+    assert_eq!(expect_close(&mut b).await.0, 1000);
+    assert!(wait_dead_async(pid, TIMEOUT).await);
+    let out = ctl_run(&ctl, &["kill", "/"]);
+    assert_eq!(out.status.code(), Some(1), "nothing serves / now");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no shared child"), "{err}");
+    let out = ctl_run(&ctl, &["kill", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+#[tokio::test]
+async fn with_restart_ctl_kill_of_an_endpoint_restarts_its_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ctl) = controlled(dir.path(), &["--shared-restart"]);
+    let mut ws = connect(&server.url("/")).await;
+    let first = wait_children(&server, 1).await[0];
+    assert!(ctl_run(&ctl, &["kill", "/"]).status.success());
+    wait_new_child(&server, first).await;
+    send_text(&mut ws, "still here").await;
+    assert_eq!(next_text(&mut ws).await, "got: still here");
+    assert_eq!(shared_children(&ctl)[0]["restarts"], 1);
+}
+
+#[tokio::test]
+async fn with_keep_the_child_outlives_its_last_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let ctl = socket.to_str().unwrap();
+    // Numbers what it reads: a second client sees the count go on.
+    let program = script_external(
+        dir.path(),
+        "counter",
+        "#!/bin/sh\nn=0\nwhile IFS= read -r line; do n=$((n+1)); echo \"$n: $line\"; done\n",
+    );
+    let server = Server::start(&[
+        "--control",
+        ctl,
+        "--closems",
+        "50",
+        "--shared",
+        "--shared-keep",
+        program.to_str().unwrap(),
+    ]);
+    server.wait_log("control socket at");
+    let mut a = connect(&server.url("/")).await;
+    let pid = wait_children(&server, 1).await[0];
+    send_text(&mut a, "one").await;
+    assert_eq!(next_text(&mut a).await, "1: one");
+    a.close(None).await.unwrap();
+    finish_close(&mut a).await;
+    let left = wait_until_async(TIMEOUT, || shared_children(ctl)[0]["members"] == 0).await;
+    assert!(left, "the registry saw the last client leave");
+    assert_eq!(shared_children(ctl)[0]["pid"], pid);
+    let mut b = connect(&server.url("/")).await;
+    send_text(&mut b, "two").await;
+    assert_eq!(
+        next_text(&mut b).await,
+        "2: two",
+        "the same child, its state kept"
+    );
+    assert_eq!(live_children(&server), vec![pid]);
+    // Shutdown still ends it.
+    signal(server.pid(), libc::SIGTERM);
+    assert_eq!(expect_close(&mut b).await.0, 1001);
+    assert!(wait_dead_async(pid, TIMEOUT).await);
+}
+
+#[tokio::test]
+async fn a_binary_shared_endpoint_fans_out_raw_bytes() {
+    let server = Server::start(&["--shared", "--binary", "cat"]);
+    let mut a = connect(&server.url("/")).await;
+    let mut b = connect(&server.url("/")).await;
+    wait_children(&server, 1).await;
+    let bytes = vec![0u8, 1, 2, 255, b'\n', 7];
+    a.send(Message::binary(bytes.clone())).await.unwrap();
+    for ws in [&mut a, &mut b] {
+        match next_event(ws).await {
+            Event::Binary(got) => assert_eq!(got, bytes),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_framed_shared_endpoint_keeps_boundaries_and_types() {
+    let server = Server::start(&["--shared", "--framed", "cat"]);
+    let mut a = connect(&server.url("/")).await;
+    let mut b = connect(&server.url("/")).await;
+    wait_children(&server, 1).await;
+    a.send(Message::text("two\nlines")).await.unwrap();
+    a.send(Message::binary(vec![0u8, 10, 13])).await.unwrap();
+    for ws in [&mut a, &mut b] {
+        assert_eq!(next_text(ws).await, "two\nlines");
+        match next_event(ws).await {
+            Event::Binary(got) => assert_eq!(got, [0, 10, 13]),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_framed_shared_child_that_breaks_framing_closes_its_clients_with_1011() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = script_external(
+        dir.path(),
+        "garbage",
+        // Its first read is the client's frame: header and "go".
+        "#!/bin/sh\nhead -c 7 >/dev/null\nprintf 'not a frame'\nexec sleep 600\n",
+    );
+    let server = Server::start(&["--shared", "--framed", program.to_str().unwrap()]);
+    let mut ws = connect(&server.url("/")).await;
+    let pid = wait_children(&server, 1).await[0];
+    ws.send(Message::text("go")).await.unwrap();
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!(code, 1011, "{reason}");
+    assert!(reason.contains("frame"), "{reason}");
+    assert!(
+        wait_dead_async(pid, TIMEOUT).await,
+        "ended, not left running"
+    );
+}
+
+/// Writes `lines` numbered lines in batches of `batch`, each batch once
+/// every one of `clients` clients has acknowledged the last (a client
+/// message each): the stream goes as fast as the slowest client reads,
+/// so no client's queue overflows and none may lose a line.
+fn paced_stream(lines: u32, batch: u32, clients: u32) -> String {
+    format!(
+        r#"#!/bin/sh
+acks=0
+read -r start
+i=1
+while [ "$i" -le {lines} ]; do
+  end=$((i + {batch} - 1))
+  while [ "$i" -le "$end" ]; do echo "line $i"; i=$((i+1)); done
+  acks=0
+  while [ "$acks" -lt {clients} ] && IFS= read -r ack; do acks=$((acks+1)); done
+done
+echo done
+"#
+    )
+}
+
+/// `clients` clients of one shared [`paced_stream`] child each get its
+/// `lines` lines, in order, none lost, then its last line.
+async fn every_client_gets_every_line(clients: u32, lines: u32, batch: u32) {
+    raise_nofile(4 * u64::from(clients));
+    let dir = tempfile::tempdir().unwrap();
+    let program = script_external(dir.path(), "stream", &paced_stream(lines, batch, clients));
+    let server = Server::start(&["--shared", program.to_str().unwrap()]);
+    let url = server.url("/");
+    let mut sockets = Vec::new();
+    // A hundred handshakes at a time: within the listen backlog.
+    while sockets.len() < clients as usize {
+        let n = (clients as usize - sockets.len()).min(100);
+        sockets.extend(join_all((0..n).map(|_| connect(&url))).await);
+    }
+    // One child for all of them.
+    wait_children(&server, 1).await;
+    // Everyone is subscribed once its handshake is done: start.
+    send_text(&mut sockets[0], "start").await;
+    let started = Instant::now();
+    let readers = sockets.into_iter().map(|mut ws| {
+        tokio::spawn(async move {
+            for n in 1..=lines {
+                assert_eq!(
+                    next_text(&mut ws).await,
+                    format!("line {n}"),
+                    "in order, none lost"
+                );
+                if n % batch == 0 {
+                    send_text(&mut ws, "ack").await;
+                }
+            }
+            assert_eq!(next_text(&mut ws).await, "done");
+        })
+    });
+    for reader in join_all(readers).await {
+        reader.expect("a client got every line");
+    }
+    eprintln!(
+        "{clients} clients x {lines} lines in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_clients_get_every_line_of_a_thousand_line_stream_in_order() {
+    every_client_gets_every_line(100, 1_000, 250).await;
+}
+
+/// Ten million deliveries: minutes in a debug build, seconds in release.
+/// `.ci/run` runs it with `cargo test --release -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "10 million deliveries: run in release, as .ci/run does"]
+async fn a_thousand_clients_get_every_line_of_a_ten_thousand_line_stream_in_order() {
+    every_client_gets_every_line(1_000, 10_000, 500).await;
+}
