@@ -330,6 +330,36 @@ async fn join_and_leave_cycles_leave_no_zombie_and_no_descriptor() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_joining_and_leaving_leave_one_child_and_no_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = answering_server(dir.path(), &[]);
+    let url = server.url("/");
+    // Keeps the child: the others come and go around it.
+    let mut anchor = connect(&url).await;
+    let pid = wait_children(&server, 1).await[0];
+    send_text(&mut anchor, "ping").await;
+    assert_eq!(next_text(&mut anchor).await, "got: ping");
+    let baseline = server.fd_count();
+    for _ in 0..100 {
+        let batch = (0..10).map(|_| async {
+            let mut ws = connect(&url).await;
+            ws.close(None).await.unwrap();
+            finish_close(&mut ws).await;
+        });
+        join_all(batch).await;
+    }
+    let settled = wait_until_async(TIMEOUT, || server.fd_count() <= baseline).await;
+    assert!(settled, "fds {baseline} -> {}", server.fd_count());
+    assert_eq!(
+        live_children(&server),
+        vec![pid],
+        "the one child, no zombie"
+    );
+    send_text(&mut anchor, "still").await;
+    assert_eq!(next_text(&mut anchor).await, "got: still");
+}
+
 #[tokio::test]
 async fn with_shared_ids_the_child_reads_each_sender_and_every_join_and_leave() {
     let dir = tempfile::tempdir().unwrap();

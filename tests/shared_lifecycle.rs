@@ -327,3 +327,51 @@ async fn a_hundred_clients_get_every_line_of_a_thousand_line_stream_in_order() {
 async fn a_thousand_clients_get_every_line_of_a_ten_thousand_line_stream_in_order() {
     every_client_gets_every_line(1_000, 10_000, 500).await;
 }
+
+/// Whether process `pid` has `file` open.
+fn has_open(pid: u32, file: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
+}
+
+#[tokio::test]
+async fn the_log_feed_example_sends_every_appended_line_to_every_client() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let ctl = socket.to_str().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "old line, not sent\n").unwrap();
+    let feed = format!("{}/examples/shared/log-feed.sh", env!("CARGO_MANIFEST_DIR"));
+    let server = Server::start(&[
+        "--control",
+        ctl,
+        "--shared",
+        "--shared-keep",
+        "--shared-restart",
+        &feed,
+        log.to_str().unwrap(),
+    ]);
+    server.wait_log("control socket at");
+    let mut a = connect(&server.url("/")).await;
+    let mut b = connect(&server.url("/")).await;
+    let tail = wait_children(&server, 1).await[0];
+    let log_path = log.canonicalize().unwrap();
+    assert!(
+        wait_until_async(TIMEOUT, || has_open(tail, &log_path)).await,
+        "tail follows the file"
+    );
+    // Clients talk: nobody listens, nothing is held or counted.
+    send_text(&mut a, "ignored").await;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(file, "first event").unwrap();
+    writeln!(file, "second event").unwrap();
+    for ws in [&mut a, &mut b] {
+        assert_eq!(next_text(ws).await, "first event");
+        assert_eq!(next_text(ws).await, "second event");
+    }
+    assert_eq!(ctl_stats(ctl)["shared_input_dropped_total"], 0);
+}
