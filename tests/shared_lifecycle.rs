@@ -375,3 +375,46 @@ async fn the_log_feed_example_sends_every_appended_line_to_every_client() {
     }
     assert_eq!(ctl_stats(ctl)["shared_input_dropped_total"], 0);
 }
+
+#[tokio::test]
+async fn a_child_flooding_past_a_stalled_client_is_never_held_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let ctl = socket.to_str().unwrap();
+    // 400 lines of 60 KB (24 MB) as fast as it can write, then "end".
+    let program = script_external(
+        dir.path(),
+        "flood",
+        "#!/bin/sh\nbig=$(head -c 60000 /dev/zero | tr '\\0' x)\nread -r go\n\
+         i=0\nwhile [ $i -lt 400 ]; do echo \"$i $big\"; i=$((i+1)); done\necho end\nexec sleep 600\n",
+    );
+    let server = Server::start(&["--control", ctl, "--shared", program.to_str().unwrap()]);
+    server.wait_log("control socket at");
+    // Never reads: its socket buffers fill, then its queue.
+    let stalled = RawClient::connect(server.addr, "/");
+    let mut reader = connect(&server.url("/")).await;
+    wait_children(&server, 1).await;
+    let baseline = server.rss_kib();
+    send_text(&mut reader, "go").await;
+    let mut last = None;
+    loop {
+        let text = next_text(&mut reader).await;
+        if text == "end" {
+            break;
+        }
+        let n: u32 = text.split(' ').next().unwrap().parse().unwrap();
+        assert!(last < Some(n), "in order: {n} after {last:?}");
+        last = Some(n);
+    }
+    let grown = server.rss_kib().saturating_sub(baseline);
+    eprintln!("24 MB through the server: RSS {baseline} KiB + {grown} KiB");
+    assert!(grown < 16 * 1024, "memory stays flat: grew {grown} KiB");
+    let channels =
+        serde_json::from_slice::<serde_json::Value>(&ctl_run(ctl, &["channels", "--json"]).stdout)
+            .unwrap();
+    assert!(
+        channels[0]["dropped"].as_u64().unwrap() > 0,
+        "the stalled client lost its oldest lines: {channels}"
+    );
+    drop(stalled);
+}
