@@ -100,6 +100,10 @@ pub struct ExtraHeaders {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<Listen>,
+    /// `--port`, `--address` or `--unixsocket` was given: with sockets
+    /// passed by systemd, `listen` is bound as well; without (it is then
+    /// only the default port), it is not.
+    pub listen_given: bool,
     /// The WebSocket endpoint; `None` when only files or CGI are served.
     pub endpoint: Option<Endpoint>,
     /// `--staticdir`, canonical.
@@ -247,6 +251,7 @@ impl Config {
         }
         let mut config = Config {
             listen: listen(&cli)?,
+            listen_given: cli.port.is_some() || !cli.address.is_empty() || cli.unixsocket.is_some(),
             endpoint,
             static_dir,
             cgi_dir,

@@ -200,6 +200,22 @@ fn environment_section(out: &mut Vec<u8>) -> io::Result<()> {
         bold(crate::env::CONTROL_VAR),
         roman(" when --socket is not given."),
     ]);
+    roff.control("PP", []);
+    roff.text([
+        roman("Under a service manager wspipe reads "),
+        bold("LISTEN_FDS"),
+        roman(", "),
+        bold("LISTEN_PID"),
+        roman(" and "),
+        bold("LISTEN_FDNAMES"),
+        roman(" (socket activation: it serves the sockets passed from fd 3 and binds nothing else unless --port, --address or --unixsocket are given), and "),
+        bold("NOTIFY_SOCKET"),
+        roman(", "),
+        bold("WATCHDOG_USEC"),
+        roman(", "),
+        bold("WATCHDOG_PID"),
+        roman(" (READY=1 once serving, STOPPING=1 on shutdown, WATCHDOG=1 every half period), as sd_listen_fds(3) and sd_notify(3) define them."),
+    ]);
     roff.to_writer(out)
 }
 

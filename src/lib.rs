@@ -26,7 +26,7 @@
 //! config, route, process                          (validated flags, URL
 //!                                                  path -> program, children)
 //! pure          cli, logging, lines, frames, mailbox, pipes, env, origin,
-//!               proxy, tls, limits, shutdown, events
+//!               proxy, tls, limits, shutdown, events, systemd
 //! ```
 //!
 //! One connection walks down and back up: `net` accepts it and hands it
@@ -62,6 +62,7 @@ pub mod session;
 pub mod shared;
 pub mod shutdown;
 pub mod state;
+pub mod systemd;
 pub mod tls;
 
 #[cfg(test)]

@@ -32,6 +32,14 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_status());
         }
     };
+    // Before any thread: it edits the environment.
+    let passed = match wspipe::systemd::take_listen_fds() {
+        Ok(passed) => passed,
+        Err(e) => {
+            eprintln!("wspipe: sockets passed by the service manager: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     wspipe::logging::init(config.log_level);
     wspipe::limits::raise_nofile();
     close_inherited_fds_on_exec();
@@ -45,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(wspipe::server::run(config)) {
+    match runtime.block_on(wspipe::server::run(config, passed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wspipe: {e:#}");

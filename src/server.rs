@@ -14,29 +14,39 @@ use anyhow::Context;
 
 use crate::config::{Config, Endpoint, Listen};
 use crate::http::Site;
-use crate::net::{self, SideListener, SocketFiles};
+use crate::net::{self, Adopted, SideListener, SocketFiles};
 use crate::state::State;
+use crate::systemd::{self, Passed};
 
-/// Binds every listener, serves until SIGTERM/SIGINT, then shuts down.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Binds every listener (and takes over those `passed` by systemd), serves
+/// until SIGTERM/SIGINT, then shuts down.
+pub async fn run(config: Config, passed: Vec<Passed>) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once we are listening must
     // start a graceful shutdown, not kill us with the default action.
     let signals = Signals::new()?;
-    serve(config, signals.wait()).await
+    serve(config, passed, signals.wait()).await
 }
 
-/// Binds every listener and serves until `stop` resolves, then shuts down
-/// gracefully; returns once every task the server started has ended.
-pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Binds every listener, takes over the sockets `passed` by the service
+/// manager, and serves until `stop` resolves, then shuts down gracefully;
+/// returns once every task the server started has ended.
+pub async fn serve(
+    config: Config,
+    passed: Vec<Passed>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let state = State::new(config);
     // Socket files we created are removed however this ends.
     let mut files = SocketFiles::default();
     start_control(&state, &mut files)?;
     start_metrics(&state, &mut files).await?;
     start_publish(&state, &mut files).await?;
-    start_public(&state, &mut files).await?;
+    let listeners = start_public(&state, passed, &mut files).await?;
     crate::limits::report(state.config().max_forks);
+    systemd::ready(&format!("serving on {listeners} listener(s)"));
+    start_watchdog();
     stop.await;
+    systemd::stopping();
     tracing::info!("shutting down: closing sessions and ending children");
     // Bounded: the escalation ends any child within 5x the grace, plus the
     // close handshake timeouts.
@@ -108,10 +118,48 @@ async fn start_publish(state: &State, files: &mut SocketFiles) -> anyhow::Result
     Ok(())
 }
 
-async fn start_public(state: &State, files: &mut SocketFiles) -> anyhow::Result<()> {
+/// Starts the public listeners: the sockets systemd passed, and the ones
+/// the flags name (the default port only when nothing was passed).
+/// Returns how many there are.
+async fn start_public(
+    state: &State,
+    passed: Vec<Passed>,
+    files: &mut SocketFiles,
+) -> anyhow::Result<usize> {
     let site = Site::new(state.clone());
     let config = state.config();
     let shutdown = state.shutdown();
+    let bind_own = passed.is_empty() || config.listen_given;
+    let mut count = 0;
+    for socket in passed {
+        match net::adopt(socket)? {
+            Adopted::Tcp(listener) => {
+                let local = listener.local_addr()?;
+                let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+                tracing::info!(
+                    "serving on {scheme}://{local}/ ({}; socket from systemd)",
+                    describe(config)
+                );
+                let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+                shutdown.spawn(net::serve_tcp(listener, site.clone(), tls));
+            }
+            Adopted::Unix(listener) => {
+                let local = listener.local_addr()?;
+                let path = local
+                    .as_pathname()
+                    .map_or_else(|| "(unnamed)".into(), |p| p.display().to_string());
+                tracing::info!(
+                    "serving on unix:{path} ({}; socket from systemd)",
+                    describe(config)
+                );
+                shutdown.spawn(net::serve_unix(listener, site.clone()));
+            }
+        }
+        count += 1;
+    }
+    if !bind_own {
+        return Ok(count);
+    }
     for listen in &config.listen {
         match listen {
             Listen::Tcp(addr) => {
@@ -131,8 +179,26 @@ async fn start_public(state: &State, files: &mut SocketFiles) -> anyhow::Result<
                 shutdown.spawn(net::serve_unix(listener, site.clone()));
             }
         }
+        count += 1;
     }
-    Ok(())
+    Ok(count)
+}
+
+/// With `WatchdogSec=`: `WATCHDOG=1` twice per period for as long as the
+/// runtime runs (shutdown included: a slow drain is no hang). Not tracked
+/// by the shutdown: it must not hold the exit up.
+fn start_watchdog() {
+    let Some(every) = systemd::watchdog_interval() else {
+        return;
+    };
+    tracing::info!("systemd watchdog: alive every {every:?}");
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            systemd::keepalive();
+        }
+    });
 }
 
 /// `--redirport`: plain HTTP at `addr`, redirected to the main `port`.

@@ -83,7 +83,7 @@ fn no_task_outlives_the_shutdown() {
         .unwrap();
     runtime.block_on(async {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = wspipe::server::serve(config, async {
+        let server = wspipe::server::serve(config, Vec::new(), async {
             let _ = stopped.await;
         });
         let clients = async {

@@ -81,6 +81,38 @@ fn listen_unix(socket: socket2::Socket) -> std::io::Result<UnixListener> {
     UnixListener::from_std(socket.into())
 }
 
+/// A listening socket passed in by the service manager, as a listener.
+#[derive(Debug)]
+pub enum Adopted {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Takes over a socket systemd passed (socket activation): a listening
+/// stream socket, TCP (IPv4 or IPv6) or Unix. Anything else (a datagram
+/// socket, one not listening, a FIFO) is refused with the reason: serving
+/// it would fail on the first accept.
+pub fn adopt(passed: crate::systemd::Passed) -> anyhow::Result<Adopted> {
+    use socket2::{Domain, Socket, Type};
+    let what = format!("passed socket {:?}", passed.name);
+    let socket = Socket::from(passed.fd);
+    let kind = socket
+        .r#type()
+        .with_context(|| format!("{what} is not a socket"))?;
+    anyhow::ensure!(
+        kind == Type::STREAM,
+        "{what} is not a stream socket (ListenStream=)"
+    );
+    let listening = socket.is_listener().with_context(|| what.clone())?;
+    anyhow::ensure!(listening, "{what} is not listening");
+    socket.set_nonblocking(true).with_context(|| what.clone())?;
+    match socket.domain().with_context(|| what.clone())? {
+        Domain::IPV4 | Domain::IPV6 => Ok(Adopted::Tcp(TcpListener::from_std(socket.into())?)),
+        Domain::UNIX => Ok(Adopted::Unix(UnixListener::from_std(socket.into())?)),
+        other => anyhow::bail!("{what} has an unsupported address family ({other:?})"),
+    }
+}
+
 /// Sets a socket file's permission bits. By path: on Linux `fchmod` on the
 /// socket would not change the file.
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -105,6 +137,41 @@ impl Drop for SocketFiles {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    use crate::systemd::Passed;
+
+    fn passed(fd: impl Into<std::os::fd::OwnedFd>) -> Passed {
+        Passed {
+            fd: fd.into(),
+            name: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn listening_tcp_and_unix_sockets_are_adopted_and_the_rest_refused() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let Adopted::Tcp(listener) = adopt(passed(tcp)).unwrap() else {
+            panic!("a TCP listener");
+        };
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        listener.accept().await.unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let unix = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        assert!(matches!(adopt(passed(unix)).unwrap(), Adopted::Unix(_)));
+
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let err = adopt(passed(udp)).unwrap_err().to_string();
+        assert!(err.contains("not a stream socket"), "{err}");
+        let unbound =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let err = adopt(passed(unbound)).unwrap_err().to_string();
+        assert!(err.contains("not listening"), "{err}");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = adopt(passed(file)).unwrap_err().to_string();
+        assert!(err.contains("not a socket"), "{err}");
+    }
 
     #[tokio::test]
     async fn a_unix_socket_gets_its_mode_and_is_removed_at_drop() {

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
-pub use bind::{bind_tcp, bind_unix, SocketFiles};
+pub use bind::{adopt, bind_tcp, bind_unix, Adopted, SocketFiles};
 
 use crate::control::listener::MAX_CLIENTS;
 use crate::control::Control;
