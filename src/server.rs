@@ -45,7 +45,17 @@ pub async fn serve(
     crate::limits::report(state.config().max_forks);
     systemd::ready(&format!("serving on {listeners} listener(s)"));
     start_watchdog();
-    stop.await;
+    let mut stop = std::pin::pin!(stop);
+    let drain = tokio::select! {
+        () = &mut stop => None,
+        bound = state.shutdown().drain_requested() => Some(bound),
+    };
+    if let Some(bound) = drain {
+        // The listeners are closing: their paths are free for a new
+        // instance too.
+        drop(files);
+        drain_sessions(&state, bound, stop).await;
+    }
     systemd::stopping();
     tracing::info!("shutting down: closing sessions and ending children");
     // Bounded: the escalation ends any child within 5x the grace, plus the
@@ -55,6 +65,23 @@ pub async fn serve(
         tracing::error!("some sessions did not end in {limit:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// `ctl drain`: accepting has stopped; waits for the live sessions to end,
+/// for at most `bound` (or until `stop`), before the shutdown proper
+/// closes whatever is left with 1001.
+async fn drain_sessions(state: &State, bound: Duration, stop: impl Future<Output = ()>) {
+    let live = state.registry().snapshot().live;
+    tracing::info!("draining: no longer accepting; {live} session(s) may run for up to {bound:?}");
+    systemd::status(&format!("draining {live} session(s)"));
+    tokio::select! {
+        () = state.registry().wait_empty() => tracing::info!("drained: every session has ended"),
+        () = tokio::time::sleep(bound) => {
+            let left = state.registry().snapshot().live;
+            tracing::info!("drain bound passed: closing the {left} session(s) left");
+        }
+        () = stop => tracing::info!("signal during the drain: closing the sessions left"),
+    }
 }
 
 fn start_control(state: &State, files: &mut SocketFiles) -> anyhow::Result<()> {

@@ -50,6 +50,11 @@ pub fn ready(status: &str) {
     tell(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A new status line for `systemctl status`.
+pub fn status(status: &str) {
+    tell(&[NotifyState::Status(status)]);
+}
+
 /// Tells the service manager that wspipe is shutting down.
 pub fn stopping() {
     tell(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);

@@ -102,6 +102,18 @@ pub enum CtlCommand {
         #[arg(long)]
         publishes: bool,
     },
+    /// Stop accepting connections (every listener closes, so a new
+    /// instance can take the port and socket paths), let live connections
+    /// go on until they end or --timeout passes, then close the rest with
+    /// 1001 and exit 0.
+    Drain {
+        /// Seconds live connections may go on.
+        #[arg(long, value_name = "SECS", default_value_t = super::protocol::DRAIN_TIMEOUT)]
+        timeout: u64,
+        /// Return only once the server has exited.
+        #[arg(long)]
+        wait: bool,
+    },
     /// List channels: members, messages published, messages dropped.
     Channels {
         /// Print JSON.
@@ -165,8 +177,12 @@ fn run(cli: CtlCli) -> Result<(), Failure> {
             return publish_lines(&socket, channel);
         }
     }
+    let wait = match cli.command {
+        CtlCommand::Drain { timeout, wait } => wait.then_some(timeout),
+        _ => None,
+    };
     let (request, output) = request_for(cli.command)?;
-    let response = call(&socket, &request)?;
+    let (response, rest) = call_keeping(&socket, &request)?;
     if !response.ok {
         let code = match response.kind {
             Some(ErrorKind::NotFound | ErrorKind::Busy) => 1,
@@ -177,7 +193,26 @@ fn run(cli: CtlCli) -> Result<(), Failure> {
             response.error.unwrap_or_else(|| "request failed".into()),
         ));
     }
+    if let Some(timeout) = wait {
+        wait_for_exit(rest, timeout, &socket)?;
+    }
     output.print(&response)
+}
+
+/// `drain --wait`: the server closes the connection as it exits; waits for
+/// that, a little longer than the drain's bound plus the shutdown.
+fn wait_for_exit(
+    mut rest: impl BufRead,
+    timeout: u64,
+    socket: &std::path::Path,
+) -> Result<(), Failure> {
+    let mut sink = Vec::new();
+    rest.read_to_end(&mut sink).map(|_| ()).map_err(|e| {
+        fail(
+            1,
+            format!("{} still serving after {timeout} s: {e}", socket.display()),
+        )
+    })
 }
 
 /// How to show a successful response.
@@ -235,6 +270,12 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
             (Request::Unsubscribe { id, channel }, Output::Nothing)
         }
         CtlCommand::Channels { json } => (Request::Channels {}, Output::Channels { json }),
+        CtlCommand::Drain { timeout, .. } => (
+            Request::Drain {
+                timeout: Some(timeout),
+            },
+            Output::Nothing,
+        ),
         CtlCommand::Watch { publishes } => (Request::Watch { publishes }, Output::Nothing),
     })
 }
@@ -411,7 +452,12 @@ fn count_replies(stream: UnixStream) -> Tally {
 }
 
 /// Sends one request and reads its response.
-fn call(socket: &std::path::Path, request: &Request) -> Result<Response, Failure> {
+/// One request and its answer; returns the connection too, for what the
+/// server may still say.
+fn call_keeping(
+    socket: &std::path::Path,
+    request: &Request,
+) -> Result<(Response, impl BufRead), Failure> {
     let no_server = |e: std::io::Error| fail(3, format!("no server at {}: {e}", socket.display()));
     let mut stream = UnixStream::connect(socket).map_err(no_server)?;
     let timeout = Some(Duration::from_secs(30));
@@ -420,12 +466,20 @@ fn call(socket: &std::path::Path, request: &Request) -> Result<Response, Failure
     let mut line = serde_json::to_string(request).map_err(|e| fail(2, e.to_string()))?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(no_server)?;
+    if let Request::Drain {
+        timeout: Some(secs),
+    } = request
+    {
+        // `--wait` reads on until the server exits: the drain, then the
+        // shutdown's own bound.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(secs.saturating_add(60))));
+    }
+    let mut reader = BufReader::new(stream.take(64 * 1024 * 1024));
     let mut reply = String::new();
-    BufReader::new(stream.take(64 * 1024 * 1024))
-        .read_line(&mut reply)
-        .map_err(no_server)?;
-    serde_json::from_str(&reply)
-        .map_err(|_| fail(3, format!("no valid reply from {}", socket.display())))
+    reader.read_line(&mut reply).map_err(no_server)?;
+    let response = serde_json::from_str(&reply)
+        .map_err(|_| fail(3, format!("no valid reply from {}", socket.display())))?;
+    Ok((response, reader))
 }
 
 impl Output {

@@ -9,7 +9,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::channels;
-use super::protocol::{ErrorKind, Request, Response, SessionInfo, SessionKind, SharedChild, Stats};
+use super::protocol::{
+    ErrorKind, Request, Response, SessionInfo, SessionKind, SharedChild, Stats, DRAIN_TIMEOUT,
+};
 use super::Control;
 use crate::config::Mode;
 use crate::hub::Hub;
@@ -38,6 +40,7 @@ pub async fn dispatch(req: Request, control: &Control) -> Response {
             _ => Response::error(ErrorKind::BadRequest, "kill takes one of id and endpoint"),
         },
         Request::Stats {} => stats(registry, hub, &control.shared),
+        Request::Drain { timeout } => drain(control, timeout.unwrap_or(DRAIN_TIMEOUT)),
         Request::Publish { channel, message } => channels::publish(hub, &channel, &message, mode),
         Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
         Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
@@ -198,6 +201,16 @@ fn kill(registry: &Registry, id: u64) -> Response {
         return not_found(id);
     };
     control(&h, SessionCtl::Kill)
+}
+
+/// Begins a drain of `timeout` seconds (see [`crate::shutdown`]).
+fn drain(control: &Control, timeout: u64) -> Response {
+    let bound = Duration::from_secs(timeout.min(u64::from(u32::MAX)));
+    if control.shutdown.drain(bound) {
+        Response::ok()
+    } else {
+        Response::error(ErrorKind::BadRequest, "already draining or shutting down")
+    }
 }
 
 /// Ends the shared child of `endpoint` (its SCRIPT_NAME).

@@ -61,7 +61,17 @@ pub enum Request {
     },
     /// Server-wide counters.
     Stats {},
+    /// Stop accepting (every listener closes), let live sessions run until
+    /// they end or `timeout` seconds pass, then shut down and exit 0.
+    Drain {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<u64>,
+    },
 }
+
+/// How long `drain` lets live sessions run when the request names no
+/// `timeout`.
+pub const DRAIN_TIMEOUT: u64 = 60;
 
 /// Stable error kinds, for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +268,8 @@ mod tests {
             r#"{"cmd":"kill","id":3}"#,
             r#"{"cmd":"kill","endpoint":"/chat.sh"}"#,
             r#"{"cmd":"stats"}"#,
+            r#"{"cmd":"drain"}"#,
+            r#"{"cmd":"drain","timeout":30}"#,
             r#"{"cmd":"publish","channel":"/room","message":"hi"}"#,
             r#"{"cmd":"subscribe","id":3,"channel":"/room"}"#,
             r#"{"cmd":"unsubscribe","id":3,"channel":"/room"}"#,
@@ -315,6 +327,7 @@ mod proptests {
             (proptest::option::of(any::<u64>()), opt_text())
                 .prop_map(|(id, endpoint)| Request::Kill { id, endpoint }),
             Just(Request::Stats {}),
+            proptest::option::of(any::<u64>()).prop_map(|timeout| Request::Drain { timeout }),
             (text(), text()).prop_map(|(channel, message)| Request::Publish { channel, message }),
             (any::<u64>(), text()).prop_map(|(id, channel)| Request::Subscribe { id, channel }),
             (any::<u64>(), text()).prop_map(|(id, channel)| Request::Unsubscribe { id, channel }),

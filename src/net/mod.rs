@@ -31,7 +31,9 @@ use crate::state::State;
 /// memory: long enough not to spin, short enough to resume at once.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Calls `on_accept` for every connection `accept` yields, until shutdown.
+/// Calls `on_accept` for every connection `accept` yields, until a drain
+/// or the shutdown begins (then the listener is dropped by the caller:
+/// its port or path is free for a new instance).
 /// With `slots`, at most that many connections are open at once: the loop
 /// waits for a free slot before accepting (the rest wait in the kernel's
 /// queue), and the connection holds its slot.
@@ -48,7 +50,7 @@ pub async fn accept_loop<S, A, F>(
         let slot = match slots {
             None => None,
             Some(slots) => tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.accepting_stopped() => return,
                 permit = slots.clone().acquire_owned() => match permit {
                     Ok(permit) => Some(permit),
                     Err(_) => return, // closed: nothing more to serve
@@ -56,7 +58,7 @@ pub async fn accept_loop<S, A, F>(
             },
         };
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.accepting_stopped() => return,
             a = accept() => a,
         };
         match accepted {

@@ -118,6 +118,8 @@ pub struct Registry {
     next_id: AtomicU64,
     totals: Totals,
     started: Instant,
+    /// Woken when the last live session goes (`ctl drain` waits for it).
+    emptied: tokio::sync::Notify,
 }
 
 impl Default for Registry {
@@ -127,6 +129,7 @@ impl Default for Registry {
             next_id: AtomicU64::new(1),
             totals: Totals::default(),
             started: Instant::now(),
+            emptied: tokio::sync::Notify::new(),
         }
     }
 }
@@ -142,8 +145,15 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        let empty = {
+            let mut sessions = self.registry.lock();
+            sessions.remove(&self.id);
+            sessions.is_empty()
+        };
         self.registry.totals.fold(self.stats.traffic());
+        if empty {
+            self.registry.emptied.notify_waiters();
+        }
     }
 }
 
@@ -174,6 +184,21 @@ impl Registry {
         };
         self.lock().insert(handle.id, handle);
         reg
+    }
+
+    /// Resolves once no session is live.
+    pub async fn wait_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check: a last session that goes right
+            // after it still wakes us.
+            emptied.as_mut().enable();
+            if self.lock().is_empty() {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     /// One session's handle.
