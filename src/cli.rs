@@ -210,7 +210,10 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub pingms: u64,
 
-    /// Forward the child's stderr lines to the client as messages too.
+    /// Send the child's stderr to the client too, and tag every message as
+    /// JSON: {"stream":"stdout","data":"LINE"} or {"stream":"stderr",...},
+    /// one per line (websocketd 0.5). stderr is still logged. Text mode
+    /// only (not with --binary, --framed, --shared or --pubsub).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]

@@ -201,6 +201,7 @@ impl Config {
         let cgi_dir = existing_dir("--cgidir", cli.cgidir.as_ref())?;
         let endpoint = endpoint(&cli, static_dir.is_some() || cli.cgidir.is_some())?;
         check_shared(&cli, endpoint.as_ref())?;
+        check_passstderr(&cli)?;
         if cli.devconsole && (static_dir.is_some() || cgi_dir.is_some()) {
             return Err(bad(
                 "--devconsole cannot be used with --staticdir or --cgidir",
@@ -371,6 +372,27 @@ fn check_shared(cli: &Cli, endpoint: Option<&Endpoint>) -> Result<(), ConfigErro
         ));
     }
     Ok(())
+}
+
+/// `--passstderr` tags each line of the child's stdout and stderr as JSON:
+/// that needs lines and one child per connection. websocketd refuses it
+/// with --binary too.
+fn check_passstderr(cli: &Cli) -> Result<(), ConfigError> {
+    if !cli.passstderr {
+        return Ok(());
+    }
+    let other = [
+        (cli.binary, "--binary"),
+        (cli.framed, "--framed"),
+        (cli.shared, "--shared"),
+        (cli.pubsub, "--pubsub"),
+    ];
+    match other.iter().find(|(given, _)| *given) {
+        Some((_, flag)) => Err(bad(format!(
+            "--passstderr tags lines of text as JSON: it cannot be used with {flag}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
@@ -667,6 +689,18 @@ mod tests {
         let err = config(&["--dir", "/tmp", "cat"]).unwrap_err();
         assert!(err.to_string().contains("only one"), "{err}");
         assert!(config(&[]).is_err());
+    }
+
+    #[test]
+    fn passstderr_needs_text_mode_and_a_child_per_connection() {
+        assert!(config(&["--passstderr", "cat"]).unwrap().pass_stderr);
+        assert!(!config(&["cat"]).unwrap().pass_stderr);
+        for flag in ["--binary", "--framed", "--shared"] {
+            let err = config(&["--passstderr", flag, "cat"]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+        let err = config(&["--passstderr", "--pubsub"]).unwrap_err();
+        assert!(err.to_string().contains("--pubsub"), "{err}");
     }
 
     #[test]
