@@ -179,6 +179,20 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub sameorigin: bool,
 
+    /// Accept any Origin, stated explicitly (the default already; accepted
+    /// for websocketd command lines). Cannot be used with --origin or
+    /// --sameorigin.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub anyorigin: bool,
+
+    /// Print the version and license, and exit.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub license: bool,
+
     /// Header added to every response ("Name: value"); repeatable.
     #[arg(long, value_name = "HEADER")]
     pub header: Vec<String>,

@@ -216,6 +216,12 @@ impl Config {
         if cli.maxlinesize < 4 {
             return Err(bad("--maxlinesize must be at least 4 bytes"));
         }
+        if cli.anyorigin && (cli.origin.is_some() || cli.sameorigin) {
+            // As websocketd: --anyorigin says "no check", the others ask for one.
+            return Err(bad(
+                "--anyorigin cannot be used with --origin or --sameorigin",
+            ));
+        }
         let origin = OriginPolicy::new(cli.origin.as_deref(), cli.sameorigin)
             .map_err(|e| bad(format!("--origin: {e}")))?;
         let headers = ExtraHeaders {
@@ -689,6 +695,21 @@ mod tests {
         let err = config(&["--dir", "/tmp", "cat"]).unwrap_err();
         assert!(err.to_string().contains("only one"), "{err}");
         assert!(config(&[]).is_err());
+    }
+
+    #[test]
+    fn anyorigin_is_the_open_policy_and_refuses_a_check() {
+        assert!(config(&["--anyorigin", "cat"]).unwrap().origin.is_open());
+        for other in [&["--origin", "a.example"][..], &["--sameorigin"]] {
+            let args: Vec<&str> = ["--anyorigin"]
+                .iter()
+                .chain(other)
+                .chain(&["cat"])
+                .copied()
+                .collect();
+            let err = config(&args).unwrap_err();
+            assert!(err.to_string().contains("--anyorigin"), "{err}");
+        }
     }
 
     #[test]

@@ -293,10 +293,7 @@ async fn passstderr_cuts_long_lines_into_pieces_that_are_each_valid_json() {
 #[tokio::test]
 async fn passstderr_with_binary_is_refused_at_start_as_websocketd_does() {
     for mode in ["--binary", "--framed"] {
-        let out = std::process::Command::new(bin())
-            .args(["--port", "0", "--passstderr", mode, "cat"])
-            .output()
-            .expect("run wspipe");
+        let out = run_bin(&["--port", "0", "--passstderr", mode, "cat"]);
         assert_eq!(out.status.code(), Some(2), "{mode}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
