@@ -19,6 +19,9 @@ use crate::logging::LogLevel;
 use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
+mod combos;
+use combos::{check_anyorigin, check_passstderr, check_shared};
+
 /// A configuration error: the one line printed before exiting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -216,12 +219,7 @@ impl Config {
         if cli.maxlinesize < 4 {
             return Err(bad("--maxlinesize must be at least 4 bytes"));
         }
-        if cli.anyorigin && (cli.origin.is_some() || cli.sameorigin) {
-            // As websocketd: --anyorigin says "no check", the others ask for one.
-            return Err(bad(
-                "--anyorigin cannot be used with --origin or --sameorigin",
-            ));
-        }
+        check_anyorigin(&cli)?;
         let origin = OriginPolicy::new(cli.origin.as_deref(), cli.sameorigin)
             .map_err(|e| bad(format!("--origin: {e}")))?;
         let headers = ExtraHeaders {
@@ -352,53 +350,6 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
         program: PathBuf::from(words.remove(0)),
         args: words,
     })))
-}
-
-/// `--shared` shares a program: it needs one (COMMAND, --command or
-/// --dir), and only text mode is built so far.
-fn check_shared(cli: &Cli, endpoint: Option<&Endpoint>) -> Result<(), ConfigError> {
-    if !cli.shared {
-        if cli.shared_ids {
-            return Err(bad("--shared-ids needs --shared"));
-        }
-        return Ok(());
-    }
-    match endpoint {
-        Some(Endpoint::Command(_) | Endpoint::Dir(_)) => {}
-        Some(Endpoint::PubSub { .. }) => {
-            return Err(bad(
-                "--shared shares a program's process: --pubsub runs none",
-            ))
-        }
-        None => return Err(bad("--shared needs COMMAND, --command or --dir")),
-    }
-    if cli.binary || cli.framed {
-        return Err(bad(
-            "--shared works in text mode only (no --binary or --framed yet)",
-        ));
-    }
-    Ok(())
-}
-
-/// `--passstderr` tags each line of the child's stdout and stderr as JSON:
-/// that needs lines and one child per connection. websocketd refuses it
-/// with --binary too.
-fn check_passstderr(cli: &Cli) -> Result<(), ConfigError> {
-    if !cli.passstderr {
-        return Ok(());
-    }
-    let other = [
-        (cli.binary, "--binary"),
-        (cli.framed, "--framed"),
-        (cli.shared, "--shared"),
-        (cli.pubsub, "--pubsub"),
-    ];
-    match other.iter().find(|(given, _)| *given) {
-        Some((_, flag)) => Err(bad(format!(
-            "--passstderr tags lines of text as JSON: it cannot be used with {flag}"
-        ))),
-        None => Ok(()),
-    }
 }
 
 fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
