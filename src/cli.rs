@@ -41,6 +41,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub unixsocket: Option<PathBuf>,
 
+    /// Permission bits, in octal, of the --unixsocket file (e.g. 0700);
+    /// without it the umask decides.
+    #[arg(long, value_name = "MODE")]
+    pub socketmode: Option<String>,
+
     /// Binary mode: child output is sent as binary messages as it arrives,
     /// incoming messages are written to stdin as raw bytes.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,

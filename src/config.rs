@@ -103,6 +103,8 @@ pub struct ExtraHeaders {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<Listen>,
+    /// `--socketmode`: the permission bits of the `--unixsocket` file.
+    pub socket_mode: Option<u32>,
     /// The WebSocket endpoint; `None` when only files or CGI are served.
     pub endpoint: Option<Endpoint>,
     /// `--staticdir`, canonical.
@@ -242,6 +244,7 @@ impl Config {
         }
         let mut config = Config {
             listen: listen(&cli)?,
+            socket_mode: socket_mode(&cli)?,
             endpoint,
             static_dir,
             cgi_dir,
@@ -380,8 +383,24 @@ fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
     Ok(Some(ControlSocket { path, mode }))
 }
 
-/// A socket file's permission bits (`--control-mode`, `--publish-mode`):
-/// octal, at most 777.
+/// `--socketmode`, as websocketd 0.5 has it: octal, 1 to 777, and only
+/// with `--unixsocket` (a mode for no file is a mistake worth a word).
+fn socket_mode(cli: &Cli) -> Result<Option<u32>, ConfigError> {
+    let Some(value) = cli.socketmode.as_deref() else {
+        return Ok(None);
+    };
+    if cli.unixsocket.is_none() {
+        return Err(bad("--socketmode needs --unixsocket"));
+    }
+    match octal_mode("--socketmode", value)? {
+        // No one, not even wspipe's user, could connect.
+        0 => Err(bad("--socketmode 0: nobody could connect")),
+        mode => Ok(Some(mode)),
+    }
+}
+
+/// A socket file's permission bits (`--control-mode`, `--publish-mode`,
+/// `--socketmode`): octal, at most 777.
 fn octal_mode(flag: &str, value: &str) -> Result<u32, ConfigError> {
     u32::from_str_radix(value, 8)
         .ok()
@@ -761,6 +780,24 @@ mod tests {
             let err = metrics(bad).unwrap_err().to_string();
             assert!(err.starts_with("--metrics "), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn socketmode_is_octal_nonzero_and_needs_unixsocket() {
+        let mode = |args: &[&str]| {
+            let mut all = vec!["--unixsocket", "/run/ws.sock"];
+            all.extend_from_slice(args);
+            all.push("cat");
+            config(&all).map(|c| c.socket_mode)
+        };
+        assert_eq!(mode(&[]).unwrap(), None);
+        assert_eq!(mode(&["--socketmode", "0700"]).unwrap(), Some(0o700));
+        assert_eq!(mode(&["--socketmode", "660"]).unwrap(), Some(0o660));
+        for bad in ["0", "1000", "8", "rw"] {
+            assert!(mode(&["--socketmode", bad]).is_err(), "{bad}");
+        }
+        let err = config(&["--socketmode", "700", "cat"]).unwrap_err();
+        assert_eq!(err.to_string(), "--socketmode needs --unixsocket");
     }
 
     #[test]
