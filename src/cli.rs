@@ -41,6 +41,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub unixsocket: Option<PathBuf>,
 
+    /// Permission bits, in octal, of the --unixsocket file (e.g. 0700);
+    /// without it the umask decides.
+    #[arg(long, value_name = "MODE")]
+    pub socketmode: Option<String>,
+
     /// Binary mode: child output is sent as binary messages as it arrives,
     /// incoming messages are written to stdin as raw bytes.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
@@ -196,6 +201,20 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub sameorigin: bool,
 
+    /// Accept any Origin, stated explicitly (the default already; accepted
+    /// for websocketd command lines). Cannot be used with --origin or
+    /// --sameorigin.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub anyorigin: bool,
+
+    /// Print the version and license, and exit.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub license: bool,
+
     /// Header added to every response ("Name: value"); repeatable.
     #[arg(long, value_name = "HEADER")]
     pub header: Vec<String>,
@@ -227,7 +246,10 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub pingms: u64,
 
-    /// Forward the child's stderr lines to the client as messages too.
+    /// Send the child's stderr to the client too, and tag every message as
+    /// JSON: {"stream":"stdout","data":"LINE"} or {"stream":"stderr",...},
+    /// one per line (websocketd 0.5). stderr is still logged. Text mode
+    /// only (not with --binary, --framed, --shared or --pubsub).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]

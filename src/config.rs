@@ -19,6 +19,9 @@ use crate::logging::LogLevel;
 use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
+mod combos;
+use combos::{check_anyorigin, check_passstderr, check_shared};
+
 /// A configuration error: the one line printed before exiting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -104,6 +107,8 @@ pub struct Config {
     /// passed by systemd, `listen` is bound as well; without (it is then
     /// only the default port), it is not.
     pub listen_given: bool,
+    /// `--socketmode`: the permission bits of the `--unixsocket` file.
+    pub socket_mode: Option<u32>,
     /// The WebSocket endpoint; `None` when only files or CGI are served.
     pub endpoint: Option<Endpoint>,
     /// `--staticdir`, canonical.
@@ -215,6 +220,7 @@ impl Config {
         let cgi_dir = existing_dir("--cgidir", cli.cgidir.as_ref())?;
         let endpoint = endpoint(&cli, static_dir.is_some() || cli.cgidir.is_some())?;
         check_shared(&cli, endpoint.as_ref())?;
+        check_passstderr(&cli)?;
         if cli.devconsole && (static_dir.is_some() || cgi_dir.is_some()) {
             return Err(bad(
                 "--devconsole cannot be used with --staticdir or --cgidir",
@@ -229,6 +235,7 @@ impl Config {
         if cli.maxlinesize < 4 {
             return Err(bad("--maxlinesize must be at least 4 bytes"));
         }
+        check_anyorigin(&cli)?;
         let origin = OriginPolicy::new(cli.origin.as_deref(), cli.sameorigin)
             .map_err(|e| bad(format!("--origin: {e}")))?;
         let headers = ExtraHeaders {
@@ -252,6 +259,7 @@ impl Config {
         let mut config = Config {
             listen: listen(&cli)?,
             listen_given: cli.port.is_some() || !cli.address.is_empty() || cli.unixsocket.is_some(),
+            socket_mode: socket_mode(&cli)?,
             endpoint,
             static_dir,
             cgi_dir,
@@ -365,37 +373,6 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
     })))
 }
 
-/// `--shared` shares a program: it needs one (COMMAND, --command or
-/// --dir); client ids are lines, so `--shared-ids` is for text mode.
-fn check_shared(cli: &Cli, endpoint: Option<&Endpoint>) -> Result<(), ConfigError> {
-    if !cli.shared {
-        let needing = [
-            (cli.shared_ids, "--shared-ids"),
-            (cli.shared_restart, "--shared-restart"),
-            (cli.shared_keep, "--shared-keep"),
-        ];
-        return match needing.iter().find(|(given, _)| *given) {
-            Some((_, flag)) => Err(bad(format!("{flag} needs --shared"))),
-            None => Ok(()),
-        };
-    }
-    match endpoint {
-        Some(Endpoint::Command(_) | Endpoint::Dir(_)) => {}
-        Some(Endpoint::PubSub { .. }) => {
-            return Err(bad(
-                "--shared shares a program's process: --pubsub runs none",
-            ))
-        }
-        None => return Err(bad("--shared needs COMMAND, --command or --dir")),
-    }
-    if cli.shared_ids && (cli.binary || cli.framed) {
-        return Err(bad(
-            "--shared-ids tags lines: it works in text mode only (not with --binary or --framed)",
-        ));
-    }
-    Ok(())
-}
-
 fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
     match (cli.ssl, &cli.sslcert, &cli.sslkey) {
         (false, None, None) if cli.sslca.is_none() => Ok(None),
@@ -424,8 +401,24 @@ fn control(cli: &Cli) -> Result<Option<ControlSocket>, ConfigError> {
     Ok(Some(ControlSocket { path, mode }))
 }
 
-/// A socket file's permission bits (`--control-mode`, `--publish-mode`):
-/// octal, at most 777.
+/// `--socketmode`, as websocketd 0.5 has it: octal, 1 to 777, and only
+/// with `--unixsocket` (a mode for no file is a mistake worth a word).
+fn socket_mode(cli: &Cli) -> Result<Option<u32>, ConfigError> {
+    let Some(value) = cli.socketmode.as_deref() else {
+        return Ok(None);
+    };
+    if cli.unixsocket.is_none() {
+        return Err(bad("--socketmode needs --unixsocket"));
+    }
+    match octal_mode("--socketmode", value)? {
+        // No one, not even wspipe's user, could connect.
+        0 => Err(bad("--socketmode 0: nobody could connect")),
+        mode => Ok(Some(mode)),
+    }
+}
+
+/// A socket file's permission bits (`--control-mode`, `--publish-mode`,
+/// `--socketmode`): octal, at most 777.
 fn octal_mode(flag: &str, value: &str) -> Result<u32, ConfigError> {
     u32::from_str_radix(value, 8)
         .ok()
@@ -693,6 +686,33 @@ mod tests {
     }
 
     #[test]
+    fn anyorigin_is_the_open_policy_and_refuses_a_check() {
+        assert!(config(&["--anyorigin", "cat"]).unwrap().origin.is_open());
+        for other in [&["--origin", "a.example"][..], &["--sameorigin"]] {
+            let args: Vec<&str> = ["--anyorigin"]
+                .iter()
+                .chain(other)
+                .chain(&["cat"])
+                .copied()
+                .collect();
+            let err = config(&args).unwrap_err();
+            assert!(err.to_string().contains("--anyorigin"), "{err}");
+        }
+    }
+
+    #[test]
+    fn passstderr_needs_text_mode_and_a_child_per_connection() {
+        assert!(config(&["--passstderr", "cat"]).unwrap().pass_stderr);
+        assert!(!config(&["cat"]).unwrap().pass_stderr);
+        for flag in ["--binary", "--framed", "--shared"] {
+            let err = config(&["--passstderr", flag, "cat"]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+        let err = config(&["--passstderr", "--pubsub"]).unwrap_err();
+        assert!(err.to_string().contains("--pubsub"), "{err}");
+    }
+
+    #[test]
     fn shared_needs_a_program_and_ids_need_text_mode() {
         let flags = |args: &[&str]| config(args).unwrap().shared;
         assert_eq!(flags(&["--shared", "cat"]), Some(SharedFlags::default()));
@@ -800,6 +820,24 @@ mod tests {
             let err = metrics(bad).unwrap_err().to_string();
             assert!(err.starts_with("--metrics "), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn socketmode_is_octal_nonzero_and_needs_unixsocket() {
+        let mode = |args: &[&str]| {
+            let mut all = vec!["--unixsocket", "/run/ws.sock"];
+            all.extend_from_slice(args);
+            all.push("cat");
+            config(&all).map(|c| c.socket_mode)
+        };
+        assert_eq!(mode(&[]).unwrap(), None);
+        assert_eq!(mode(&["--socketmode", "0700"]).unwrap(), Some(0o700));
+        assert_eq!(mode(&["--socketmode", "660"]).unwrap(), Some(0o660));
+        for bad in ["0", "1000", "8", "rw"] {
+            assert!(mode(&["--socketmode", bad]).is_err(), "{bad}");
+        }
+        let err = config(&["--socketmode", "700", "cat"]).unwrap_err();
+        assert_eq!(err.to_string(), "--socketmode needs --unixsocket");
     }
 
     #[test]

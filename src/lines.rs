@@ -122,6 +122,16 @@ impl LineSplitter {
         Some(rest.freeze())
     }
 
+    /// The next line; once the input has ended (`ended`), the final one
+    /// without a newline too.
+    pub fn next_line_or_last(&mut self, ended: bool) -> Option<Bytes> {
+        if ended {
+            self.finish()
+        } else {
+            self.next_line()
+        }
+    }
+
     /// Drops the allocation once everything is handed out, so an idle
     /// connection holds no buffer (also after a read that found nothing).
     pub fn release_if_idle(&mut self) {

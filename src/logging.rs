@@ -1,7 +1,7 @@
 //! Logging, with websocketd's levels mapped onto `tracing`.
 //!
-//! websocketd orders its levels debug, trace, access, info, error, fatal
-//! (most verbose first). Access lines (one per connection open and close) use
+//! websocketd orders its levels debug, trace, access, info, error, fatal,
+//! none (most verbose first; `none` logs nothing). Access lines (one per connection open and close) use
 //! the `wspipe::access` target at INFO, so `--loglevel info` can hide them
 //! while keeping other information.
 
@@ -16,6 +16,8 @@ pub enum LogLevel {
     Info,
     Error,
     Fatal,
+    /// Nothing at all (websocketd 0.5's `none`).
+    None,
 }
 
 /// The filter directive for a level.
@@ -26,6 +28,7 @@ pub fn directive(level: LogLevel) -> &'static str {
         LogLevel::Access => "info",
         LogLevel::Info => "info,wspipe::access=off",
         LogLevel::Error | LogLevel::Fatal => "error",
+        LogLevel::None => "off",
     }
 }
 
@@ -38,4 +41,18 @@ pub fn init(level: LogLevel) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn every_websocketd_level_is_accepted_and_none_turns_logging_off() {
+        for name in ["debug", "trace", "access", "info", "error", "fatal", "none"] {
+            assert!(LogLevel::from_str(name, false).is_ok(), "{name}");
+        }
+        assert_eq!(directive(LogLevel::None), "off");
+    }
 }

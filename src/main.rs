@@ -24,6 +24,15 @@ fn main() -> ExitCode {
     if let Some(kind) = cli.generate {
         return generate(kind);
     }
+    if cli.license {
+        // websocketd --license: name, version, license; no COMMAND needed.
+        println!(
+            "wspipe {}\nLicensed under {} (see Cargo.toml).",
+            env!("CARGO_PKG_VERSION"),
+            env!("CARGO_PKG_LICENSE")
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) if e.exit_status() == 2 => return usage_error(&e.to_string()),

@@ -3,9 +3,10 @@
 //! Browsers send an `Origin` header with every WebSocket handshake; a server
 //! that does not check it lets any web page the user visits open sockets to
 //! it with the user's cookies (cross-site WebSocket hijacking). Semantics
-//! follow websocketd: an allowed entry without a port matches any port, an
-//! entry with a scheme must match the scheme too, and when any restriction is
-//! set a handshake without an Origin is refused.
+//! follow websocketd: an allowed entry without a port (or with `:*`, as
+//! websocketd 0.5 writes it) matches any port, an entry with a scheme must
+//! match the scheme too, and when any restriction is set a handshake
+//! without an Origin is refused.
 
 use std::str::FromStr;
 
@@ -119,8 +120,16 @@ fn parse_allowed(entry: &str) -> Result<Allowed, String> {
         Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
         None => (None, entry),
     };
-    let authority = Authority::from_str(rest.trim_end_matches('/'))
-        .map_err(|_| format!("{entry:?} is not host[:port]"))?;
+    let rest = rest.trim_end_matches('/');
+    // websocketd 0.5's spelling of "any port" (its port-less entry means
+    // the scheme's default port only; here it has always meant any port).
+    let rest = rest.strip_suffix(":*").unwrap_or(rest);
+    let authority = Authority::from_str(rest)
+        .ok()
+        // http's Authority takes any text after the ':' and then reports no
+        // port: "host:80x" would silently allow every port.
+        .filter(|a| a.as_str() == a.host() || a.port_u16().is_some())
+        .ok_or_else(|| format!("{entry:?} is not host[:port]"))?;
     Ok(Allowed {
         scheme,
         host: authority.host().to_ascii_lowercase(),
@@ -188,6 +197,22 @@ mod tests {
             p.check(Some("http://a.com:9"), Some("a.com:8080"), false),
             Err(OriginError::NotSameOrigin)
         );
+    }
+
+    #[test]
+    fn star_port_matches_any_port() {
+        let p = OriginPolicy::new(Some("a.example:*,https://b.example:*"), false).unwrap();
+        assert_eq!(p.check(Some("http://a.example:3000"), None, false), Ok(()));
+        assert_eq!(p.check(Some("https://a.example"), None, false), Ok(()));
+        assert_eq!(p.check(Some("https://b.example:8443"), None, false), Ok(()));
+        assert_eq!(
+            p.check(Some("http://b.example:8443"), None, false),
+            Err(OriginError::NotAllowed)
+        );
+        for bad in ["a b:*", "a.example:**", "a.example:80x", "a.example:"] {
+            assert!(OriginPolicy::new(Some(bad), false).is_err(), "{bad}");
+        }
+        assert!(OriginPolicy::new(Some("[::1]:8080,[::1]"), false).is_ok());
     }
 
     #[test]

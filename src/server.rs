@@ -201,7 +201,7 @@ async fn start_public(
                 shutdown.spawn(net::serve_tcp(listener, site.clone(), tls));
             }
             Listen::Unix(path) => {
-                let listener = net::bind_unix(path, None, files)?;
+                let listener = net::bind_unix(path, config.socket_mode, files)?;
                 tracing::info!("serving on unix:{} ({})", path.display(), describe(config));
                 shutdown.spawn(net::serve_unix(listener, site.clone()));
             }

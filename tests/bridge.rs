@@ -186,18 +186,121 @@ async fn stderr_goes_to_the_log_tagged_with_the_connection() {
     assert!(line.contains("id="), "{line}");
 }
 
+/// A child that writes to stderr, then stdout, then stderr again with no
+/// newline before it exits, with characters JSON has to escape. The sleeps
+/// fix the order: two pipes have none between them.
+const BOTH_STREAMS: &str = r#"#!/bin/sh
+printf 'err: q"uote \\ back\ttab \303\251 \001 \033[0m end\n' >&2
+sleep 0.2
+printf 'out: {"json":"inside"}\n'
+sleep 0.2
+printf 'last words' >&2
+"#;
+
+/// The lines of [`BOTH_STREAMS`], as the child wrote them.
+const ERR_LINE: &str = "err: q\"uote \\ back\ttab \u{e9} \u{1} \u{1b}[0m end";
+const OUT_LINE: &str = r#"out: {"json":"inside"}"#;
+
+/// Parses a `--passstderr` message: exactly `stream` and `data`.
+fn tagged(text: &str) -> (String, String) {
+    let value: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+    let object = value.as_object().expect("a JSON object");
+    assert_eq!(object.len(), 2, "{text}");
+    let field = |name: &str| {
+        object[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} is a string: {text}"))
+            .to_owned()
+    };
+    (field("stream"), field("data"))
+}
+
 #[tokio::test]
-async fn passstderr_forwards_stderr_lines_to_the_client() {
+async fn passstderr_tags_every_stdout_and_stderr_line_as_json() {
     let tmp = tempfile::tempdir().unwrap();
-    let both = script(
-        tmp.path(),
-        "both.sh",
-        "#!/bin/sh\necho to-stderr >&2\nsleep 0.2\necho to-stdout\n",
-    );
+    let both = script(tmp.path(), "both.sh", BOTH_STREAMS);
     let server = Server::start(&["--passstderr", both.to_str().unwrap()]);
     let mut ws = connect(&server.url("/")).await;
+    let (texts, close) = texts_until_close(&mut ws).await;
+    let got: Vec<(String, String)> = texts.iter().map(|t| tagged(t)).collect();
+    let want = [
+        ("stderr", ERR_LINE),
+        ("stdout", OUT_LINE),
+        ("stderr", "last words"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(s, d)| (s.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(close.0, 1000);
+    // Control characters are escaped, never sent raw.
+    assert!(texts[0].contains(r"\u0001"), "{}", texts[0]);
+    // stderr is still logged as well.
+    server
+        .log
+        .wait_for_async("last words", TIMEOUT)
+        .await
+        .expect("stderr logged too");
+}
+
+#[tokio::test]
+async fn without_passstderr_stdout_lines_go_plain_and_stderr_only_to_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let both = script(tmp.path(), "both.sh", BOTH_STREAMS);
+    let server = Server::start(&[both.to_str().unwrap()]);
+    let mut ws = connect(&server.url("/")).await;
     let (texts, _) = texts_until_close(&mut ws).await;
-    assert_eq!(texts, ["to-stderr", "to-stdout"]);
+    assert_eq!(texts, [OUT_LINE]);
+    server
+        .log
+        .wait_for_async("last words", TIMEOUT)
+        .await
+        .expect("stderr logged");
+}
+
+#[tokio::test]
+async fn passstderr_cuts_long_lines_into_pieces_that_are_each_valid_json() {
+    // 2500 quotes (each escaped to two bytes) on stdout, and on stderr 999
+    // bytes then an 'é' that straddles the 1000-byte cut.
+    let server = Server::start(&[
+        "--passstderr",
+        "--maxlinesize",
+        "1000",
+        "sh",
+        "-c",
+        "head -c 2500 /dev/zero | tr '\\0' '\"'; echo; sleep 0.2; \
+         head -c 999 /dev/zero | tr '\\0' x >&2; printf '\\303\\251z\\n' >&2",
+    ]);
+    let mut ws = connect(&server.url("/")).await;
+    let (texts, _) = texts_until_close(&mut ws).await;
+    let got: Vec<(String, String)> = texts.iter().map(|t| tagged(t)).collect();
+    let quotes = |n: usize| "\"".repeat(n);
+    let want = [
+        ("stdout", quotes(1000)),
+        ("stdout", quotes(1000)),
+        ("stdout", quotes(500)),
+        ("stderr", "x".repeat(999)),
+        ("stderr", "\u{e9}z".to_string()),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(s, d)| (s.to_string(), d.clone()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn passstderr_with_binary_is_refused_at_start_as_websocketd_does() {
+    for mode in ["--binary", "--framed"] {
+        let out = run_bin(&["--port", "0", "--passstderr", mode, "cat"]);
+        assert_eq!(out.status.code(), Some(2), "{mode}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--passstderr") && stderr.contains(mode),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -234,3 +234,16 @@ fn generate_needs_no_command_and_takes_only_its_kinds() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn license_prints_name_version_and_license_without_a_command() {
+    // websocketd --license: a line with name and version, then the license.
+    let out = run_bin(&["--license"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        text.starts_with(&format!("wspipe {}\n", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("MIT OR Apache-2.0"), "{text}");
+}

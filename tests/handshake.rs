@@ -582,6 +582,21 @@ async fn unix_socket_serves_and_is_removed_on_sigterm() {
 }
 
 #[tokio::test]
+async fn socketmode_sets_the_unix_socket_files_permission_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("mode.sock");
+    let mut daemon = unix_daemon(&path, &["--socketmode", "0700", "cat"]);
+    let mode = std::fs::metadata(&path)
+        .expect("socket file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    unix_echo(&path, "still served").await;
+    assert!(daemon.terminate().success());
+}
+
+#[tokio::test]
 async fn unix_socket_peer_has_no_remote_address() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("env.sock");

@@ -1,11 +1,13 @@
 //! A child's stdout as messages: lines (text mode), raw chunks (binary
-//! mode) or frames (`--framed`), read without waiting and without holding a
-//! buffer while the child is quiet.
+//! mode), frames (`--framed`) or lines tagged as stdout (`--passstderr`),
+//! read without waiting and without holding a buffer while the child is
+//! quiet.
 
 use bytes::BytesMut;
 use tokio::net::unix::pipe;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::tagged::{tagged, Stream};
 use crate::config::Mode;
 use crate::frames::{FrameError, FrameSplitter, Kind};
 use crate::lines::{to_text, LineSplitter, READ_CHUNK};
@@ -32,6 +34,10 @@ enum Framing {
     Raw(BytesMut),
     /// Header-delimited messages (`--framed`).
     Frames(FrameSplitter),
+    /// One JSON text message per line, `{"stream":"stdout",...}`
+    /// (`--passstderr`, text mode only). A variant of its own so that the
+    /// plain line path stays as it is.
+    Tagged(LineSplitter),
 }
 
 impl ChildOutput {
@@ -41,6 +47,15 @@ impl ChildOutput {
             Mode::Binary => Framing::Raw(BytesMut::new()),
             Mode::Framed => Framing::Frames(FrameSplitter::new(max_line)),
         };
+        Self::with(pipe, framing)
+    }
+
+    /// Text mode with every line tagged as stdout (`--passstderr`).
+    pub fn tagged(pipe: pipe::Receiver, max_line: usize) -> Self {
+        Self::with(pipe, Framing::Tagged(LineSplitter::new(max_line)))
+    }
+
+    fn with(pipe: pipe::Receiver, framing: Framing) -> Self {
         ChildOutput {
             pipe,
             framing,
@@ -65,7 +80,7 @@ impl ChildOutput {
 
     fn read_with(&mut self, reader: fn(&pipe::Receiver, &mut BytesMut) -> bool) {
         let buf = match &mut self.framing {
-            Framing::Lines(lines) => lines.read_buf(),
+            Framing::Lines(lines) | Framing::Tagged(lines) => lines.read_buf(),
             Framing::Raw(chunk) => {
                 chunk.reserve(READ_CHUNK.max(BINARY_CHUNK));
                 chunk
@@ -77,7 +92,7 @@ impl ChildOutput {
         // that would block) must not leave a reserved buffer behind: idle
         // connections should hold none.
         match &mut self.framing {
-            Framing::Lines(lines) => lines.release_if_idle(),
+            Framing::Lines(lines) | Framing::Tagged(lines) => lines.release_if_idle(),
             Framing::Raw(chunk) if chunk.is_empty() => *chunk = BytesMut::new(),
             Framing::Raw(_) => {}
             Framing::Frames(frames) => frames.release_if_idle(),
@@ -87,14 +102,12 @@ impl ChildOutput {
     /// The next message ready to send, if any.
     pub fn next_message(&mut self) -> Option<Message> {
         match &mut self.framing {
-            Framing::Lines(lines) => {
-                let line = if self.eof {
-                    lines.finish()
-                } else {
-                    lines.next_line()
-                };
-                line.map(|l| Message::Text(to_text(l)))
-            }
+            Framing::Lines(lines) => lines
+                .next_line_or_last(self.eof)
+                .map(|l| Message::Text(to_text(l))),
+            Framing::Tagged(lines) => lines
+                .next_line_or_last(self.eof)
+                .map(|l| tagged(Stream::Stdout, &l)),
             Framing::Raw(chunk) if !chunk.is_empty() => {
                 let data = chunk.split().freeze();
                 Some(Message::Binary(data))

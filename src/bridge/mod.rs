@@ -41,6 +41,7 @@ mod child_output;
 mod inbound;
 mod outbound;
 mod sending;
+mod tagged;
 
 pub(crate) use child_output::ChildOutput;
 use inbound::inbound;

@@ -1,4 +1,4 @@
-//! Child stdout (and stderr with `--passstderr`) -> socket.
+//! Child stdout (and stderr with `--passstderr`, both tagged) -> socket.
 //!
 //! Owns the socket's write half. Reads the child only when every message it
 //! gave before has been accepted by the socket's bounded write buffer: a
@@ -21,9 +21,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::child_output::ChildOutput;
 use super::sending::{feed_or_flush, MissedPong, Pinger};
+use super::tagged::{tagged, Stream};
 use super::{BridgeOptions, CLOSE_TIMEOUT};
 use crate::frames::FrameError;
-use crate::lines::{to_text, LineSplitter};
+use crate::lines::LineSplitter;
 use crate::mailbox::Mailbox;
 use crate::pipes::{read_into, readable};
 use crate::session::stderr::log_line;
@@ -57,7 +58,8 @@ pub(super) enum OutEnd {
 /// Everything the outbound direction sends from.
 pub(super) struct Sources {
     pub stdout: pipe::Receiver,
-    /// stderr, when it is forwarded (`--passstderr`).
+    /// stderr, when it is forwarded (`--passstderr`): then every line of
+    /// both streams goes out tagged with its stream's name.
     pub stderr: Option<pipe::Receiver>,
     /// Messages from `wspipe ctl send/broadcast`.
     pub inject: Mailbox<Message>,
@@ -83,8 +85,16 @@ where
         mut inject,
         mut commands,
     } = sources;
-    let mut out = ChildOutput::new(stdout, opts.mode, opts.max_line);
-    let mut err = stderr.map(|pipe| (pipe, LineSplitter::new(opts.max_line)));
+    // config.rs allows --passstderr in text mode only, as websocketd does.
+    let mut out = match stderr {
+        Some(_) => ChildOutput::tagged(stdout, opts.max_line),
+        None => ChildOutput::new(stdout, opts.mode, opts.max_line),
+    };
+    let mut err = stderr.map(|pipe| StderrLines {
+        pipe,
+        lines: LineSplitter::new(opts.max_line),
+        eof: false,
+    });
     let mut pinger = Pinger::new(opts.ping);
     let mut ping_due = false;
     let mut pending: Option<Message> = None;
@@ -102,16 +112,16 @@ where
             } else {
                 out.next_message()
                     .or_else(|| next_injected(&mut out, &mut inject, &mut cleared))
-                    .or_else(|| {
-                        err.as_mut()
-                            .and_then(|(_, lines)| stderr_message(lines, id))
-                    })
+                    .or_else(|| stderr_message(&mut err, id))
             };
         }
         if let Some(e) = out.broken {
             return (sink, OutEnd::BadOutput(e));
         }
-        if pending.is_none() && !unflushed && out.eof {
+        // A forwarded stderr is drained to its end too: a child's last
+        // words on stderr, written just before it exits, must not be lost
+        // because stdout happened to close first.
+        if pending.is_none() && !unflushed && out.eof && err.is_none() {
             return (sink, OutEnd::Eof);
         }
         let reading = pending.is_none() && !unflushed;
@@ -146,14 +156,10 @@ where
             // reading what the child wrote before it came.
             () = inject.ready(), if reading => {}
             _ = out.pipe.readable(), if reading && !out.eof => out.read(),
-            _ = readable(err.as_ref().map(|(pipe, _)| pipe)), if reading => {
-                if let Some((pipe, lines)) = err.as_mut() {
-                    if read_into(pipe, lines.read_buf()) {
-                        if let Some(last) = lines.finish() {
-                            log_line(id, &last);
-                        }
-                        err = None;
-                    }
+            _ = readable(err.as_ref().filter(|e| !e.eof).map(|e| &e.pipe)), if reading => {
+                if let Some(e) = err.as_mut() {
+                    e.eof = read_into(&e.pipe, e.lines.read_buf());
+                    e.lines.release_if_idle();
                 }
             }
         }
@@ -192,11 +198,27 @@ fn next_injected(
     Some(message)
 }
 
-/// A stderr line forwarded to the client (`--passstderr`), logged as well.
-fn stderr_message(lines: &mut LineSplitter, id: &str) -> Option<Message> {
-    let line = lines.next_line()?;
+/// The child's stderr while it is forwarded (`--passstderr`).
+struct StderrLines {
+    pipe: pipe::Receiver,
+    lines: LineSplitter,
+    /// The pipe has ended; what is left in `lines` still goes out.
+    eof: bool,
+}
+
+/// The next stderr line, tagged for the client and logged as well (the log
+/// keeps stderr either way, as websocketd's does). Once the pipe has ended
+/// and its last line is out, stderr is done (`None` in `err`).
+fn stderr_message(err: &mut Option<StderrLines>, id: &str) -> Option<Message> {
+    let e = err.as_mut()?;
+    let Some(line) = e.lines.next_line_or_last(e.eof) else {
+        if e.eof {
+            *err = None;
+        }
+        return None;
+    };
     log_line(id, &line);
-    Some(Message::Text(to_text(line)))
+    Some(tagged(Stream::Stderr, &line))
 }
 
 #[cfg(test)]

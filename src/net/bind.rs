@@ -43,7 +43,7 @@ fn listen_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Binds a Unix socket, removing a stale socket file but refusing to steal
 /// the path from a live server. The file is removed when `files` is dropped.
 ///
-/// With `mode` (`--control-mode`, `--publish-mode`) the file gets those
+/// With `mode` (`--socketmode`, `--control-mode`, `--publish-mode`) the file gets those
 /// permission bits after `bind` and before `listen`: until `listen` every
 /// connect is refused, so nobody gets in under the umask's mode meanwhile.
 pub fn bind_unix(
