@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, CommandFactory, Parser};
 
-use crate::logging::LogLevel;
+use crate::logging::{LogFormat, LogLevel};
 
 /// Turn any program that reads stdin and writes stdout into a WebSocket
 /// server: every connection gets its own process; each line the program
@@ -230,6 +230,17 @@ pub struct Cli {
     /// Log level, from most to least verbose.
     #[arg(long, value_enum, value_name = "LEVEL", default_value = "access")]
     pub loglevel: LogLevel,
+
+    /// How log lines are written to stderr: "text" for people, "json" (one
+    /// object per line: timestamp, level, target, message and the event's
+    /// fields) for log collectors. See docs/operations.md.
+    #[arg(
+        long = "log-format",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 
     /// Largest message accepted from a client, in bytes; bigger ones close
     /// the connection with 1009.

@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::cli::Cli;
 use crate::env::BaseEnv;
-use crate::logging::LogLevel;
+use crate::logging::{LogFormat, LogLevel};
 use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
@@ -137,6 +137,8 @@ pub struct Config {
     /// request: computed once, not per spawn.
     pub base_env: BaseEnv,
     pub log_level: LogLevel,
+    /// `--log-format`: text or JSON lines.
+    pub log_format: LogFormat,
     /// The control socket, if any.
     pub control: Option<ControlSocket>,
     /// Proxies whose forwarding headers are believed.
@@ -282,6 +284,7 @@ impl Config {
             reverse_lookup: cli.reverselookup,
             base_env,
             log_level: cli.loglevel,
+            log_format: cli.log_format,
             control,
             trusted_proxies,
             tls,

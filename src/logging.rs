@@ -4,6 +4,10 @@
 //! none (most verbose first; `none` logs nothing). Access lines (one per connection open and close) use
 //! the `wspipe::access` target at INFO, so `--loglevel info` can hide them
 //! while keeping other information.
+//!
+//! Lines go to stderr as text for people or, with `--log-format json`, one
+//! JSON object per line for log collectors (docs/operations.md lists the
+//! fields).
 
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +24,15 @@ pub enum LogLevel {
     None,
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIME LEVEL target: message key=value ...`, colored on a terminal.
+    Text,
+    /// `{"timestamp":..,"level":..,"target":..,"message":..,FIELDS}`.
+    Json,
+}
+
 /// The filter directive for a level.
 pub fn directive(level: LogLevel) -> &'static str {
     match level {
@@ -33,14 +46,20 @@ pub fn directive(level: LogLevel) -> &'static str {
 }
 
 /// Installs the global subscriber, writing to stderr.
-pub fn init(level: LogLevel) {
+pub fn init(level: LogLevel, format: LogFormat) {
     let filter = EnvFilter::new(directive(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).init();
+        }
+        // The event's fields beside timestamp, level and target, not
+        // nested: `jq .remote` rather than `jq .fields.remote`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 #[cfg(test)]

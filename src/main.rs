@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wspipe::logging::init(config.log_level);
+    wspipe::logging::init(config.log_level, config.log_format);
     wspipe::limits::raise_nofile();
     close_inherited_fds_on_exec();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
