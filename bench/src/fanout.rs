@@ -399,7 +399,10 @@ async fn subscriber(
 
 /// After a client's last message: watches it for `limit`, and fails on any
 /// data message (a duplicate or an extra) or a dropped connection.
-pub(crate) async fn linger(ws: &mut Ws, index: usize, limit: Duration) -> anyhow::Result<()> {
+pub(crate) async fn linger<S>(ws: &mut S, index: usize, limit: Duration) -> anyhow::Result<()>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {

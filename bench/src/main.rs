@@ -14,6 +14,7 @@ mod channels;
 mod client;
 mod control;
 mod fanout;
+mod feed;
 mod http_publish;
 mod nchan;
 mod report;
