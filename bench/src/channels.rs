@@ -90,7 +90,7 @@ impl Plan {
         }
     }
 
-    fn paced_count(&self) -> usize {
+    pub fn paced_count(&self) -> usize {
         (self.rate * self.paced_secs).ceil().max(1.0) as usize
     }
 }

@@ -20,6 +20,8 @@ mod nchan;
 mod report;
 mod scenarios;
 mod server;
+mod shared;
+mod shared_suite;
 mod sys;
 
 use std::path::PathBuf;
@@ -43,8 +45,8 @@ struct Args {
     /// Runs per figure (the median is reported). Default 3 (smoke: 1).
     #[arg(long)]
     runs: Option<usize>,
-    /// Scenarios to run, comma separated (1-8). Default: all.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
+    /// Scenarios to run, comma separated (1-9). Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
     only: Vec<u8>,
     /// 1: sequential round trips. Default 5000 (smoke: 200).
     #[arg(long)]
@@ -118,6 +120,20 @@ struct Args {
     /// 8: seconds of the paced phase. Default 5 (smoke: 0.5).
     #[arg(long)]
     channel_paced_secs: Option<f64>,
+    /// 9: client counts, comma separated. Default 1,100,1000 (smoke: 1,20).
+    #[arg(long, value_delimiter = ',')]
+    shared_sizes: Vec<usize>,
+    /// 9: deliveries per unpaced phase, spread over the clients (20 to
+    /// 20,000 messages). Default 200000 (smoke: 1000).
+    #[arg(long)]
+    shared_deliveries: Option<usize>,
+    /// 9: deliveries/s of the paced phase, spread over the clients (at most
+    /// 1000 messages/s). Default 20000 (smoke: 5000).
+    #[arg(long)]
+    shared_paced: Option<f64>,
+    /// 9: seconds of the paced phase. Default 3 (smoke: 0.5).
+    #[arg(long)]
+    shared_paced_secs: Option<f64>,
     /// The nginx binary (8: it loads the nchan module).
     #[arg(long, default_value = "nginx")]
     nginx: PathBuf,
@@ -160,6 +176,10 @@ struct Params {
     channel_deliveries: usize,
     channel_paced: f64,
     channel_paced_secs: f64,
+    shared_sizes: Vec<usize>,
+    shared_deliveries: usize,
+    shared_paced: f64,
+    shared_paced_secs: f64,
     max_total: Duration,
 }
 
@@ -171,7 +191,7 @@ impl Params {
             smoke: s,
             runs: a.runs.unwrap_or(pick(3, 1)),
             only: if a.only.is_empty() {
-                (1..=8).collect()
+                (1..=9).collect()
             } else {
                 a.only.clone()
             },
@@ -206,13 +226,22 @@ impl Params {
             channel_deliveries: a.channel_deliveries.unwrap_or(pick(500_000, 2000)),
             channel_paced: a.channel_paced.unwrap_or(if s { 5000.0 } else { 20_000.0 }),
             channel_paced_secs: a.channel_paced_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
+            shared_sizes: match (a.shared_sizes.is_empty(), s) {
+                (false, _) => a.shared_sizes.clone(),
+                (true, true) => vec![1, 20],
+                (true, false) => vec![1, 100, 1000],
+            },
+            shared_deliveries: a.shared_deliveries.unwrap_or(pick(200_000, 1000)),
+            shared_paced: a.shared_paced.unwrap_or(if s { 5000.0 } else { 20_000.0 }),
+            shared_paced_secs: a.shared_paced_secs.unwrap_or(if s { 0.5 } else { 3.0 }),
             max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 240 } else { 1200 })),
         };
         let secs_ok = |v: f64| v.is_finite() && v > 0.0 && v <= 60.0;
         if !(secs_ok(p.throughput_secs)
             && secs_ok(p.binary_secs)
             && secs_ok(p.backpressure_secs)
-            && secs_ok(p.channel_paced_secs))
+            && secs_ok(p.channel_paced_secs)
+            && secs_ok(p.shared_paced_secs))
         {
             bail!("durations must be in (0, 60] seconds");
         }
@@ -255,7 +284,29 @@ impl Params {
                  1..=10000000 paced deliveries/s"
             );
         }
+        // Per connection, each client has a child: the storm's bound.
+        if p.shared_sizes.iter().any(|&n| n == 0 || n > 5000)
+            || p.shared_deliveries == 0
+            || p.shared_deliveries > 10_000_000
+            || !(p.shared_paced >= 1.0 && p.shared_paced <= 10_000_000.0)
+        {
+            bail!(
+                "shared: 1..=5000 clients, 1..=10000000 deliveries, \
+                 1..=10000000 paced deliveries/s"
+            );
+        }
         Ok(p)
+    }
+
+    fn shared_suite(&self) -> shared_suite::Suite {
+        shared_suite::Suite {
+            sizes: self.shared_sizes.clone(),
+            deliveries: self.shared_deliveries,
+            paced: self.shared_paced,
+            paced_secs: self.shared_paced_secs,
+            parallel: self.storm_parallel,
+            runs: self.runs,
+        }
     }
 
     fn suite(&self) -> channel_suite::Suite {
@@ -286,9 +337,10 @@ enum Scenario {
     Backpressure = 6,
     FanOut = 7,
     Channels = 8,
+    Shared = 9,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario::Latency,
     Scenario::Throughput,
     Scenario::Churn,
@@ -297,6 +349,7 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario::Backpressure,
     Scenario::FanOut,
     Scenario::Channels,
+    Scenario::Shared,
 ];
 
 impl Scenario {
@@ -310,6 +363,7 @@ impl Scenario {
             Scenario::Backpressure => "backpressure",
             Scenario::FanOut => "fan-out",
             Scenario::Channels => "channels",
+            Scenario::Shared => "shared process",
         }
     }
 
@@ -320,6 +374,7 @@ impl Scenario {
                 &[Kind::Wspipe, Kind::Websocketd, Kind::Reference]
             }
             Scenario::Channels => &[Kind::Wspipe, Kind::Nchan],
+            Scenario::Shared => &shared::MODES,
             _ => &[Kind::Wspipe, Kind::Websocketd],
         }
     }
@@ -366,7 +421,7 @@ impl Scenario {
             Scenario::Backpressure => secs(p.backpressure_secs) + Duration::from_secs(140),
             Scenario::FanOut => Duration::from_secs(240),
             // One size against one server.
-            Scenario::Channels => Duration::from_secs(240),
+            Scenario::Channels | Scenario::Shared => Duration::from_secs(240),
         }
     }
 }
@@ -512,6 +567,7 @@ fn rows(p: &Params) -> Vec<Row> {
     ];
     all.into_iter()
         .chain(channel_suite::rows(&p.suite()))
+        .chain(shared_suite::rows(&p.shared_suite()))
         .filter(|r| {
             let n: u8 = r.scenario[..1].parse().unwrap_or(0);
             p.only.contains(&n)
@@ -651,6 +707,12 @@ async fn run_all(p: &Params, programs: &Programs) -> Results {
         if sc == Scenario::Channels {
             for run in 0..p.runs {
                 channel_suite::run(&p.suite(), programs, run, &mut results).await;
+            }
+            continue;
+        }
+        if sc == Scenario::Shared {
+            for run in 0..p.runs {
+                shared_suite::run(&p.shared_suite(), programs, run, &mut results).await;
             }
             continue;
         }
@@ -836,6 +898,7 @@ async fn run_one(
                 fanout::fanout(&server, &plan, &producer).await
             }
             Scenario::Channels => Err(anyhow::anyhow!("channels run in channel_suite")),
+            Scenario::Shared => Err(anyhow::anyhow!("shared runs in shared_suite")),
         }
     };
     let outcome = match tokio::time::timeout(limit, work).await {
@@ -1004,6 +1067,9 @@ fn render(
         elapsed.as_secs_f64()
     );
     out.push('\n');
+    let (shared_rows, rows): (Vec<Row>, Vec<Row>) = rows
+        .into_iter()
+        .partition(|r| matches!(r.metric, Metric::Shared(..)));
     let (channel_rows, rows): (Vec<Row>, Vec<Row>) = rows
         .into_iter()
         .partition(|r| matches!(r.metric, Metric::Channel(..)));
@@ -1042,6 +1108,12 @@ fn render(
         ));
         out.push_str(channel_suite::FOOTNOTE);
     }
+    if !shared_rows.is_empty() {
+        out.push_str("\n### Shared process: --shared cat, --pubsub, cat per connection⁴\n\n");
+        let table = report::table(results, &shared_rows, p.runs, 0, &report::SHARED);
+        out.push_str(&table);
+        out.push_str(shared_suite::FOOTNOTE);
+    }
     if !results.notes.is_empty() {
         out.push_str("\nNotes:\n");
         for n in &results.notes {
@@ -1057,9 +1129,11 @@ fn render(
     if p.runs > 1 {
         out.push_str("\n<details><summary>All runs</summary>\n\n");
         out.push_str(&report::all_runs(results, &rows, p.runs));
-        if !channel_rows.is_empty() {
-            out.push('\n');
-            out.push_str(&report::all_runs(results, &channel_rows, p.runs));
+        for extra in [&channel_rows, &shared_rows] {
+            if !extra.is_empty() {
+                out.push('\n');
+                out.push_str(&report::all_runs(results, extra, p.runs));
+            }
         }
         out.push_str("\n</details>\n");
     }
