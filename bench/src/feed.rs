@@ -330,6 +330,49 @@ mod tests {
         assert_eq!(p50_p99(&mut []), None);
     }
 
+    /// The verdict of a subscriber expecting messages 0..`expect` (one
+    /// phase) on a connection that delivers a probe, then `seqs`, then
+    /// stays open and quiet.
+    async fn judge(seqs: &[usize], expect: usize) -> anyhow::Result<()> {
+        use futures_util::stream::{self, StreamExt};
+        let text = |t: String| Ok(Message::Text(t.into()));
+        let msgs: Vec<Result<Message, WsError>> = std::iter::once(text(PROBE.into()))
+            .chain(seqs.iter().map(|&s| text(message(s, sent_now()))))
+            .collect();
+        let ws = stream::iter(msgs).chain(stream::pending());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Progress::default());
+        let feed = Feed {
+            ends: ends(&[expect]),
+            timed: Arc::from(vec![true]),
+            events: tx,
+            progress: Some(progress.clone()),
+        };
+        let verdict = subscriber(Box::pin(ws), 0, feed).await.map(drop);
+        if verdict.is_ok() {
+            assert_eq!(progress.delivered.load(Ordering::Acquire), expect);
+        }
+        match reported_failure(&mut rx) {
+            Some(e) => Err(e),
+            None => verdict,
+        }
+    }
+
+    fn is_check_failure(r: anyhow::Result<()>) -> bool {
+        r.err()
+            .is_some_and(|e| e.downcast_ref::<crate::scenarios::CheckFailed>().is_some())
+    }
+
+    #[tokio::test]
+    async fn subscribers_fail_loudly() {
+        judge(&[0, 1, 2], 3).await.unwrap();
+        // Missing, out of order, duplicated, one too many.
+        assert!(is_check_failure(judge(&[0, 2], 3).await));
+        assert!(is_check_failure(judge(&[1, 0, 2], 3).await));
+        assert!(is_check_failure(judge(&[0, 0, 1, 2], 3).await));
+        assert!(is_check_failure(judge(&[0, 1, 2, 2], 3).await));
+    }
+
     #[tokio::test]
     async fn progress_ends_on_failure() {
         let p = Progress::default();

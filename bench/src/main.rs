@@ -1128,13 +1128,14 @@ fn render(
     }
     if p.runs > 1 {
         out.push_str("\n<details><summary>All runs</summary>\n\n");
-        out.push_str(&report::all_runs(results, &rows, p.runs));
-        for extra in [&channel_rows, &shared_rows] {
-            if !extra.is_empty() {
-                out.push('\n');
-                out.push_str(&report::all_runs(results, extra, p.runs));
-            }
-        }
+        // One table per report table, only for those shown.
+        let tables = [&rows, &channel_rows, &shared_rows];
+        let shown: Vec<String> = tables
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| report::all_runs(results, t, p.runs))
+            .collect();
+        out.push_str(&shown.join("\n"));
         out.push_str("\n</details>\n");
     }
     out
