@@ -12,7 +12,7 @@ use crate::scenarios::Metric;
 use crate::server::{Kind, Programs};
 use crate::sys;
 
-/// The counts of the whole scenario.
+/// The counts of a scenario that runs sizes (8, and 9 alike).
 pub struct Suite {
     pub sizes: Vec<usize>,
     pub deliveries: usize,
@@ -20,6 +20,25 @@ pub struct Suite {
     pub paced_secs: f64,
     pub parallel: usize,
     pub runs: usize,
+}
+
+impl Suite {
+    /// The counts for `n` clients, `parallel` handshakes in flight.
+    pub fn plan(&self, n: usize, parallel: usize) -> Plan {
+        Plan::new(n, self.deliveries, self.paced, self.paced_secs, parallel)
+    }
+
+    /// Every size of this suite against each of `kinds`; `title` and
+    /// `unit` as [`Sweep`] has them.
+    pub fn sweep<'a>(&'a self, (title, unit): (&'a str, &'a str), kinds: &'a [Kind]) -> Sweep<'a> {
+        Sweep {
+            title,
+            unit,
+            sizes: &self.sizes,
+            kinds,
+            runs: self.runs,
+        }
+    }
 }
 
 /// Bound on one size against one server.
@@ -30,22 +49,10 @@ const SERVERS: [Kind; 2] = [Kind::Wspipe, Kind::Nchan];
 
 /// Runs every size against both servers once (run number `run`).
 pub async fn run(suite: &Suite, programs: &Programs, run: usize, results: &mut Results) {
-    let sweep = Sweep {
-        title: "8. channels",
-        unit: "subscribers",
-        sizes: &suite.sizes,
-        kinds: &SERVERS,
-        runs: suite.runs,
-    };
+    let sweep = suite.sweep(("8. channels", "subscribers"), &SERVERS);
     sweep
         .run(run, results, |kind, n| {
-            let plan = Plan::new(
-                n,
-                suite.deliveries,
-                suite.paced,
-                suite.paced_secs,
-                suite.parallel,
-            );
+            let plan = suite.plan(n, suite.parallel);
             async move { one(kind, programs, &plan).await }
         })
         .await;
@@ -129,23 +136,49 @@ async fn one(kind: Kind, programs: &Programs, plan: &Plan) -> Result<channels::O
     bounded(LIMIT, channels::run(kind, programs, plan, dir)).await
 }
 
+/// The rows of one size of a scenario that runs sizes (8, 9).
+pub struct SizeRows<'a> {
+    pub rows: &'a mut Vec<Row>,
+    scenario: String,
+    metric: fn(Figure, u32) -> Metric,
+    n: usize,
+}
+
+impl<'a> SizeRows<'a> {
+    /// `title` ("8. channels") and what a size counts ("subscriber").
+    pub fn new(
+        rows: &'a mut Vec<Row>,
+        (title, unit): (&str, &str),
+        n: usize,
+        metric: fn(Figure, u32) -> Metric,
+    ) -> SizeRows<'a> {
+        let plural = if n == 1 { "" } else { "s" };
+        let scenario = format!("{title} ({n} {unit}{plural}, 64-byte messages)");
+        SizeRows {
+            rows,
+            scenario,
+            metric,
+            n,
+        }
+    }
+
+    pub fn row(&mut self, figure: Figure, label: String, better: Better) {
+        self.rows.push(Row {
+            metric: (self.metric)(figure, self.n as u32),
+            scenario: self.scenario.clone(),
+            label,
+            better,
+        })
+    }
+}
+
 /// The report's rows for scenario 8, per size.
 pub fn rows(suite: &Suite) -> Vec<Row> {
     let mut rows = Vec::new();
     for &n in &suite.sizes {
-        let plan = Plan::new(n, suite.deliveries, suite.paced, suite.paced_secs, 1);
-        let scenario = format!(
-            "8. channels ({n} subscriber{}, 64-byte messages)",
-            if n == 1 { "" } else { "s" }
-        );
-        let mut row = |figure, label: String, better| {
-            rows.push(Row {
-                metric: Metric::Channel(figure, n as u32),
-                scenario: scenario.clone(),
-                label,
-                better,
-            })
-        };
+        let plan = suite.plan(n, 1);
+        let mut size = SizeRows::new(&mut rows, ("8. channels", "subscriber"), n, Metric::Channel);
+        let mut row = |figure, label, better| size.row(figure, label, better);
         let acked = format!(
             "(a) deliveries/s, each publish acknowledged before the next ({} messages)",
             plan.messages

@@ -354,17 +354,11 @@ async fn probe_until_joined(
     events: &mut mpsc::UnboundedReceiver<Event>,
     n: usize,
 ) -> anyhow::Result<Option<u64>> {
-    let deadline = Instant::now() + READY_LIMIT;
-    let mut joined = 0;
+    let mut joining = feed::Joining::new(n);
     loop {
         let answer = p.http.publish(target.publish_path, PROBE).await?;
-        let round = tokio::time::Instant::now() + Duration::from_millis(100);
-        feed::count_joins(events, &mut joined, n, round).await?;
-        if joined == n {
+        if joining.round(events).await? {
             return Ok(answer.reached);
-        }
-        if Instant::now() >= deadline {
-            bail!("only {joined} of {n} subscribers had a probe after {READY_LIMIT:?}");
         }
     }
 }
@@ -380,8 +374,7 @@ async fn publish(
     deadline: Instant,
 ) -> anyhow::Result<Option<String>> {
     let n = plan.subscribers;
-    let start = Instant::now();
-    let mut late = Duration::ZERO;
+    let mut pacer = feed::Pacer::new(plan.rate);
     if phase == Phase::PipelinedControl {
         let control = p.control.as_mut().context("no control socket")?;
         let first = seqs.start;
@@ -396,13 +389,7 @@ async fn publish(
     }
     for (k, seq) in seqs.enumerate() {
         if phase.paced() {
-            let due = start + Duration::from_secs_f64(k as f64 / plan.rate);
-            let now = Instant::now();
-            if now < due {
-                tokio::time::sleep_until(due.into()).await;
-            } else {
-                late = late.max(now - due);
-            }
+            pacer.wait(k).await;
         }
         if Instant::now() >= deadline {
             bail!("publishing took longer than {PHASE_LIMIT:?}");
@@ -430,16 +417,7 @@ async fn publish(
             }
         }
     }
-    // A scheduling hiccup is not worth a note; a publisher that cannot
-    // keep up (answers slower than the rate) is.
-    let slack = Duration::from_secs_f64(1.0 / plan.rate).max(Duration::from_millis(10));
-    Ok((late > slack).then(|| {
-        format!(
-            "{n} subscribers, {phase:?}: the publisher fell {:.1} ms behind its {} messages/s",
-            late.as_secs_f64() * 1e3,
-            plan.rate
-        )
-    }))
+    Ok(pacer.note(&format!("{n} subscribers, {phase:?}: the publisher")))
 }
 
 #[cfg(test)]

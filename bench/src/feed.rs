@@ -205,24 +205,89 @@ fn expect(msg: &Message, seq: usize, index: usize) -> anyhow::Result<u64> {
     }
 }
 
-/// Counts `Joined` events into `joined` until all `n` subscribers joined or
-/// `until`; fails on a subscriber's failure or early end.
-pub async fn count_joins(
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    joined: &mut usize,
+/// Readiness by probes: the caller sends a probe, then [`Joining::round`]
+/// counts the subscribers that had their first one, until all `n` did
+/// (bounded by [`READY_LIMIT`]).
+pub struct Joining {
+    joined: usize,
     n: usize,
-    until: tokio::time::Instant,
-) -> anyhow::Result<()> {
-    while *joined < n {
-        match tokio::time::timeout_at(until, events.recv()).await {
-            Err(_) => break,
-            Ok(None) => bail!("the subscribers ended early"),
-            Ok(Some(Event::Joined)) => *joined += 1,
-            Ok(Some(Event::Failed(e))) => return Err(e),
-            Ok(Some(Event::Done { .. })) => bail!("a subscriber finished before the start"),
+    deadline: Instant,
+}
+
+impl Joining {
+    pub fn new(n: usize) -> Joining {
+        let deadline = Instant::now() + READY_LIMIT;
+        Joining {
+            joined: 0,
+            n,
+            deadline,
         }
     }
-    Ok(())
+
+    /// Counts joins for 100 ms (a probe's round): true once every
+    /// subscriber joined; fails on a subscriber's failure or at the
+    /// deadline.
+    pub async fn round(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> anyhow::Result<bool> {
+        let until = tokio::time::Instant::now() + Duration::from_millis(100);
+        while self.joined < self.n {
+            match tokio::time::timeout_at(until, events.recv()).await {
+                Err(_) => break,
+                Ok(None) => bail!("the subscribers ended early"),
+                Ok(Some(Event::Joined)) => self.joined += 1,
+                Ok(Some(Event::Failed(e))) => return Err(e),
+                Ok(Some(Event::Done { .. })) => bail!("a subscriber finished before the start"),
+            }
+        }
+        let (joined, n) = (self.joined, self.n);
+        if joined < n && Instant::now() >= self.deadline {
+            bail!("only {joined} of {n} subscribers had a probe after {READY_LIMIT:?}");
+        }
+        Ok(joined == n)
+    }
+}
+
+/// A fixed send rate: message `k` of a phase is due `k / rate` seconds
+/// after it started; how late the sender fell, at worst.
+pub struct Pacer {
+    start: Instant,
+    rate: f64,
+    late: Duration,
+}
+
+impl Pacer {
+    pub fn new(rate: f64) -> Pacer {
+        Pacer {
+            start: Instant::now(),
+            rate,
+            late: Duration::ZERO,
+        }
+    }
+
+    /// Sleeps until message `k` is due (or notes how late it is).
+    pub async fn wait(&mut self, k: usize) {
+        let due = self.start + Duration::from_secs_f64(k as f64 / self.rate);
+        let now = Instant::now();
+        match due.checked_duration_since(now) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => self.late = self.late.max(now - due),
+        }
+    }
+
+    /// A note if `who` could not keep the rate. A scheduling hiccup is not
+    /// worth one; a sender that cannot keep up is.
+    pub fn note(&self, who: &str) -> Option<String> {
+        let slack = Duration::from_secs_f64(1.0 / self.rate).max(Duration::from_millis(10));
+        (self.late > slack).then(|| {
+            format!(
+                "{who} fell {:.1} ms behind its {} messages/s",
+                self.late.as_secs_f64() * 1e3,
+                self.rate
+            )
+        })
+    }
 }
 
 /// The first failure a subscriber reported, if any is waiting: the real
@@ -242,24 +307,34 @@ pub async fn join_subscribers<S: 'static>(
     subscribers: &mut JoinSet<anyhow::Result<Finished<S>>>,
     phases: usize,
 ) -> anyhow::Result<(Vec<S>, Vec<Vec<u32>>)> {
-    let mut streams = Vec::with_capacity(subscribers.len());
+    let finished = join_all(subscribers).await?;
+    let mut streams = Vec::with_capacity(finished.len());
     let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); phases];
+    for (ws, lat) in finished {
+        streams.push(ws);
+        for (phase, l) in lat.into_iter().enumerate() {
+            latencies[phase].extend(l);
+        }
+    }
+    Ok((streams, latencies))
+}
+
+/// What every subscriber returned, once each has watched [`LINGER`] for an
+/// extra message (bounded); the first failure otherwise.
+pub async fn join_all<T: 'static>(
+    subscribers: &mut JoinSet<anyhow::Result<T>>,
+) -> anyhow::Result<Vec<T>> {
+    let mut all = Vec::with_capacity(subscribers.len());
     let deadline = tokio::time::Instant::now() + LINGER + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, subscribers.join_next()).await {
             Err(_) => bail!("subscribers did not finish"),
-            Ok(None) => break,
+            Ok(None) => return Ok(all),
             Ok(Some(Err(e))) => bail!("subscriber task: {e}"),
             Ok(Some(Ok(Err(e)))) => return Err(e),
-            Ok(Some(Ok(Ok((ws, lat))))) => {
-                streams.push(ws);
-                for (phase, l) in lat.into_iter().enumerate() {
-                    latencies[phase].extend(l);
-                }
-            }
+            Ok(Some(Ok(Ok(t)))) => all.push(t),
         }
     }
-    Ok((streams, latencies))
 }
 
 /// p50 and p99 of `l` (sorted in place); none if it is empty.

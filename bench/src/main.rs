@@ -298,8 +298,8 @@ impl Params {
         Ok(p)
     }
 
-    fn shared_suite(&self) -> shared_suite::Suite {
-        shared_suite::Suite {
+    fn shared_suite(&self) -> channel_suite::Suite {
+        channel_suite::Suite {
             sizes: self.shared_sizes.clone(),
             deliveries: self.shared_deliveries,
             paced: self.shared_paced,

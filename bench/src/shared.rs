@@ -18,7 +18,7 @@
 //! server tree's memory per idle client (PSS, after a probe reached every
 //! client). Every client must get every message once and in order.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -31,8 +31,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::channels::{close_all, Figure, Outcome, Plan};
 use crate::client::Ws;
 use crate::fanout::{connect_all, wait_phase, Event};
-use crate::feed::{self, message, sent_now, Columns, Feed, Progress, PHASE_LIMIT, PROBE};
-use crate::feed::{count_joins, READY_LIMIT};
+use crate::feed::{self, message, sent_now, Columns, Feed, Joining, Pacer, Progress};
+use crate::feed::{PHASE_LIMIT, PROBE};
 use crate::scenarios::Metric;
 use crate::server::{Kind, Programs, Server, Spec};
 use crate::sys;
@@ -213,23 +213,17 @@ fn push(columns: &mut Columns, mode: Kind, figure: Figure, n: usize, value: f64)
 }
 
 /// Sends probes until every client has had one (each is then a member of
-/// the endpoint's channel, or has its child), bounded by [`READY_LIMIT`].
+/// the endpoint's channel, or has its child).
 async fn probe_until_joined(
     sender: &mut Sender,
     events: &mut mpsc::UnboundedReceiver<Event>,
     n: usize,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + READY_LIMIT;
-    let mut joined = 0;
+    let mut joining = Joining::new(n);
     loop {
         sender.write(|| PROBE.to_string()).await?;
-        let round = tokio::time::Instant::now() + Duration::from_millis(100);
-        count_joins(events, &mut joined, n, round).await?;
-        if joined == n {
+        if joining.round(events).await? {
             return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("only {joined} of {n} clients had a probe after {READY_LIMIT:?}");
         }
     }
 }
@@ -246,8 +240,7 @@ async fn drive(
     deadline: Instant,
 ) -> anyhow::Result<Option<String>> {
     let n = plan.subscribers;
-    let start = Instant::now();
-    let mut late = Duration::ZERO;
+    let mut pacer = Pacer::new(plan.rate);
     for (k, seq) in seqs.enumerate() {
         match phase {
             // Every client has every message before this one.
@@ -257,30 +250,14 @@ async fn drive(
                 let want = n * (seq + 1).saturating_sub(WINDOW);
                 progress.wait(want, deadline).await?;
             }
-            Phase::Paced => {
-                let due = start + Duration::from_secs_f64(k as f64 / plan.rate);
-                let now = Instant::now();
-                match due.checked_duration_since(now) {
-                    Some(wait) => tokio::time::sleep(wait).await,
-                    None => late = late.max(now - due),
-                }
-            }
+            Phase::Paced => pacer.wait(k).await,
         }
         if Instant::now() >= deadline {
             bail!("sending took longer than {PHASE_LIMIT:?}");
         }
         sender.send(seq).await?;
     }
-    // A scheduling hiccup is not worth a note; a sender that cannot keep
-    // up is.
-    let slack = Duration::from_secs_f64(1.0 / plan.rate).max(Duration::from_millis(10));
-    Ok((late > slack).then(|| {
-        format!(
-            "{n} clients, paced: the sender fell {:.1} ms behind its {} messages/s",
-            late.as_secs_f64() * 1e3,
-            plan.rate
-        )
-    }))
+    Ok(pacer.note(&format!("{n} clients, paced: the sender")))
 }
 
 /// The connections again, each reader with its own sink (the readers come

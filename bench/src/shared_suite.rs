@@ -4,41 +4,19 @@
 
 use std::time::Duration;
 
-use crate::channel_suite::{bounded, Sweep};
-use crate::channels::{Figure, Plan};
+use crate::channel_suite::{bounded, SizeRows, Suite};
+use crate::channels::Figure;
 use crate::report::{num, Better, Results, Row};
 use crate::scenarios::Metric;
 use crate::server::Programs;
 use crate::shared::{self, MODES, WINDOW};
-
-/// The counts of the whole scenario.
-pub struct Suite {
-    pub sizes: Vec<usize>,
-    pub deliveries: usize,
-    pub paced: f64,
-    pub paced_secs: f64,
-    pub parallel: usize,
-    pub runs: usize,
-}
-
-impl Suite {
-    fn plan(&self, n: usize, parallel: usize) -> Plan {
-        Plan::new(n, self.deliveries, self.paced, self.paced_secs, parallel)
-    }
-}
 
 /// Bound on one size in one mode.
 const LIMIT: Duration = Duration::from_secs(240);
 
 /// Runs every size in every mode once (run number `run`).
 pub async fn run(suite: &Suite, programs: &Programs, run: usize, results: &mut Results) {
-    let sweep = Sweep {
-        title: "9. shared process",
-        unit: "clients",
-        sizes: &suite.sizes,
-        kinds: &MODES,
-        runs: suite.runs,
-    };
+    let sweep = suite.sweep(("9. shared process", "clients"), &MODES);
     sweep
         .run(run, results, |mode, n| {
             let plan = suite.plan(n, suite.parallel);
@@ -52,18 +30,9 @@ pub fn rows(suite: &Suite) -> Vec<Row> {
     let mut rows = Vec::new();
     for &n in &suite.sizes {
         let plan = suite.plan(n, 1);
-        let scenario = format!(
-            "9. shared process ({n} client{}, 64-byte messages)",
-            if n == 1 { "" } else { "s" }
-        );
-        let mut row = |figure, label: String, better| {
-            rows.push(Row {
-                metric: Metric::Shared(figure, n as u32),
-                scenario: scenario.clone(),
-                label,
-                better,
-            })
-        };
+        let title = ("9. shared process", "client");
+        let mut size = SizeRows::new(&mut rows, title, n, Metric::Shared);
+        let mut row = |figure, label, better| size.row(figure, label, better);
         let m = plan.messages;
         let acked = format!("(a) deliveries/s, next message once all had one ({m} messages)");
         row(Figure::Acked, acked, Better::Higher);
