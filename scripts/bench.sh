@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks wspipe against websocketd, nginx's nchan module (channels) and
-# an in-process echo server on this machine and prints a markdown report.
+# an in-process echo server, and wspipe's --shared against --pubsub and
+# per-connection mode, on this machine and prints a markdown report.
 # See docs/benchmarks.md.
 #
 #   scripts/bench.sh            full suite (about 8 minutes on 2 cores)

@@ -2,6 +2,7 @@
 //! each on a fresh server, the order rotated between runs; its rows and
 //! its footnote in the report.
 
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use crate::scenarios::Metric;
 use crate::server::{Kind, Programs};
 use crate::sys;
 
-/// The counts of the whole scenario.
+/// The counts of a scenario that runs sizes (8, and 9 alike).
 pub struct Suite {
     pub sizes: Vec<usize>,
     pub deliveries: usize,
@@ -19,6 +20,25 @@ pub struct Suite {
     pub paced_secs: f64,
     pub parallel: usize,
     pub runs: usize,
+}
+
+impl Suite {
+    /// The counts for `n` clients, `parallel` handshakes in flight.
+    pub fn plan(&self, n: usize, parallel: usize) -> Plan {
+        Plan::new(n, self.deliveries, self.paced, self.paced_secs, parallel)
+    }
+
+    /// Every size of this suite against each of `kinds`; `title` and
+    /// `unit` as [`Sweep`] has them.
+    pub fn sweep<'a>(&'a self, (title, unit): (&'a str, &'a str), kinds: &'a [Kind]) -> Sweep<'a> {
+        Sweep {
+            title,
+            unit,
+            sizes: &self.sizes,
+            kinds,
+            runs: self.runs,
+        }
+    }
 }
 
 /// Bound on one size against one server.
@@ -29,48 +49,82 @@ const SERVERS: [Kind; 2] = [Kind::Wspipe, Kind::Nchan];
 
 /// Runs every size against both servers once (run number `run`).
 pub async fn run(suite: &Suite, programs: &Programs, run: usize, results: &mut Results) {
-    for &n in &suite.sizes {
-        let plan = Plan::new(
-            n,
-            suite.deliveries,
-            suite.paced,
-            suite.paced_secs,
-            suite.parallel,
-        );
-        let mut order = SERVERS.to_vec();
-        order.rotate_left(run % SERVERS.len());
-        for kind in order {
-            eprintln!(
-                "[8. channels] run {}/{}: {} subscribers, {}",
-                run + 1,
-                suite.runs,
-                n,
-                kind.name()
-            );
-            let scenario = format!("channels, {n} subscribers");
-            match one(kind, programs, &plan).await {
-                Ok((columns, notes)) => {
-                    for (column, figures) in columns {
-                        results.record(column, run, suite.runs, &figures);
+    let sweep = suite.sweep(("8. channels", "subscribers"), &SERVERS);
+    sweep
+        .run(run, results, |kind, n| {
+            let plan = suite.plan(n, suite.parallel);
+            async move { one(kind, programs, &plan).await }
+        })
+        .await;
+}
+
+/// A scenario that runs every size against every one of `kinds`, each on a
+/// fresh server, the order rotated between runs (8 and 9).
+pub struct Sweep<'a> {
+    /// "N. name", as the progress lines and notes show it.
+    pub title: &'a str,
+    /// What a size counts ("subscribers", "clients").
+    pub unit: &'a str,
+    pub sizes: &'a [usize],
+    pub kinds: &'a [Kind],
+    pub runs: usize,
+}
+
+impl Sweep<'_> {
+    /// Every size against every kind once (run number `run`): `one(kind,
+    /// size)` measures, its figures and notes go into `results`.
+    pub async fn run<F, Fut>(&self, run: usize, results: &mut Results, mut one: F)
+    where
+        F: FnMut(Kind, usize) -> Fut,
+        Fut: Future<Output = Result<channels::Outcome, String>>,
+    {
+        let (title, unit) = (self.title, self.unit);
+        for &n in self.sizes {
+            let mut order = self.kinds.to_vec();
+            order.rotate_left(run % self.kinds.len().max(1));
+            for kind in order {
+                let runs = self.runs;
+                let name = kind.name();
+                eprintln!("[{title}] run {}/{runs}: {n} {unit}, {name}", run + 1);
+                let scenario = format!("{title}, {n} {unit}");
+                match one(kind, n).await {
+                    Ok((columns, notes)) => {
+                        for (column, figures) in columns {
+                            results.record(column, run, runs, &figures);
+                        }
+                        for note in notes {
+                            eprintln!("    note: {note}");
+                            let run = run + 1;
+                            results
+                                .notes
+                                .push(format!("{scenario}, {name} run {run}: {note}"));
+                        }
                     }
-                    for note in notes {
-                        eprintln!("    note: {note}");
-                        let run = run + 1;
-                        results
-                            .notes
-                            .push(format!("8. {scenario}, {} run {run}: {note}", kind.name()));
+                    Err(msg) => {
+                        eprintln!("    ERROR: {msg}");
+                        if msg.contains("CHECK FAILED") {
+                            results.check_failed = true;
+                        }
+                        results.errors.push((scenario, kind, run + 1, msg));
                     }
                 }
-                Err(msg) => {
-                    eprintln!("    ERROR: {msg}");
-                    if msg.contains("CHECK FAILED") {
-                        results.check_failed = true;
-                    }
-                    results.errors.push((scenario, kind, run + 1, msg));
-                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// `outcome` under a hard time `limit`, its error (with the server log's
+/// last lines) as one message.
+pub async fn bounded(
+    limit: Duration,
+    outcome: impl Future<Output = Result<channels::Outcome, (anyhow::Error, String)>>,
+) -> Result<channels::Outcome, String> {
+    match tokio::time::timeout(limit, outcome).await {
+        Err(_) => Err(format!("hard time limit of {limit:?} reached")),
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err((e, tail))) if tail.is_empty() => Err(format!("{e:#}")),
+        Ok(Err((e, tail))) => Err(format!("{e:#}\n  server log (last lines):\n    {tail}")),
     }
 }
 
@@ -79,11 +133,42 @@ pub async fn run(suite: &Suite, programs: &Programs, run: usize, results: &mut R
 async fn one(kind: Kind, programs: &Programs, plan: &Plan) -> Result<channels::Outcome, String> {
     let scratch = sys::Scratch::new("channels").map_err(|e| format!("scratch directory: {e}"))?;
     let dir: &Path = scratch.path();
-    match tokio::time::timeout(LIMIT, channels::run(kind, programs, plan, dir)).await {
-        Err(_) => Err(format!("hard time limit of {LIMIT:?} reached")),
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err((e, tail))) if tail.is_empty() => Err(format!("{e:#}")),
-        Ok(Err((e, tail))) => Err(format!("{e:#}\n  server log (last lines):\n    {tail}")),
+    bounded(LIMIT, channels::run(kind, programs, plan, dir)).await
+}
+
+/// The rows of one size of a scenario that runs sizes (8, 9).
+pub struct SizeRows<'a> {
+    pub rows: &'a mut Vec<Row>,
+    scenario: String,
+    metric: fn(Figure, u32) -> Metric,
+    n: usize,
+}
+
+impl<'a> SizeRows<'a> {
+    /// `title` ("8. channels") and what a size counts ("subscriber").
+    pub fn new(
+        rows: &'a mut Vec<Row>,
+        (title, unit): (&str, &str),
+        n: usize,
+        metric: fn(Figure, u32) -> Metric,
+    ) -> SizeRows<'a> {
+        let plural = if n == 1 { "" } else { "s" };
+        let scenario = format!("{title} ({n} {unit}{plural}, 64-byte messages)");
+        SizeRows {
+            rows,
+            scenario,
+            metric,
+            n,
+        }
+    }
+
+    pub fn row(&mut self, figure: Figure, label: String, better: Better) {
+        self.rows.push(Row {
+            metric: (self.metric)(figure, self.n as u32),
+            scenario: self.scenario.clone(),
+            label,
+            better,
+        })
     }
 }
 
@@ -91,19 +176,9 @@ async fn one(kind: Kind, programs: &Programs, plan: &Plan) -> Result<channels::O
 pub fn rows(suite: &Suite) -> Vec<Row> {
     let mut rows = Vec::new();
     for &n in &suite.sizes {
-        let plan = Plan::new(n, suite.deliveries, suite.paced, suite.paced_secs, 1);
-        let scenario = format!(
-            "8. channels ({n} subscriber{}, 64-byte messages)",
-            if n == 1 { "" } else { "s" }
-        );
-        let mut row = |figure, label: String, better| {
-            rows.push(Row {
-                metric: Metric::Channel(figure, n as u32),
-                scenario: scenario.clone(),
-                label,
-                better,
-            })
-        };
+        let plan = suite.plan(n, 1);
+        let mut size = SizeRows::new(&mut rows, ("8. channels", "subscriber"), n, Metric::Channel);
+        let mut row = |figure, label, better| size.row(figure, label, better);
         let acked = format!(
             "(a) deliveries/s, each publish acknowledged before the next ({} messages)",
             plan.messages

@@ -19,20 +19,18 @@
 //! anything else fails the run.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Ws, LINE_LEN};
 use crate::control::{Control, Send};
-use crate::fanout::{connect_all, linger, wait_phase, Event};
+use crate::fanout::{connect_all, wait_phase, Event};
+use crate::feed::{self, message, sent_now, Columns, Feed, PHASE_LIMIT, PROBE, READY_LIMIT};
 use crate::http_publish::HttpPublisher;
 use crate::nchan;
-use crate::scenarios::{check_failed, close, next_data, Figures, Metric};
+use crate::scenarios::{check_failed, close, Metric};
 use crate::server::{self, Kind, Programs, Server, Spec};
 use crate::sys;
 
@@ -41,15 +39,6 @@ const CHANNEL: &str = "/bench";
 
 /// Pipelined publishes in flight at once.
 pub const WINDOW: usize = 256;
-
-/// Bound on every subscriber being a member.
-const READY_LIMIT: Duration = Duration::from_secs(30);
-
-/// Bound on one phase: publishing and every subscriber receiving.
-const PHASE_LIMIT: Duration = Duration::from_secs(60);
-
-/// After the last message, how long each subscriber watches for another.
-const LINGER: Duration = Duration::from_millis(300);
 
 /// Bound on closing the subscribers.
 const CLOSE_LIMIT: Duration = Duration::from_secs(30);
@@ -101,7 +90,7 @@ impl Plan {
         }
     }
 
-    fn paced_count(&self) -> usize {
+    pub fn paced_count(&self) -> usize {
         (self.rate * self.paced_secs).ceil().max(1.0) as usize
     }
 }
@@ -131,7 +120,7 @@ impl Phase {
 }
 
 /// Figures per report column, and notes.
-pub type Outcome = (Vec<(Kind, Figures)>, Vec<String>);
+pub type Outcome = (Columns, Vec<String>);
 
 /// One size against one server: starts it (in `scratch`), runs every
 /// phase, stops it.
@@ -207,13 +196,7 @@ struct Publishers {
 async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Result<Outcome> {
     let n = plan.subscribers;
     let pid = server.pid().context("no server process")?;
-    let need = n as u64 + 100;
-    if sys::nofile_soft() < need {
-        bail!(
-            "{n} subscribers need an open files limit of about {need}; it is {}",
-            sys::nofile_soft()
-        );
-    }
+    feed::check_nofile(&format!("{n} subscribers"), n as u64 + 100)?;
     let mut publishers = Publishers {
         http: connect_http(target.publish_port).await?,
         control: match &target.control {
@@ -241,36 +224,31 @@ async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Resul
             false => plan.messages,
         })
         .collect();
-    let ends: Arc<[usize]> = counts
-        .iter()
-        .scan(0, |end, c| {
-            *end += c;
-            Some(*end)
-        })
-        .collect();
-    let timed: Arc<[bool]> = phases.iter().map(|p| p.paced()).collect();
-
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let feed = Feed {
+        ends: feed::ends(&counts),
+        timed: phases.iter().map(|p| p.paced()).collect(),
+        events: events_tx,
+        progress: None,
+    };
     let mut subscribers = JoinSet::new();
     for (index, ws) in conns.into_iter().enumerate() {
-        let sub = subscriber(ws, index, ends.clone(), timed.clone(), events_tx.clone());
-        subscribers.spawn(sub);
+        subscribers.spawn(feed::subscriber(ws, index, feed.clone()));
     }
-    drop(events_tx);
+    drop(feed);
     if target.kind == Kind::Wspipe {
         wait_members(&mut publishers, n).await?;
     }
     let counted = probe_until_joined(&mut publishers, target, &mut events, n).await?;
-    let after = sys::tree_pss_kib(pid).context("server memory")?;
+    let idle = feed::per_client_kib(pid, before, n)?;
 
-    let mut columns: Vec<(Kind, Figures)> = Vec::new();
+    let mut columns: Columns = Vec::new();
     let mut notes = Vec::new();
     if counted != Some(n as u64) {
         notes.push(format!(
             "{n} subscribers all had a probe, but the publish answer counted {counted:?}"
         ));
     }
-    let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); phases.len()];
     let mut first = 0;
     for (i, (&phase, &count)) in phases.iter().zip(&counts).enumerate() {
         let start = Instant::now();
@@ -291,46 +269,37 @@ async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Resul
             };
             let column = phase.column(target.kind);
             push(&mut columns, column, figure, n, rate);
-            if let (Some(a), Some(b)) = (cpu_before, sys::tree_cpu_time(pid)) {
-                let us = b.saturating_sub(a).as_secs_f64() * 1e6 / deliveries;
+            if let Some(us) = feed::cpu_per(pid, cpu_before, deliveries) {
                 push(&mut columns, column, cpu, n, us);
             }
         }
         first += count;
     }
     if n >= 100 {
-        let per = after.saturating_sub(before) as f64 / n as f64;
-        push(&mut columns, target.kind, Figure::IdleKib, n, per);
+        push(&mut columns, target.kind, Figure::IdleKib, n, idle);
     }
 
-    let mut conns = Vec::with_capacity(n);
-    let join_deadline = tokio::time::Instant::now() + LINGER + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(join_deadline, subscribers.join_next()).await {
-            Err(_) => bail!("subscribers did not finish"),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => bail!("subscriber task: {e}"),
-            Ok(Some(Ok(Err(e)))) => return Err(e),
-            Ok(Some(Ok(Ok((ws, lat))))) => {
-                conns.push(ws);
-                for (phase, l) in lat.into_iter().enumerate() {
-                    latencies[phase].extend(l);
-                }
-            }
-        }
-    }
+    let (conns, mut latencies) = feed::join_subscribers(&mut subscribers, phases.len()).await?;
     for (i, &phase) in phases.iter().enumerate() {
-        let l = &mut latencies[i];
-        if !phase.paced() || l.is_empty() {
+        let Some((p50, p99)) = feed::p50_p99(&mut latencies[i]).filter(|_| phase.paced()) else {
             continue;
-        }
-        l.sort_unstable();
-        let at = |q: f64| l[((l.len() - 1) as f64 * q).round() as usize] as f64;
+        };
         let column = phase.column(target.kind);
-        push(&mut columns, column, Figure::P50, n, at(0.50));
-        push(&mut columns, column, Figure::P99, n, at(0.99));
+        push(&mut columns, column, Figure::P50, n, p50);
+        push(&mut columns, column, Figure::P99, n, p99);
     }
     drop(publishers);
+    close_all(conns).await;
+    Ok((columns, notes))
+}
+
+fn push(columns: &mut Columns, kind: Kind, figure: Figure, n: usize, value: f64) {
+    feed::push(columns, kind, Metric::Channel(figure, n as u32), value);
+}
+
+/// Closes every connection, each with a close handshake, all within
+/// [`CLOSE_LIMIT`].
+pub(crate) async fn close_all(conns: Vec<crate::client::Ws>) {
     let mut closing = JoinSet::new();
     for ws in conns {
         closing.spawn(close(ws));
@@ -340,15 +309,6 @@ async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Resul
     })
     .await;
     closing.abort_all();
-    Ok((columns, notes))
-}
-
-fn push(columns: &mut Vec<(Kind, Figures)>, kind: Kind, figure: Figure, n: usize, value: f64) {
-    let metric = Metric::Channel(figure, n as u32);
-    match columns.iter_mut().find(|(k, _)| *k == kind) {
-        Some((_, figures)) => figures.push((metric, value)),
-        None => columns.push((kind, vec![(metric, value)])),
-    }
 }
 
 /// The HTTP publisher, waiting (bounded) for the port: wspipe binds its
@@ -394,25 +354,11 @@ async fn probe_until_joined(
     events: &mut mpsc::UnboundedReceiver<Event>,
     n: usize,
 ) -> anyhow::Result<Option<u64>> {
-    let deadline = Instant::now() + READY_LIMIT;
-    let mut joined = 0;
+    let mut joining = feed::Joining::new(n);
     loop {
         let answer = p.http.publish(target.publish_path, PROBE).await?;
-        let round = tokio::time::Instant::now() + Duration::from_millis(100);
-        while joined < n {
-            match tokio::time::timeout_at(round, events.recv()).await {
-                Err(_) => break,
-                Ok(None) => bail!("the subscribers ended early"),
-                Ok(Some(Event::Joined)) => joined += 1,
-                Ok(Some(Event::Failed(e))) => return Err(e),
-                Ok(Some(Event::Done { .. })) => bail!("a subscriber finished before the start"),
-            }
-        }
-        if joined == n {
+        if joining.round(events).await? {
             return Ok(answer.reached);
-        }
-        if Instant::now() >= deadline {
-            bail!("only {joined} of {n} subscribers had a probe after {READY_LIMIT:?}");
         }
     }
 }
@@ -428,8 +374,7 @@ async fn publish(
     deadline: Instant,
 ) -> anyhow::Result<Option<String>> {
     let n = plan.subscribers;
-    let start = Instant::now();
-    let mut late = Duration::ZERO;
+    let mut pacer = feed::Pacer::new(plan.rate);
     if phase == Phase::PipelinedControl {
         let control = p.control.as_mut().context("no control socket")?;
         let first = seqs.start;
@@ -444,13 +389,7 @@ async fn publish(
     }
     for (k, seq) in seqs.enumerate() {
         if phase.paced() {
-            let due = start + Duration::from_secs_f64(k as f64 / plan.rate);
-            let now = Instant::now();
-            if now < due {
-                tokio::time::sleep_until(due.into()).await;
-            } else {
-                late = late.max(now - due);
-            }
+            pacer.wait(k).await;
         }
         if Instant::now() >= deadline {
             bail!("publishing took longer than {PHASE_LIMIT:?}");
@@ -478,131 +417,12 @@ async fn publish(
             }
         }
     }
-    // A scheduling hiccup is not worth a note; a publisher that cannot
-    // keep up (answers slower than the rate) is.
-    let slack = Duration::from_secs_f64(1.0 / plan.rate).max(Duration::from_millis(10));
-    Ok((late > slack).then(|| {
-        format!(
-            "{n} subscribers, {phase:?}: the publisher fell {:.1} ms behind its {} messages/s",
-            late.as_secs_f64() * 1e3,
-            plan.rate
-        )
-    }))
-}
-
-/// What probes say (never a numbered message).
-const PROBE: &str = "probe";
-
-/// The bench's clock: nanoseconds since it was first read.
-fn sent_now() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// Message `seq`, sent at `nanos`: 64 bytes, `SEQ NANOS ` then padding.
-fn message(seq: usize, nanos: u64) -> String {
-    let mut s = format!("{seq:010} {nanos:019} ");
-    while s.len() < LINE_LEN {
-        s.push('x');
-    }
-    s
-}
-
-/// The sequence number and send time in a message.
-fn parse(text: &str) -> Option<(usize, u64)> {
-    let mut fields = text.split(' ');
-    let seq = fields.next()?.parse().ok()?;
-    let nanos = fields.next()?.parse().ok()?;
-    (text.len() == LINE_LEN).then_some((seq, nanos))
-}
-
-/// One subscriber: every message of every phase, checked; the latency of
-/// each message of a timed phase (µs); then a watch for an extra message.
-async fn subscriber(
-    mut ws: Ws,
-    index: usize,
-    ends: Arc<[usize]>,
-    timed: Arc<[bool]>,
-    events: mpsc::UnboundedSender<Event>,
-) -> anyhow::Result<(Ws, Vec<Vec<u32>>)> {
-    let mut latencies = vec![Vec::new(); ends.len()];
-    // The first probe: a member now. Later ones (sent until every
-    // subscriber had one) are skipped below.
-    match next_data(&mut ws, READY_LIMIT).await {
-        Ok(Message::Text(t)) if t.as_str() == PROBE => {
-            let _ = events.send(Event::Joined);
-        }
-        Ok(other) => {
-            let e = check_failed(format!("subscriber {index}: {other:?} before any probe"));
-            let _ = events.send(Event::Failed(e));
-            bail!("subscriber {index} failed (reported)");
-        }
-        Err(e) => {
-            let _ = events.send(Event::Failed(e.context(format!("subscriber {index}"))));
-            bail!("subscriber {index} failed (reported)");
-        }
-    }
-    let mut next = 0;
-    for (phase, &end) in ends.iter().enumerate() {
-        if timed[phase] {
-            latencies[phase].reserve(end - next);
-        }
-        while next < end {
-            let got = match next_data(&mut ws, PHASE_LIMIT).await {
-                Ok(Message::Text(t)) if next == 0 && t.as_str() == PROBE => continue,
-                got => got.and_then(|msg| expect(&msg, next, index)),
-            };
-            match got {
-                Ok(sent) if timed[phase] => {
-                    let us = sent_now().saturating_sub(sent) / 1000;
-                    latencies[phase].push(us.min(u32::MAX as u64) as u32);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let e = e.context(format!("subscriber {index}, after {next} messages"));
-                    let _ = events.send(Event::Failed(e));
-                    bail!("subscriber {index} failed (reported)");
-                }
-            }
-            next += 1;
-        }
-        let _ = events.send(Event::Done {
-            phase,
-            at: Instant::now(),
-        });
-    }
-    linger(&mut ws, index, LINGER).await?;
-    Ok((ws, latencies))
-}
-
-/// Message number `seq` must be next; its send time.
-fn expect(msg: &Message, seq: usize, index: usize) -> anyhow::Result<u64> {
-    let Message::Text(t) = msg else {
-        return Err(check_failed(format!(
-            "subscriber {index}: message #{seq}: expected text, got {msg:?}"
-        )));
-    };
-    match parse(t.as_str()) {
-        Some((got, sent)) if got == seq => Ok(sent),
-        _ => Err(check_failed(format!(
-            "subscriber {index}: message #{seq} expected, got {:?}",
-            t.as_str()
-        ))),
-    }
+    Ok(pacer.note(&format!("{n} subscribers, {phase:?}: the publisher")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_round_trip() {
-        let m = message(42, 1_234_567_890);
-        assert_eq!(m.len(), LINE_LEN);
-        assert_eq!(parse(&m), Some((42, 1_234_567_890)));
-        assert_eq!(parse("42 17"), None);
-        assert_eq!(parse(&m.replace("0042", "00x2")), None);
-    }
 
     #[test]
     fn plans_spread_the_deliveries() {

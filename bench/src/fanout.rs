@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, line, Ws};
 use crate::control::{Control, Send};
-use crate::scenarios::{check_failed, close, next_data, Figures, Metric};
+use crate::scenarios::{check_failed, next_data, Figures, Metric};
 use crate::server::Server;
 use crate::sys;
 
@@ -47,9 +47,6 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After the last message, how long each client watches for an extra one.
 const LINGER: Duration = Duration::from_millis(300);
-
-/// Bound on closing every client, and on the server's children going.
-const CLOSE_LIMIT: Duration = Duration::from_secs(30);
 
 /// How the producer reaches the clients.
 pub enum Producer {
@@ -295,28 +292,10 @@ pub async fn fanout(
     }
 
     // Exactly once: each subscriber watched for an extra message; then close.
-    let mut conns = Vec::with_capacity(n);
-    let join_deadline = tokio::time::Instant::now() + LINGER + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(join_deadline, subscribers.join_next()).await {
-            Err(_) => bail!("subscribers did not finish"),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => bail!("subscriber task: {e}"),
-            Ok(Some(Ok(Err(e)))) => return Err(e),
-            Ok(Some(Ok(Ok(ws)))) => conns.push(ws),
-        }
-    }
+    let conns = crate::feed::join_all(&mut subscribers).await?;
     figures.push((Metric::FanOutChecked, 1.0));
     drop(control);
-    let mut closing = JoinSet::new();
-    for ws in conns {
-        closing.spawn(close(ws));
-    }
-    let _ = tokio::time::timeout(CLOSE_LIMIT, async {
-        while closing.join_next().await.is_some() {}
-    })
-    .await;
-    closing.abort_all();
+    crate::channels::close_all(conns).await;
     if !server.wait_children_gone(Duration::from_secs(10)).await {
         notes.push(format!(
             "{} children still there 10 s after the clients closed (the server stop kills them)",
@@ -399,7 +378,10 @@ async fn subscriber(
 
 /// After a client's last message: watches it for `limit`, and fails on any
 /// data message (a duplicate or an extra) or a dropped connection.
-pub(crate) async fn linger(ws: &mut Ws, index: usize, limit: Duration) -> anyhow::Result<()> {
+pub(crate) async fn linger<S>(ws: &mut S, index: usize, limit: Duration) -> anyhow::Result<()>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {

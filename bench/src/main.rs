@@ -14,11 +14,16 @@ mod channels;
 mod client;
 mod control;
 mod fanout;
+mod feed;
 mod http_publish;
 mod nchan;
+mod params;
+mod render;
 mod report;
 mod scenarios;
 mod server;
+mod shared;
+mod shared_suite;
 mod sys;
 
 use std::path::PathBuf;
@@ -28,246 +33,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use report::{Better, Results, Row};
+use params::{Args, Params};
+use report::Results;
 use scenarios::Metric;
 use server::{Kind, Programs, Server, Spec};
-
-/// Benchmarks wspipe against websocketd and an in-process echo server.
-#[derive(Debug, Parser)]
-#[command(name = "wspipe-bench")]
-struct Args {
-    /// Tiny counts (CI smoke test): every scenario once, in seconds.
-    #[arg(long)]
-    smoke: bool,
-    /// Runs per figure (the median is reported). Default 3 (smoke: 1).
-    #[arg(long)]
-    runs: Option<usize>,
-    /// Scenarios to run, comma separated (1-8). Default: all.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
-    only: Vec<u8>,
-    /// 1: sequential round trips. Default 5000 (smoke: 200).
-    #[arg(long)]
-    latency_count: Option<usize>,
-    /// 2: seconds of pipelined echo. Default 5 (smoke: 0.5).
-    #[arg(long)]
-    throughput_secs: Option<f64>,
-    /// 2: messages in flight.
-    #[arg(long, default_value_t = 256)]
-    window: usize,
-    /// 3: sessions (connect, one echo, close). Default 1000 (smoke: 40).
-    #[arg(long)]
-    churn_count: Option<usize>,
-    /// 3: sessions at a time.
-    #[arg(long, default_value_t = 4)]
-    churn_parallel: usize,
-    /// 3: spawns of /bin/true for the ceiling. Default 1000 (smoke: 50).
-    #[arg(long)]
-    spawn_count: Option<usize>,
-    /// 4: concurrent connections. Default 2000 (smoke: 50).
-    #[arg(long)]
-    storm_count: Option<usize>,
-    /// 4: handshakes in flight while connecting.
-    #[arg(long, default_value_t = 256)]
-    storm_parallel: usize,
-    /// 5: seconds of binary echo. Default 5 (smoke: 0.5).
-    #[arg(long)]
-    binary_secs: Option<f64>,
-    /// 5: bytes per binary message (at most 65536).
-    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=65536))]
-    binary_size: u32,
-    /// 5: bytes in flight. websocketd 0.4.1 deadlocks once more than its
-    /// pipes hold is in flight, so the measured window stays small.
-    #[arg(long, default_value_t = 128 << 10)]
-    binary_window: usize,
-    /// 5: bytes in flight for the one-off deadlock probe (0: no probe).
-    #[arg(long, default_value_t = 1 << 20)]
-    binary_probe_window: usize,
-    /// 6: seconds of slow reading. Default 5 (smoke: 0.5).
-    #[arg(long)]
-    backpressure_secs: Option<f64>,
-    /// 6: lines the child writes (100 bytes each). Default 400000 (smoke:
-    /// 20000).
-    #[arg(long)]
-    backpressure_lines: Option<u64>,
-    /// 7: clients subscribed. Default 1000 (smoke: 50). Connected with
-    /// --storm-parallel handshakes in flight.
-    #[arg(long)]
-    fanout_clients: Option<usize>,
-    /// 7: numbered messages per phase (at most 2000). Default 200 (smoke:
-    /// 20).
-    #[arg(long)]
-    fanout_messages: Option<usize>,
-    /// 7: messages sent with one `wspipe ctl broadcast` process each (0: none).
-    /// Default 20 (smoke: 3).
-    #[arg(long)]
-    fanout_cli_messages: Option<usize>,
-    /// 8: channel sizes (subscribers), comma separated. Default 1,1000,10000
-    /// (smoke: 1,50).
-    #[arg(long, value_delimiter = ',')]
-    channel_sizes: Vec<usize>,
-    /// 8: deliveries per acknowledged phase, spread over the subscribers
-    /// (20 to 20,000 messages). Default 500000 (smoke: 2000).
-    #[arg(long)]
-    channel_deliveries: Option<usize>,
-    /// 8: deliveries/s of the paced phase, spread over the subscribers (at
-    /// most 1000 messages/s); well below what either server can do, so
-    /// latency is not queueing. Default 20000 (smoke: 5000).
-    #[arg(long)]
-    channel_paced: Option<f64>,
-    /// 8: seconds of the paced phase. Default 5 (smoke: 0.5).
-    #[arg(long)]
-    channel_paced_secs: Option<f64>,
-    /// The nginx binary (8: it loads the nchan module).
-    #[arg(long, default_value = "nginx")]
-    nginx: PathBuf,
-    /// The wspipe binary. Default: `wspipe` next to this binary.
-    #[arg(long)]
-    wspipe: Option<PathBuf>,
-    /// The websocketd binary.
-    #[arg(long, default_value = "websocketd")]
-    websocketd: PathBuf,
-    /// Watchdog: end everything after this many seconds. Default 1200
-    /// (smoke: 240).
-    #[arg(long)]
-    max_total_secs: Option<u64>,
-}
-
-/// The counts actually used.
-#[derive(Debug, Clone)]
-struct Params {
-    smoke: bool,
-    runs: usize,
-    only: Vec<u8>,
-    latency_count: usize,
-    throughput_secs: f64,
-    window: usize,
-    churn_count: usize,
-    churn_parallel: usize,
-    spawn_count: usize,
-    storm_count: usize,
-    storm_parallel: usize,
-    binary_secs: f64,
-    binary_size: usize,
-    binary_window: usize,
-    binary_probe_window: usize,
-    backpressure_secs: f64,
-    backpressure_lines: u64,
-    fanout_clients: usize,
-    fanout_messages: usize,
-    fanout_cli_messages: usize,
-    channel_sizes: Vec<usize>,
-    channel_deliveries: usize,
-    channel_paced: f64,
-    channel_paced_secs: f64,
-    max_total: Duration,
-}
-
-impl Params {
-    fn from_args(a: &Args) -> anyhow::Result<Params> {
-        let s = a.smoke;
-        let pick = |full, smoke| if s { smoke } else { full };
-        let p = Params {
-            smoke: s,
-            runs: a.runs.unwrap_or(pick(3, 1)),
-            only: if a.only.is_empty() {
-                (1..=8).collect()
-            } else {
-                a.only.clone()
-            },
-            latency_count: a.latency_count.unwrap_or(pick(5000, 200)),
-            throughput_secs: a.throughput_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
-            window: a.window,
-            churn_count: a.churn_count.unwrap_or(pick(1000, 40)),
-            churn_parallel: a.churn_parallel,
-            spawn_count: a.spawn_count.unwrap_or(pick(1000, 50)),
-            storm_count: a.storm_count.unwrap_or(pick(2000, 50)),
-            storm_parallel: a.storm_parallel,
-            binary_secs: a.binary_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
-            binary_size: a.binary_size as usize,
-            binary_window: a.binary_window,
-            binary_probe_window: a.binary_probe_window,
-            backpressure_secs: a.backpressure_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
-            backpressure_lines: a
-                .backpressure_lines
-                .unwrap_or(if s { 20_000 } else { 400_000 }),
-            fanout_clients: a.fanout_clients.unwrap_or(pick(1000, 50)),
-            fanout_messages: a.fanout_messages.unwrap_or(pick(200, 20)),
-            fanout_cli_messages: a.fanout_cli_messages.unwrap_or(pick(20, 3)),
-            channel_sizes: if a.channel_sizes.is_empty() {
-                if s {
-                    vec![1, 50]
-                } else {
-                    vec![1, 1000, 10_000]
-                }
-            } else {
-                a.channel_sizes.clone()
-            },
-            channel_deliveries: a.channel_deliveries.unwrap_or(pick(500_000, 2000)),
-            channel_paced: a.channel_paced.unwrap_or(if s { 5000.0 } else { 20_000.0 }),
-            channel_paced_secs: a.channel_paced_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
-            max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 240 } else { 1200 })),
-        };
-        let secs_ok = |v: f64| v.is_finite() && v > 0.0 && v <= 60.0;
-        if !(secs_ok(p.throughput_secs)
-            && secs_ok(p.binary_secs)
-            && secs_ok(p.backpressure_secs)
-            && secs_ok(p.channel_paced_secs))
-        {
-            bail!("durations must be in (0, 60] seconds");
-        }
-        if p.runs == 0 || p.runs > 20 {
-            bail!("--runs must be 1..=20");
-        }
-        let counts = [
-            p.latency_count,
-            p.window,
-            p.churn_count,
-            p.churn_parallel,
-            p.spawn_count,
-            p.storm_count,
-            p.storm_parallel,
-            p.binary_window,
-        ];
-        if counts.iter().any(|&c| c == 0 || c > 1_000_000) || p.backpressure_lines == 0 {
-            bail!("counts must be in 1..=1000000");
-        }
-        // Every fan-out message is held by every client's checker, and the
-        // run has a time limit: keep the product sane.
-        if p.fanout_clients == 0
-            || p.fanout_clients > 20_000
-            || p.fanout_messages == 0
-            || p.fanout_messages > fanout::MAX_MESSAGES
-            || p.fanout_cli_messages > 1000
-        {
-            bail!(
-                "fan-out: 1..=20000 clients, 1..={} messages, 0..=1000 via the CLI",
-                fanout::MAX_MESSAGES
-            );
-        }
-        if p.channel_sizes.iter().any(|&n| n == 0 || n > 15_000)
-            || p.channel_deliveries == 0
-            || p.channel_deliveries > 10_000_000
-            || !(p.channel_paced >= 1.0 && p.channel_paced <= 10_000_000.0)
-        {
-            bail!(
-                "channels: 1..=15000 subscribers, 1..=10000000 deliveries, \
-                 1..=10000000 paced deliveries/s"
-            );
-        }
-        Ok(p)
-    }
-
-    fn suite(&self) -> channel_suite::Suite {
-        channel_suite::Suite {
-            sizes: self.channel_sizes.clone(),
-            deliveries: self.channel_deliveries,
-            paced: self.channel_paced,
-            paced_secs: self.channel_paced_secs,
-            parallel: self.storm_parallel,
-            runs: self.runs,
-        }
-    }
-}
 
 /// Fan-out: wspipe's control socket and websocketd's shared file, in the
 /// run's scratch directory.
@@ -285,9 +54,10 @@ enum Scenario {
     Backpressure = 6,
     FanOut = 7,
     Channels = 8,
+    Shared = 9,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario::Latency,
     Scenario::Throughput,
     Scenario::Churn,
@@ -296,6 +66,7 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario::Backpressure,
     Scenario::FanOut,
     Scenario::Channels,
+    Scenario::Shared,
 ];
 
 impl Scenario {
@@ -309,6 +80,7 @@ impl Scenario {
             Scenario::Backpressure => "backpressure",
             Scenario::FanOut => "fan-out",
             Scenario::Channels => "channels",
+            Scenario::Shared => "shared process",
         }
     }
 
@@ -319,6 +91,7 @@ impl Scenario {
                 &[Kind::Wspipe, Kind::Websocketd, Kind::Reference]
             }
             Scenario::Channels => &[Kind::Wspipe, Kind::Nchan],
+            Scenario::Shared => &shared::MODES,
             _ => &[Kind::Wspipe, Kind::Websocketd],
         }
     }
@@ -365,159 +138,9 @@ impl Scenario {
             Scenario::Backpressure => secs(p.backpressure_secs) + Duration::from_secs(140),
             Scenario::FanOut => Duration::from_secs(240),
             // One size against one server.
-            Scenario::Channels => Duration::from_secs(240),
+            Scenario::Channels | Scenario::Shared => Duration::from_secs(240),
         }
     }
-}
-
-fn rows(p: &Params) -> Vec<Row> {
-    let l1 = format!(
-        "1. echo latency (1 conn, {} sequential round trips, µs)",
-        p.latency_count
-    );
-    let l2 = format!(
-        "2. echo throughput (1 conn, {} in flight, 64-byte messages, {} s)",
-        p.window, p.throughput_secs
-    );
-    let l3 = format!(
-        "3. connection churn ({} × connect + echo + close, {} at a time)",
-        p.churn_count, p.churn_parallel
-    );
-    let l4 = format!(
-        "4. storm ({} concurrent conns, each with a `cat`; {} handshakes in flight)",
-        p.storm_count, p.storm_parallel
-    );
-    let l5 = format!(
-        "5. binary throughput ({} KiB messages, `--binary cat`, {} KiB in flight, {} s)",
-        p.binary_size / 1024,
-        p.binary_window / 1024,
-        p.binary_secs
-    );
-    let l6 = format!(
-        "6. backpressure (`seq`: {} lines of {} bytes; slow reader for {} s)",
-        p.backpressure_lines,
-        scenarios::SEQ_WIDTH + 1,
-        p.backpressure_secs
-    );
-    let l7 = format!(
-        "7. fan-out ({} clients × {} numbered 64-byte messages; wspipe: control-socket \
-         broadcast; websocketd + tail -f shared file²)",
-        p.fanout_clients, p.fanout_messages
-    );
-    let cli = format!(
-        "`wspipe ctl broadcast` as a process, one exec per message, {} messages (broadcasts/s)",
-        p.fanout_cli_messages
-    );
-    let row = |metric, scenario: &str, label: &str, better| Row {
-        metric,
-        scenario: scenario.to_string(),
-        label: label.to_string(),
-        better,
-    };
-    let probe = format!(
-        "{} KiB in flight for 1 s (deadlock probe, run 1 only)",
-        p.binary_probe_window / 1024
-    );
-    let all = vec![
-        row(Metric::LatencyP50, &l1, "p50", Better::Lower),
-        row(Metric::LatencyP99, &l1, "p99", Better::Lower),
-        row(Metric::LatencyMax, &l1, "max", Better::Lower),
-        row(
-            Metric::LatencyCpu,
-            &l1,
-            "server CPU per round trip (µs)",
-            Better::Lower,
-        ),
-        row(Metric::EchoRate, &l2, "messages/s", Better::Higher),
-        row(
-            Metric::EchoCpu,
-            &l2,
-            "server CPU per message (µs)",
-            Better::Lower,
-        ),
-        row(Metric::ChurnRate, &l3, "sessions/s", Better::Higher),
-        row(
-            Metric::ChurnCpu,
-            &l3,
-            "server CPU per session (µs)",
-            Better::Lower,
-        ),
-        row(
-            Metric::SpawnRateSequential,
-            &l3,
-            "/bin/true spawn+wait, 1 thread (spawns/s)",
-            Better::Neither,
-        ),
-        row(Metric::StormConnected, &l4, "connected", Better::Neither),
-        row(Metric::StormChildren, &l4, "children seen", Better::Neither),
-        row(
-            Metric::StormSeconds,
-            &l4,
-            "time to connect all (s)",
-            Better::Lower,
-        ),
-        row(
-            Metric::StormRssPerConn,
-            &l4,
-            "server RSS per connection (KiB)",
-            Better::Lower,
-        ),
-        row(Metric::BinaryRate, &l5, "MB/s", Better::Higher),
-        row(Metric::BinaryBigWindow, &l5, &probe, Better::Neither),
-        row(
-            Metric::BackpressureGrowth,
-            &l6,
-            "max server RSS growth (KiB)",
-            Better::Lower,
-        ),
-        row(
-            Metric::BackpressureDelivered,
-            &l6,
-            "delivered",
-            Better::Neither,
-        ),
-        row(
-            Metric::FanOutDeliveries,
-            &l7,
-            "deliveries/s (clients × messages / time until every client had every message; \
-             wspipe: one broadcast request at a time)",
-            Better::Higher,
-        ),
-        row(
-            Metric::FanOutLag,
-            &l7,
-            "last delivery after the last send (ms)",
-            Better::Lower,
-        ),
-        row(
-            Metric::FanOutPipelined,
-            &l7,
-            "deliveries/s, all broadcast requests written at once (pipelined)",
-            Better::Neither,
-        ),
-        row(
-            Metric::FanOutProducerRate,
-            &l7,
-            "producer: messages/s taken (wspipe: broadcasts answered; websocketd: lines appended)",
-            Better::Neither,
-        ),
-        row(Metric::FanOutCliRate, &l7, &cli, Better::Neither),
-        row(
-            Metric::FanOutChecked,
-            &l7,
-            "every client got every message",
-            Better::Neither,
-        ),
-    ];
-    all.into_iter()
-        .chain(channel_suite::rows(&p.suite()))
-        .filter(|r| {
-            let n: u8 = r.scenario[..1].parse().unwrap_or(0);
-            p.only.contains(&n)
-                && (r.metric != Metric::BinaryBigWindow || p.binary_probe_window > 0)
-                && (r.metric != Metric::FanOutCliRate || p.fanout_cli_messages > 0)
-        })
-        .collect()
 }
 
 fn main() -> ExitCode {
@@ -561,7 +184,7 @@ fn main() -> ExitCode {
     let load_after = sys::loadavg();
     println!(
         "{}",
-        render(
+        render::render(
             &params,
             &programs,
             &results,
@@ -650,6 +273,12 @@ async fn run_all(p: &Params, programs: &Programs) -> Results {
         if sc == Scenario::Channels {
             for run in 0..p.runs {
                 channel_suite::run(&p.suite(), programs, run, &mut results).await;
+            }
+            continue;
+        }
+        if sc == Scenario::Shared {
+            for run in 0..p.runs {
+                shared_suite::run(&p.shared_suite(), programs, run, &mut results).await;
             }
             continue;
         }
@@ -835,6 +464,7 @@ async fn run_one(
                 fanout::fanout(&server, &plan, &producer).await
             }
             Scenario::Channels => Err(anyhow::anyhow!("channels run in channel_suite")),
+            Scenario::Shared => Err(anyhow::anyhow!("shared runs in shared_suite")),
         }
     };
     let outcome = match tokio::time::timeout(limit, work).await {
@@ -903,164 +533,4 @@ async fn binary_probe(server: &Server, p: &Params) -> (f64, Option<String>) {
             ),
         },
     }
-}
-
-fn version_of(program: &std::path::Path) -> String {
-    std::process::Command::new(program)
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-fn debian_version(package: &str) -> Option<String> {
-    let out = std::process::Command::new("dpkg-query")
-        .args(["-W", "-f", "${Version}", package])
-        .output()
-        .ok()?;
-    (out.status.success() && !out.stdout.is_empty())
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn render(
-    p: &Params,
-    programs: &Programs,
-    results: &Results,
-    nofile: (u64, u64),
-    elapsed: Duration,
-    load: (&str, &str),
-) -> String {
-    use std::fmt::Write as _;
-    let m = sys::Machine::describe();
-    let rows = rows(p);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "## wspipe benchmark{}\n",
-        if p.smoke {
-            " (smoke: tiny counts, figures meaningless)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        out,
-        "- machine: {} × {}, kernel {}, {} RAM",
-        m.nproc, m.cpu, m.kernel, m.mem_total
-    );
-    let _ = writeln!(
-        out,
-        "- load average (1/5/15 min) before: {}, after: {}",
-        load.0, load.1
-    );
-    let rev = std::env::var("WSPIPE_BENCH_REV")
-        .map(|r| format!(", git {r}"))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "- wspipe: {}{rev} ({})",
-        version_of(&programs.wspipe),
-        programs.wspipe.display()
-    );
-    let websocketd_pkg = debian_version("websocketd")
-        .map(|v| format!(", Debian package {v}"))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "- websocketd: {}{} ({})",
-        version_of(&programs.websocketd),
-        websocketd_pkg,
-        programs.websocketd.display()
-    );
-    if p.only.contains(&8) {
-        let pkg = |name| debian_version(name).unwrap_or_else(|| "?".into());
-        let _ = writeln!(
-            out,
-            "- nchan: Debian package libnginx-mod-nchan {} in nginx {}",
-            pkg("libnginx-mod-nchan"),
-            pkg("nginx")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "- {} run(s) per figure, median shown; open files limit {}/{}; took {:.0} s",
-        p.runs,
-        nofile.0,
-        nofile.1,
-        elapsed.as_secs_f64()
-    );
-    out.push('\n');
-    let (channel_rows, rows): (Vec<Row>, Vec<Row>) = rows
-        .into_iter()
-        .partition(|r| matches!(r.metric, Metric::Channel(..)));
-    if !rows.is_empty() {
-        out.push_str(&report::table(
-            results,
-            &rows,
-            p.runs,
-            p.storm_count,
-            &report::MAIN,
-        ));
-        out.push_str(
-            "\n¹ reference: for 1, 2 and 5, an in-process tokio-tungstenite echo server with no \
-         child process (the upper limit for a bridge); for 3, the raw fork/exec rate of \
-         `/bin/true` (spawn + wait in a loop) from as many threads as churn runs sessions \
-         at a time, the ceiling for sessions/s. \
-         Ratios are plain quotients: read them with the \"better\" column.\n",
-        );
-    }
-    if p.only.contains(&7) {
-        out.push_str(
-            "\n² For 7, websocketd has no broadcast: its column is websocketd + tail -f shared \
-             file, the usual way to fan out with it (every session runs `tail -n +1 -F FILE` \
-             on one file, the producer appends one line per message), against wspipe's \
-             `broadcast` request on its control socket.\n",
-        );
-    }
-    if !channel_rows.is_empty() {
-        out.push_str("\n### Channels: wspipe --pubsub and nginx's nchan³\n\n");
-        out.push_str(&report::table(
-            results,
-            &channel_rows,
-            p.runs,
-            0,
-            &report::CHANNELS,
-        ));
-        out.push_str(channel_suite::FOOTNOTE);
-    }
-    if !results.notes.is_empty() {
-        out.push_str("\nNotes:\n");
-        for n in &results.notes {
-            let _ = writeln!(out, "- {n}");
-        }
-    }
-    if !results.errors.is_empty() {
-        out.push_str("\nErrors:\n");
-        for (sc, kind, run, msg) in &results.errors {
-            let _ = writeln!(out, "- {sc}, {} run {run}: {msg}", kind.name());
-        }
-    }
-    if p.runs > 1 {
-        out.push_str("\n<details><summary>All runs</summary>\n\n");
-        out.push_str(&report::all_runs(results, &rows, p.runs));
-        if !channel_rows.is_empty() {
-            out.push('\n');
-            out.push_str(&report::all_runs(results, &channel_rows, p.runs));
-        }
-        out.push_str("\n</details>\n");
-    }
-    out
 }

@@ -159,6 +159,20 @@ pub const CHANNELS: Layout = Layout {
     ],
 };
 
+/// Scenario 9: one `cat` for every client, a channel, a `cat` per client;
+/// the ratios of the shared process to the other two.
+pub const SHARED: Layout = Layout {
+    columns: [
+        (Kind::Shared, "--shared cat"),
+        (Kind::Pubsub, "--pubsub"),
+        (Kind::PerConnection, "cat per connection"),
+    ],
+    ratios: [
+        (Kind::Shared, Kind::Pubsub, "shared / pubsub"),
+        (Kind::Shared, Kind::PerConnection, "shared / per connection"),
+    ],
+};
+
 /// A table of medians and ratios.
 pub fn table(
     results: &Results,
@@ -213,6 +227,9 @@ pub fn all_runs(results: &Results, rows: &[Row], runs: usize) -> String {
         for kind in [
             Kind::Wspipe,
             Kind::WspipeControl,
+            Kind::Shared,
+            Kind::Pubsub,
+            Kind::PerConnection,
             Kind::Websocketd,
             Kind::Nchan,
             Kind::Reference,
@@ -224,6 +241,7 @@ pub fn all_runs(results: &Results, rows: &[Row], runs: usize) -> String {
             // Channel rows repeat per size: name it.
             let label = match row.metric {
                 Metric::Channel(_, n) => format!("{n} sub., {}", row.label),
+                Metric::Shared(_, n) => format!("{n} clients, {}", row.label),
                 _ => row.label.clone(),
             };
             let _ = write!(out, "| {num_part}. {label} | {} |", kind.name());

@@ -56,6 +56,8 @@ pub enum Metric {
     FanOutChecked,
     /// 8: a channel figure at a number of subscribers.
     Channel(crate::channels::Figure, u32),
+    /// 9: a shared-process figure at a number of clients.
+    Shared(crate::channels::Figure, u32),
 }
 
 pub type Figures = Vec<(Metric, f64)>;

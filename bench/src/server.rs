@@ -45,6 +45,11 @@ pub enum Kind {
     /// publishes through the control socket instead of HTTP (same server,
     /// same run), kept apart so the report can show both beside nchan.
     WspipeControl,
+    /// Scenario 9's columns: wspipe started three ways (`--shared cat`,
+    /// `--pubsub`, `cat` per connection), each on a fresh server.
+    Shared,
+    Pubsub,
+    PerConnection,
 }
 
 impl Kind {
@@ -55,6 +60,9 @@ impl Kind {
             Kind::Reference => "reference",
             Kind::Nchan => "nchan",
             Kind::WspipeControl => "wspipe (control socket)",
+            Kind::Shared => "wspipe --shared cat",
+            Kind::Pubsub => "wspipe --pubsub",
+            Kind::PerConnection => "wspipe cat (per connection)",
         }
     }
 }
@@ -318,7 +326,12 @@ fn spawn_external(
             cmd.arg(format!("--port={port}")).arg("--address=127.0.0.1");
             (cmd, Some(port), "Starting WebSocket server")
         }
-        Kind::Reference | Kind::Nchan | Kind::WspipeControl => {
+        Kind::Reference
+        | Kind::Nchan
+        | Kind::WspipeControl
+        | Kind::Shared
+        | Kind::Pubsub
+        | Kind::PerConnection => {
             bail!("{} is not started from a Spec", kind.name())
         }
     };
