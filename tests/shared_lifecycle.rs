@@ -418,3 +418,44 @@ async fn a_child_flooding_past_a_stalled_client_is_never_held_and_memory_stays_f
     );
     drop(stalled);
 }
+
+#[tokio::test]
+async fn with_ids_a_restarted_child_first_hears_every_client_still_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let ctl = socket.to_str().unwrap();
+    // Tells everyone each line it reads (a leading TAB: to all); a client
+    // saying "quit" makes it exit.
+    let program = script_external(
+        dir.path(),
+        "raw",
+        "#!/bin/bash\nwhile IFS= read -r line; do\n  [[ $line == *$'\\t'quit ]] && exit 1\n  printf '\\t%s\\n' \"$line\"\ndone\n",
+    );
+    let server = Server::start(&[
+        "--control",
+        ctl,
+        "--shared",
+        "--shared-ids",
+        "--shared-restart",
+        program.to_str().unwrap(),
+    ]);
+    server.wait_log("control socket at");
+    let mut a = connect(&server.url("/")).await;
+    let id_a = new_id(ctl, &[]);
+    assert_eq!(next_text(&mut a).await, format!("\tjoin\t{id_a}"));
+    let mut b = connect(&server.url("/")).await;
+    let id_b = new_id(ctl, &[id_a]);
+    for ws in [&mut a, &mut b] {
+        assert_eq!(next_text(ws).await, format!("\tjoin\t{id_b}"));
+    }
+    let first = live_children(&server)[0];
+    send_text(&mut b, "quit").await;
+    wait_new_child(&server, first).await;
+    // The new child's first lines: both clients, in id order.
+    for ws in [&mut a, &mut b] {
+        assert_eq!(next_text(ws).await, format!("\tjoin\t{id_a}"));
+        assert_eq!(next_text(ws).await, format!("\tjoin\t{id_b}"));
+    }
+    send_text(&mut a, "after").await;
+    assert_eq!(next_text(&mut b).await, format!("\t{id_a}\tafter"));
+}
