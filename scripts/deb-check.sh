@@ -11,7 +11,7 @@ fail() { echo "deb-check: $*" >&2; exit 1; }
 
 deb=$(ls -t target/debian/wspipe_*.deb | head -1)
 as_root dpkg -i "$deb"
-trap 'as_root dpkg -r wspipe >/dev/null || true' EXIT
+trap 'as_root dpkg --purge wspipe >/dev/null || true' EXIT
 
 /usr/bin/wspipe --version
 getent passwd wspipe >/dev/null || fail "no wspipe system user"
@@ -43,7 +43,9 @@ log=$(mktemp)
 server=$!
 for _ in $(seq 100); do grep -q 'serving on' "$log" && break; sleep 0.1; done
 grep -q 'serving on' "$log" || fail "server did not start: $(cat "$log")"
-out=$(timeout 30 target/debug/examples/wsclient "ws://127.0.0.1:$port/" </dev/null 2>&1)
+# The client closes when its stdin ends (and exits only once it has):
+# stdin stays open past the example's 5 s.
+out=$(sleep 8 | timeout 30 target/debug/examples/wsclient "ws://127.0.0.1:$port/" 2>&1)
 kill "$server"; wait "$server" || true
 [ "$(grep -cx '[0-9]*' <<<"$out")" = 10 ] || fail "expected 10 lines, got: $out"
 grep -q 'closed: 1000' <<<"$out" || fail "no normal close: $out"
