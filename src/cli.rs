@@ -266,6 +266,27 @@ pub struct Cli {
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub passstderr: bool,
 
+    /// HTTP Basic authentication before any process starts: an htpasswd
+    /// file (bcrypt, SHA-crypt or {SHA} entries; `htpasswd -B`). A client
+    /// without valid credentials gets 401 and never starts a child or
+    /// joins a channel; an admitted one's child gets REMOTE_USER and
+    /// AUTH_TYPE. See docs/auth.md.
+    #[arg(long = "basic-auth", value_name = "FILE")]
+    pub basic_auth: Option<std::path::PathBuf>,
+
+    /// The realm --basic-auth names in its 401 challenge (browsers show
+    /// it in their password prompt).
+    #[arg(long, value_name = "NAME", default_value = "wspipe")]
+    pub realm: String,
+
+    /// Authentication guards static files (--staticdir), CGI scripts
+    /// (--cgidir) and the dev console as well, not only WebSocket
+    /// upgrades.
+    #[arg(long = "auth-http", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub auth_http: bool,
+
     /// Resolve client addresses to names for REMOTE_HOST.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false",

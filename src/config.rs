@@ -130,6 +130,8 @@ pub struct Config {
     /// Ping interval, if pings are on.
     pub ping: Option<Duration>,
     pub origin: OriginPolicy,
+    /// `--basic-auth`: who may connect; `None` admits everyone.
+    pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
     pub headers: ExtraHeaders,
     pub pass_stderr: bool,
     pub reverse_lookup: bool,
@@ -279,6 +281,7 @@ impl Config {
             close_grace: Duration::from_millis(cli.closems),
             ping: (cli.pingms > 0).then(|| Duration::from_millis(cli.pingms)),
             origin,
+            auth: auth(&cli)?,
             headers,
             pass_stderr: cli.passstderr,
             reverse_lookup: cli.reverselookup,
@@ -374,6 +377,22 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
         program: PathBuf::from(words.remove(0)),
         args: words,
     })))
+}
+
+/// `--basic-auth FILE` with `--realm` and `--auth-http`; the file is read
+/// now, so that a bad entry stops the start (exit 2, with its line).
+fn auth(cli: &Cli) -> Result<Option<std::sync::Arc<crate::auth::Auth>>, ConfigError> {
+    let Some(path) = &cli.basic_auth else {
+        if cli.auth_http {
+            return Err(bad("--auth-http needs --basic-auth"));
+        }
+        return Ok(None);
+    };
+    let users = crate::auth::htpasswd::Htpasswd::load(path)
+        .map_err(|e| bad(format!("--basic-auth {e}")))?;
+    let auth = crate::auth::Auth::basic(users, &cli.realm, cli.auth_http)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Some(std::sync::Arc::new(auth)))
 }
 
 fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {

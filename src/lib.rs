@@ -25,6 +25,7 @@
 //! peer          who is connected                  (peer.rs)
 //! config, route, process                          (validated flags, URL
 //!                                                  path -> program, children)
+//! auth          who may connect (--basic-auth)    (auth/)
 //! pure          cli, logging, lines, frames, mailbox, pipes, env, origin,
 //!               proxy, tls, limits, shutdown, events, systemd
 //! ```
@@ -35,6 +36,7 @@
 //! session and answers 101; `bridge` then pumps both ways until the close
 //! code that follows the child's exit. docs/architecture.md draws it.
 
+pub mod auth;
 pub mod bridge;
 pub mod cli;
 pub mod config;

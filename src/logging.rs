@@ -27,9 +27,11 @@ pub enum LogLevel {
 /// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// `TIME LEVEL target: message key=value ...`, colored on a terminal.
+    /// Time, level, target, message and key=value fields, colored on a
+    /// terminal.
     Text,
-    /// `{"timestamp":..,"level":..,"target":..,"message":..,FIELDS}`.
+    /// One JSON object per line: timestamp, level, target, message and
+    /// the event's fields beside them.
     Json,
 }
 

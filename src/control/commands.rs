@@ -242,6 +242,7 @@ fn stats(registry: &Registry, hub: &Hub, shared: &Shared) -> Response {
             connections: snap.live,
             connections_total: snap.opened,
             refused_total: snap.refused,
+            auth_refused_total: snap.refused_auth,
             messages_in: t.messages_in,
             messages_out: t.messages_out,
             bytes_in: t.bytes_in,

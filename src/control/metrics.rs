@@ -36,6 +36,12 @@ pub fn render(registry: &Registry, hub: &Hub, shared: &Shared) -> String {
     counter(&mut m, "upgrades_refused", "Upgrades refused", snap.refused);
     counter(
         &mut m,
+        "auth_refused",
+        "Requests refused by authentication (--basic-auth)",
+        snap.refused_auth,
+    );
+    counter(
+        &mut m,
         "messages_in",
         "Messages from clients",
         t.messages_in,
@@ -131,6 +137,7 @@ mod tests {
             "wspipe_connections 0",
             "wspipe_connections_opened_total 0",
             "wspipe_upgrades_refused_total 2",
+            "wspipe_auth_refused_total 0",
             "wspipe_messages_in_total 0",
             "wspipe_bytes_out_total 0",
             "wspipe_channels 0",

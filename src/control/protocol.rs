@@ -145,6 +145,9 @@ pub struct Stats {
     pub connections_total: u64,
     /// Upgrades refused (limits, origin, paths, spawn failures).
     pub refused_total: u64,
+    /// Requests refused by authentication (`--basic-auth`), since start.
+    #[serde(default)]
+    pub auth_refused_total: u64,
     pub messages_in: u64,
     pub messages_out: u64,
     pub bytes_in: u64,

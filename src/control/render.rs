@@ -104,6 +104,7 @@ pub fn stats_text(s: &Stats) -> String {
         ("connections", s.connections),
         ("connections_total", s.connections_total),
         ("refused_total", s.refused_total),
+        ("auth_refused_total", s.auth_refused_total),
         ("messages_in", s.messages_in),
         ("messages_out", s.messages_out),
         ("bytes_in", s.bytes_in),

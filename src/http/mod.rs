@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 
 pub use response::{add_headers, empty, full, text, Body};
 
+use crate::auth::Denial;
 use crate::config::Endpoint;
 use crate::peer::Peer;
 use crate::state::State;
@@ -70,7 +71,11 @@ impl Site {
         mut req: Request<Incoming>,
         peer: &Peer,
     ) -> Result<Response<Body>, Infallible> {
-        if wants_websocket(&req) {
+        let upgrade = wants_websocket(&req);
+        if let Err(denial) = self.authenticate(&mut req, upgrade).await {
+            return Ok(self.denied(&req, peer, denial));
+        }
+        if upgrade {
             return Ok(match upgrade::upgrade(&mut req, peer, &self.state).await {
                 Ok(response) => response,
                 Err(refusal) => {
@@ -95,6 +100,43 @@ impl Site {
         }
         let response = self.plain(req, peer).await;
         Ok(self.http_headers(response))
+    }
+
+    /// `--basic-auth`: admits the request (its [`Admission`] goes into
+    /// its extensions, for the child's REMOTE_USER) or says why not.
+    /// Upgrades always need it; other requests with `--auth-http`. The
+    /// credentials stop here: the child gets no HTTP_AUTHORIZATION.
+    async fn authenticate(&self, req: &mut Request<Incoming>, upgrade: bool) -> Result<(), Denial> {
+        let Some(auth) = &self.state.config().auth else {
+            return Ok(());
+        };
+        if !upgrade && !auth.guards_http() {
+            return Ok(());
+        }
+        let admission = auth.check(req.headers()).await?;
+        req.headers_mut().remove(header::AUTHORIZATION);
+        req.extensions_mut().insert(admission);
+        Ok(())
+    }
+
+    /// The answer to a request authentication refused: logged and counted
+    /// like any refusal, with the challenge of a 401.
+    fn denied(&self, req: &Request<Incoming>, peer: &Peer, denial: Denial) -> Response<Body> {
+        self.state.registry().count_refused_auth();
+        tracing::info!(
+            target: "wspipe::access",
+            path = %req.uri().path(),
+            remote = %peer.text(),
+            status = denial.status.as_u16(),
+            "refused: {}", denial.reason
+        );
+        let mut response = text(denial.status, &format!("{}\n", denial.reason));
+        if let Some(challenge) = denial.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        self.http_headers(response)
     }
 
     /// Adds `--header` and `--header-http` to a non-upgrade response.

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{add_headers, empty, Body};
+use crate::auth;
 use crate::config::{Config, Endpoint};
 use crate::env::{request_vars, RequestEnv};
 use crate::events::Event;
@@ -85,7 +86,7 @@ pub async fn upgrade(
             Work::Joining(resolved)
         }
         Admitted::Program(resolved, permit) => {
-            let vars = request_vars(&RequestEnv {
+            let mut vars = request_vars(&RequestEnv {
                 id: &id.to_string(),
                 method: req.method(),
                 uri: req.uri(),
@@ -97,6 +98,7 @@ pub async fn upgrade(
                 script_name: &resolved.script_name,
                 path_info: &resolved.path_info,
             });
+            vars.extend(auth::child_vars(req.extensions().get()));
             let spawned = session::spawn::spawn(&SpawnSpec {
                 program: &resolved.program,
                 args: &resolved.args,

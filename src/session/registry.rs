@@ -70,6 +70,8 @@ struct Totals {
     opened: AtomicU64,
     /// Requests refused before a session began.
     refused: AtomicU64,
+    /// Of those, refused by authentication (`--basic-auth`).
+    refused_auth: AtomicU64,
     /// The traffic of sessions that have ended.
     messages_in: AtomicU64,
     messages_out: AtomicU64,
@@ -105,6 +107,8 @@ pub struct Snapshot {
     pub opened: u64,
     /// Requests refused since start.
     pub refused: u64,
+    /// Of those, refused by authentication.
+    pub refused_auth: u64,
     /// Traffic of every session, live ones included.
     pub traffic: Traffic,
     pub uptime: Duration,
@@ -174,6 +178,12 @@ impl Registry {
         self.totals.refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a request authentication refused (it is a refusal too).
+    pub fn count_refused_auth(&self) {
+        self.count_refused();
+        self.totals.refused_auth.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds a session; it stays listed while the returned guard lives.
     pub fn register(self: &Arc<Self>, handle: SessionHandle) -> Registration {
         self.totals.opened.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +236,7 @@ impl Registry {
             live: sessions.len() as u64,
             opened: self.totals.opened.load(Ordering::Relaxed),
             refused: self.totals.refused.load(Ordering::Relaxed),
+            refused_auth: self.totals.refused_auth.load(Ordering::Relaxed),
             traffic,
             uptime: self.started.elapsed(),
         }

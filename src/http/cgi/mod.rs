@@ -162,6 +162,7 @@ pub async fn serve(
         path_info: &script.path_info,
     });
     vars.extend(content_vars(&parts.headers, length));
+    vars.extend(crate::auth::child_vars(parts.extensions.get()));
     vars.push(("SCRIPT_FILENAME".into(), script.program.clone().into()));
     let spawned = match session::spawn::spawn(&SpawnSpec {
         program: &script.program,

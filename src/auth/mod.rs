@@ -1,0 +1,270 @@
+//! Authentication before any process starts: a client that is not
+//! admitted never starts a child, never joins a channel, and costs no more
+//! than its handshake and one bounded password check.
+//!
+//! `--basic-auth FILE` (HTTP Basic, RFC 7617, against an [`htpasswd`]
+//! file) guards every WebSocket upgrade, and with `--auth-http` also the
+//! static files, CGI scripts and the dev console. What it admits becomes
+//! `REMOTE_USER` and `AUTH_TYPE` for the child, as CGI/1.1 defines them;
+//! the credentials themselves never reach the child (no
+//! `HTTP_AUTHORIZATION`).
+
+pub mod htpasswd;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::StatusCode;
+use tokio::sync::Semaphore;
+
+use crate::env::Var;
+use htpasswd::Htpasswd;
+
+/// Longest `Authorization` header looked at: a longer one is refused
+/// unread (no user name or password is that long).
+const MAX_CREDENTIALS: usize = 4096;
+
+/// How long a request waits for a password-check slot before it is told
+/// 503: under a flood of guesses, legitimate clients wait a little, and
+/// the server's threads stay its own.
+const CHECK_WAIT: Duration = Duration::from_secs(2);
+
+/// The configured authentication.
+#[derive(Debug)]
+pub struct Auth {
+    users: Arc<Htpasswd>,
+    /// The challenge 401 answers carry (`--realm`).
+    challenge: HeaderValue,
+    /// `--auth-http`: static files, CGI and the dev console too.
+    http: bool,
+    /// Password checks running at once, at most: each is a bcrypt or
+    /// SHA-crypt computation on the blocking pool.
+    checks: Arc<Semaphore>,
+}
+
+/// Who was admitted, for the child's environment and the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// `REMOTE_USER`.
+    pub user: String,
+    /// `AUTH_TYPE`: `Basic`.
+    pub auth_type: &'static str,
+}
+
+/// Why a request was not admitted, and the answer it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub status: StatusCode,
+    /// For the access log and the response body.
+    pub reason: &'static str,
+    /// `WWW-Authenticate` for a 401.
+    pub challenge: Option<HeaderValue>,
+}
+
+/// Why a `--realm` cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("--realm {0:?}: printable characters only, no '\"' or '\\'")]
+pub struct BadRealm(String);
+
+impl Auth {
+    /// HTTP Basic against `users`, with `realm` in the challenge.
+    pub fn basic(users: Htpasswd, realm: &str, http: bool) -> Result<Self, BadRealm> {
+        let printable = realm
+            .chars()
+            .all(|c| !c.is_control() && c != '"' && c != '\\');
+        let challenge =
+            HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+                .ok()
+                .filter(|_| printable && !realm.is_empty())
+                .ok_or_else(|| BadRealm(realm.to_owned()))?;
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        Ok(Auth {
+            users: Arc::new(users),
+            challenge,
+            http,
+            checks: Arc::new(Semaphore::new(slots)),
+        })
+    }
+
+    /// Whether plain HTTP requests (static files, CGI, the dev console)
+    /// need credentials too, not only upgrades.
+    pub fn guards_http(&self) -> bool {
+        self.http
+    }
+
+    /// Admits the request whose headers carry valid credentials.
+    pub async fn check(&self, headers: &HeaderMap) -> Result<Admission, Denial> {
+        let (user, password) = credentials(headers).map_err(|reason| self.unauthorized(reason))?;
+        let slot = tokio::time::timeout(CHECK_WAIT, self.checks.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(Denial {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "too many password checks at once",
+                challenge: None,
+            })?;
+        let users = self.users.clone();
+        let name = user.clone();
+        let valid = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            users.verify(&name, &password)
+        })
+        .await
+        .unwrap_or(false);
+        if !valid {
+            return Err(self.unauthorized("wrong user name or password"));
+        }
+        Ok(Admission {
+            user,
+            auth_type: "Basic",
+        })
+    }
+
+    fn unauthorized(&self, reason: &'static str) -> Denial {
+        Denial {
+            status: StatusCode::UNAUTHORIZED,
+            reason,
+            challenge: Some(self.challenge.clone()),
+        }
+    }
+}
+
+/// What an admitted request adds to its child's environment: REMOTE_USER
+/// and AUTH_TYPE (CGI/1.1, RFC 3875 4.1.1 and 4.1.11); nothing when no
+/// authentication ran (they stay empty, as websocketd leaves them).
+pub fn child_vars(admission: Option<&Admission>) -> Vec<Var> {
+    admission.map_or_else(Vec::new, |a| {
+        vec![
+            ("REMOTE_USER".into(), a.user.clone().into()),
+            ("AUTH_TYPE".into(), a.auth_type.into()),
+        ]
+    })
+}
+
+/// The user name and password of a `Basic` `Authorization` header.
+fn credentials(headers: &HeaderMap) -> Result<(String, String), &'static str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or("credentials required")?;
+    if values.next().is_some() {
+        return Err("more than one Authorization header");
+    }
+    if value.len() > MAX_CREDENTIALS {
+        return Err("Authorization header too long");
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| "malformed Authorization header")?;
+    let (scheme, token) = text
+        .trim()
+        .split_once(' ')
+        .ok_or("malformed Authorization header")?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err("not Basic credentials");
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .map_err(|_| "malformed Basic credentials")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "Basic credentials are not UTF-8")?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or("malformed Basic credentials")?;
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    fn encoded(pair: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+
+    #[test]
+    fn credentials_are_read_from_one_basic_header() {
+        let got = credentials(&basic(&encoded("alice:pa:ss wörd"))).unwrap();
+        assert_eq!(got, ("alice".into(), "pa:ss wörd".into()));
+        assert_eq!(
+            credentials(&basic(&encoded(":"))).unwrap(),
+            (String::new(), String::new())
+        );
+        for (value, reason) in [
+            ("Bearer abc".to_owned(), "not Basic"),
+            ("Basic".to_owned(), "malformed Authorization"),
+            ("Basic !!!".to_owned(), "malformed Basic"),
+            (encoded("no colon"), "malformed Basic"),
+            (format!("Basic {}", "A".repeat(5000)), "too long"),
+        ] {
+            let err = credentials(&basic(&value)).unwrap_err();
+            assert!(err.contains(reason), "{value:.40}: {err}");
+        }
+        assert_eq!(
+            credentials(&HeaderMap::new()).unwrap_err(),
+            "credentials required"
+        );
+        let mut two = basic(&encoded("a:b"));
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        assert!(credentials(&two).unwrap_err().contains("more than one"));
+    }
+
+    #[test]
+    fn a_realm_must_be_quotable() {
+        let users = || {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("users");
+            std::fs::write(&path, format!("a:{}\n", bcrypt::hash("x", 4).unwrap())).unwrap();
+            Htpasswd::load(&path).unwrap()
+        };
+        let auth = Auth::basic(users(), "Chat room", false).unwrap();
+        assert_eq!(
+            auth.challenge,
+            "Basic realm=\"Chat room\", charset=\"UTF-8\""
+        );
+        for bad in ["", "a\"b", "a\\b", "a\nb"] {
+            assert!(Auth::basic(users(), bad, false).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn check_admits_the_right_password_and_refuses_the_rest_with_a_challenge() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(
+            &path,
+            format!("alice:{}\n", bcrypt::hash("secret", 4).unwrap()),
+        )
+        .unwrap();
+        let auth = Auth::basic(Htpasswd::load(&path).unwrap(), "wspipe", true).unwrap();
+        let admitted = auth.check(&basic(&encoded("alice:secret"))).await.unwrap();
+        assert_eq!(
+            admitted,
+            Admission {
+                user: "alice".into(),
+                auth_type: "Basic"
+            }
+        );
+        for headers in [
+            basic(&encoded("alice:wrong")),
+            basic(&encoded("bob:secret")),
+            HeaderMap::new(),
+        ] {
+            let denied = auth.check(&headers).await.unwrap_err();
+            assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+            assert!(denied.challenge.is_some());
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! End to end: `--basic-auth`. A client without valid credentials gets
+//! 401 with a challenge and starts nothing (the server's children are
+//! counted); an admitted one's child gets REMOTE_USER and AUTH_TYPE and
+//! never the credentials.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use common::*;
+use futures_util::future::join_all;
+
+/// An htpasswd file: alice (bcrypt) and bob ({SHA}).
+fn users(dir: &Path) -> PathBuf {
+    let alice = bcrypt::hash("alice pw", 4).unwrap();
+    let bob = {
+        use sha1::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(b"bob pw"))
+    };
+    let path = dir.join("users");
+    std::fs::write(
+        &path,
+        format!("# test users\nalice:{alice}\nbob:{{SHA}}{bob}\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let pair = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// A raw upgrade request with `extra` header lines.
+fn upgrade_request(extra: &str) -> String {
+    format!(
+        "GET /x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// A `--basic-auth` server of a script that prints its environment.
+fn env_server(dir: &Path, extra: &[&str]) -> Server {
+    let program = script(dir, "env.sh", "#!/bin/sh\nenv\necho end of env\n");
+    let file = users(dir);
+    let mut args = vec!["--basic-auth", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(program.to_str().unwrap());
+    Server::start(&args)
+}
+
+#[tokio::test]
+async fn without_valid_credentials_an_upgrade_gets_401_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = env_server(dir.path(), &["--realm", "Chat room"]);
+    for extra in [
+        String::new(),
+        format!("Authorization: {}\r\n", basic("alice", "wrong")),
+        format!("Authorization: {}\r\n", basic("carol", "alice pw")),
+        "Authorization: Basic !!!\r\n".to_owned(),
+        "Authorization: Bearer abc\r\n".to_owned(),
+        format!("Authorization: Basic {}\r\n", "A".repeat(5000)),
+    ] {
+        let (status, head) = raw_request(server.addr, &upgrade_request(&extra));
+        assert_eq!(status, 401, "{extra:.60}: {head}");
+        assert_eq!(
+            header_values(&head, "www-authenticate"),
+            ["Basic realm=\"Chat room\", charset=\"UTF-8\""]
+        );
+    }
+    assert!(
+        server.children().is_empty(),
+        "no child for a refused client"
+    );
+    let line = server
+        .wait_log_async("refused: wrong user name or password")
+        .await;
+    assert!(line.contains("status=401"), "{line}");
+}
+
+#[tokio::test]
+async fn an_admitted_client_s_child_knows_its_user_and_not_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = env_server(dir.path(), &[]);
+    for (user, password) in [("alice", "alice pw"), ("bob", "bob pw")] {
+        let auth = basic(user, password);
+        let mut ws = connect_with(&server.url("/x"), &[("Authorization", &auth)])
+            .await
+            .expect("admitted");
+        let (lines, _) = texts_until_close(&mut ws).await;
+        let env = parse_env(&lines);
+        assert_eq!(env.get("REMOTE_USER").map(String::as_str), Some(user));
+        assert_eq!(env.get("AUTH_TYPE").map(String::as_str), Some("Basic"));
+        assert!(!env.contains_key("HTTP_AUTHORIZATION"), "{env:?}");
+        assert!(
+            !lines.iter().any(|l| l.contains(password)),
+            "the password leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_credentials_starts_no_child_and_the_right_ones_still_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let ctl = socket.to_str().unwrap();
+    let server = env_server(dir.path(), &["--control", ctl]);
+    server.wait_log("control socket at");
+    let url = server.url("/x");
+    let guesses = (0..200).map(|i| {
+        let url = url.clone();
+        async move {
+            let auth = basic("alice", &format!("guess {i}"));
+            handshake_status(&url, &[("Authorization", &auth)]).await
+        }
+    });
+    let statuses = join_all(guesses).await;
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(server.children().is_empty());
+    let auth = basic("alice", "alice pw");
+    let mut ws = connect_with(&url, &[("Authorization", &auth)])
+        .await
+        .expect("admitted");
+    let (lines, _) = texts_until_close(&mut ws).await;
+    assert!(lines.contains(&"REMOTE_USER=alice".to_owned()));
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--socket", ctl, "stats", "--json"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["auth_refused_total"], 200);
+    assert_eq!(stats["refused_total"], 200);
+}
+
+#[tokio::test]
+async fn with_auth_http_static_files_need_credentials_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("index.html"), "hello\n").unwrap();
+    let get = |auth: Option<String>| {
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        format!("GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n")
+    };
+    let open = env_server(dir.path(), &["--staticdir", site.to_str().unwrap()]);
+    assert_eq!(
+        raw_response(open.addr, &get(None)).0,
+        200,
+        "files stay open by default"
+    );
+    assert_eq!(
+        raw_request(open.addr, &upgrade_request("")).0,
+        401,
+        "upgrades do not"
+    );
+    let guarded = env_server(
+        dir.path(),
+        &["--auth-http", "--staticdir", site.to_str().unwrap()],
+    );
+    let (status, head, _) = raw_response(guarded.addr, &get(None));
+    assert_eq!(status, 401);
+    assert_eq!(header_values(&head, "www-authenticate").len(), 1);
+    let (status, _, body) = raw_response(guarded.addr, &get(Some(basic("bob", "bob pw"))));
+    assert_eq!((status, body.as_str()), (200, "hello\n"));
+}
+
+#[test]
+fn a_bad_users_file_or_realm_exits_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let weak = dir.path().join("weak");
+    std::fs::write(
+        &weak,
+        "# old\nalice:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\n",
+    )
+    .unwrap();
+    let good = users(dir.path());
+    let missing = dir.path().join("missing");
+    for (args, needle) in [
+        (
+            vec!["--basic-auth", weak.to_str().unwrap(), "cat"],
+            ":2: user \"alice\": MD5",
+        ),
+        (
+            vec!["--basic-auth", missing.to_str().unwrap(), "cat"],
+            "missing: No such file",
+        ),
+        (vec!["--auth-http", "cat"], "--auth-http needs --basic-auth"),
+        (
+            vec![
+                "--basic-auth",
+                good.to_str().unwrap(),
+                "--realm",
+                "a\"b",
+                "cat",
+            ],
+            "--realm",
+        ),
+    ] {
+        let out = run_bin(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
