@@ -274,12 +274,26 @@ pub struct Cli {
     #[arg(long = "basic-auth", value_name = "FILE")]
     pub basic_auth: Option<std::path::PathBuf>,
 
+    /// A program decides who connects: it runs with the request's CGI
+    /// environment (HTTP_COOKIE, HTTP_AUTHORIZATION, REMOTE_ADDR...) and no
+    /// stdin. Exit 0 admits (stdout lines NAME=value become WSPIPE_AUTH_NAME
+    /// for the child, REMOTE_USER=name its REMOTE_USER), another status
+    /// refuses (403), a crash or --auth-timeout is 503. Split like
+    /// --command; no shell.
+    #[arg(long = "auth-cmd", value_name = "PROG")]
+    pub auth_cmd: Option<String>,
+
+    /// How long --auth-cmd may take, in milliseconds, before the request
+    /// gets 503 (and the program is ended).
+    #[arg(long = "auth-timeout", value_name = "MS", default_value_t = 5000)]
+    pub auth_timeout: u64,
+
     /// The realm --basic-auth names in its 401 challenge (browsers show
     /// it in their password prompt).
     #[arg(long, value_name = "NAME", default_value = "wspipe")]
     pub realm: String,
 
-    /// Authentication guards static files (--staticdir), CGI scripts
+    /// Authentication (--basic-auth, --auth-cmd) guards static files (--staticdir), CGI scripts
     /// (--cgidir) and the dev console as well, not only WebSocket
     /// upgrades.
     #[arg(long = "auth-http", value_name = "BOOL", num_args = 0..=1, require_equals = true,

@@ -379,20 +379,49 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
     })))
 }
 
-/// `--basic-auth FILE` with `--realm` and `--auth-http`; the file is read
-/// now, so that a bad entry stops the start (exit 2, with its line).
+/// `--basic-auth FILE` or `--auth-cmd PROG`, with `--realm`,
+/// `--auth-timeout` and `--auth-http`; the users file is read now, so that
+/// a bad entry stops the start (exit 2, with its line).
 fn auth(cli: &Cli) -> Result<Option<std::sync::Arc<crate::auth::Auth>>, ConfigError> {
-    let Some(path) = &cli.basic_auth else {
-        if cli.auth_http {
-            return Err(bad("--auth-http needs --basic-auth"));
+    use crate::auth::{command::AuthCommand, htpasswd::Htpasswd, Auth};
+    let auth = match (&cli.basic_auth, &cli.auth_cmd) {
+        (Some(_), Some(_)) => return Err(bad("give only one of --basic-auth and --auth-cmd")),
+        (None, None) if cli.auth_http => {
+            return Err(bad("--auth-http needs --basic-auth or --auth-cmd"))
         }
-        return Ok(None);
+        (None, None) => return Ok(None),
+        (Some(path), None) => {
+            let users = Htpasswd::load(path).map_err(|e| bad(format!("--basic-auth {e}")))?;
+            Auth::basic(users, &cli.realm, cli.auth_http).map_err(|e| bad(e.to_string()))?
+        }
+        (None, Some(line)) => {
+            let mut words = shell_words::split(line)
+                .map_err(|e| bad(format!("--auth-cmd: {e}")))?
+                .into_iter()
+                .map(OsString::from);
+            let program = words.next().ok_or_else(|| bad("--auth-cmd is empty"))?;
+            let command = AuthCommand {
+                program: locate_auth_program(&program)?,
+                args: words.collect(),
+                timeout: Duration::from_millis(cli.auth_timeout.max(1)),
+            };
+            Auth::command(command, cli.auth_http)
+        }
     };
-    let users = crate::auth::htpasswd::Htpasswd::load(path)
-        .map_err(|e| bad(format!("--basic-auth {e}")))?;
-    let auth = crate::auth::Auth::basic(users, &cli.realm, cli.auth_http)
-        .map_err(|e| bad(e.to_string()))?;
     Ok(Some(std::sync::Arc::new(auth)))
+}
+
+/// The `--auth-cmd` program, found at start like COMMAND is: a missing
+/// one would refuse every client.
+fn locate_auth_program(program: &std::ffi::OsStr) -> Result<PathBuf, ConfigError> {
+    // As `locate` (and execvp) decide: a name with a '/' is a path.
+    let path = Path::new(program);
+    let is_path = program.as_bytes().contains(&b'/');
+    match which::which(path) {
+        Ok(_) if is_path => Ok(path.to_path_buf()),
+        Ok(found) => Ok(found),
+        Err(e) => Err(bad(format!("--auth-cmd {}: {e}", path.display()))),
+    }
 }
 
 fn tls(cli: &Cli) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {

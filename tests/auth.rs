@@ -212,3 +212,99 @@ fn a_bad_users_file_or_realm_exits_2_with_one_line() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// A `--auth-cmd` server: the command admits the cookie `sid=good` as
+/// alice with a role, refuses other cookies, hangs on `sid=slow` and
+/// crashes on `sid=crash`.
+fn command_server(dir: &Path) -> Server {
+    let check = script(
+        dir,
+        "check.sh",
+        "#!/bin/sh\ncase \"$HTTP_COOKIE\" in\n\
+         sid=good) echo REMOTE_USER=alice; echo ROLE=admin; echo \"FROM=$REMOTE_ADDR\" ;;\n\
+         sid=slow) exec sleep 30 ;;\n\
+         sid=crash) kill -SEGV $$ ;;\n\
+         *) exit 1 ;;\nesac\n",
+    );
+    let program = script(dir, "env.sh", "#!/bin/sh\nenv\necho end of env\n");
+    Server::start(&[
+        "--auth-cmd",
+        check.to_str().unwrap(),
+        "--auth-timeout",
+        "300",
+        program.to_str().unwrap(),
+    ])
+}
+
+#[tokio::test]
+async fn auth_cmd_admits_refuses_and_fails_closed_before_any_child_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = command_server(dir.path());
+    let url = server.url("/x?room=1");
+    for (cookie, status) in [("sid=bad", 403), ("sid=slow", 503), ("sid=crash", 503)] {
+        let got = handshake_status(&url, &[("Cookie", cookie)]).await;
+        assert_eq!(got, status, "{cookie}");
+        assert!(
+            live_children(&server).is_empty(),
+            "{cookie}: no session child (the check's own is gone)"
+        );
+    }
+    assert_eq!(handshake_status(&url, &[]).await, 403, "no cookie");
+    let mut ws = connect_with(&url, &[("Cookie", "sid=good")])
+        .await
+        .expect("admitted");
+    let (lines, _) = texts_until_close(&mut ws).await;
+    let env = parse_env(&lines);
+    assert_eq!(env.get("REMOTE_USER").map(String::as_str), Some("alice"));
+    assert_eq!(env.get("AUTH_TYPE").map(String::as_str), Some("Command"));
+    assert_eq!(
+        env.get("WSPIPE_AUTH_ROLE").map(String::as_str),
+        Some("admin")
+    );
+    assert_eq!(
+        env.get("WSPIPE_AUTH_FROM").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert!(!env.contains_key("ROLE"), "namespaced, never raw");
+    server
+        .wait_log_async("--auth-cmd failed: no answer within")
+        .await;
+}
+
+/// The server's children that are alive (not zombies).
+fn live_children(server: &Server) -> Vec<u32> {
+    server
+        .children()
+        .into_iter()
+        .filter(|(_, state)| *state != 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+#[test]
+fn a_missing_auth_cmd_or_two_mechanisms_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users(dir.path());
+    for (args, needle) in [
+        (
+            vec!["--auth-cmd", "/nonexistent/check", "cat"],
+            "--auth-cmd /nonexistent/check",
+        ),
+        (
+            vec![
+                "--auth-cmd",
+                "true",
+                "--basic-auth",
+                users.to_str().unwrap(),
+                "cat",
+            ],
+            "only one of",
+        ),
+    ] {
+        let out = run_bin(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -98,8 +98,10 @@ async fn at_the_drain_bound_the_sessions_left_are_closed_with_1001() {
 #[tokio::test]
 async fn a_second_drain_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, socket) = controlled(dir.path(), "0");
-    // Kept open: the server may not have quit before the second request.
+    let (server, socket) = controlled(dir.path(), "0");
+    // A live session keeps the draining server up for the second request
+    // (with none, the drain is over at once and the server exits).
+    let _live = connect(&format!("ws://{}/", server.tcp_addr())).await;
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     use std::io::{BufRead, Write};
     stream

@@ -3,12 +3,14 @@
 //! than its handshake and one bounded password check.
 //!
 //! `--basic-auth FILE` (HTTP Basic, RFC 7617, against an [`htpasswd`]
-//! file) guards every WebSocket upgrade, and with `--auth-http` also the
-//! static files, CGI scripts and the dev console. What it admits becomes
-//! `REMOTE_USER` and `AUTH_TYPE` for the child, as CGI/1.1 defines them;
-//! the credentials themselves never reach the child (no
+//! file) or `--auth-cmd PROG` (a [`command`] decides from the request's
+//! CGI environment) guards every WebSocket upgrade, and with `--auth-http`
+//! also the static files, CGI scripts and the dev console. What it admits
+//! becomes `REMOTE_USER` and `AUTH_TYPE` for the child, as CGI/1.1 defines
+//! them; Basic credentials never reach the child (no
 //! `HTTP_AUTHORIZATION`).
 
+pub mod command;
 pub mod htpasswd;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use http::StatusCode;
 use tokio::sync::Semaphore;
 
 use crate::env::Var;
+use command::{AuthCommand, Verdict};
 use htpasswd::Htpasswd;
 
 /// Longest `Authorization` header looked at: a longer one is refused
@@ -34,23 +37,35 @@ const CHECK_WAIT: Duration = Duration::from_secs(2);
 /// The configured authentication.
 #[derive(Debug)]
 pub struct Auth {
-    users: Arc<Htpasswd>,
-    /// The challenge 401 answers carry (`--realm`).
-    challenge: HeaderValue,
+    mechanism: Mechanism,
     /// `--auth-http`: static files, CGI and the dev console too.
     http: bool,
-    /// Password checks running at once, at most: each is a bcrypt or
-    /// SHA-crypt computation on the blocking pool.
+    /// Checks running at once, at most: each is a bcrypt or SHA-crypt
+    /// computation on the blocking pool, or an `--auth-cmd` process.
     checks: Arc<Semaphore>,
+}
+
+/// Who decides.
+#[derive(Debug)]
+enum Mechanism {
+    /// `--basic-auth`, with the challenge its 401 answers carry (`--realm`).
+    Basic {
+        users: Arc<Htpasswd>,
+        challenge: HeaderValue,
+    },
+    /// `--auth-cmd`.
+    Command(AuthCommand),
 }
 
 /// Who was admitted, for the child's environment and the access log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
-    /// `REMOTE_USER`.
-    pub user: String,
-    /// `AUTH_TYPE`: `Basic`.
+    /// `REMOTE_USER`; `None` when an `--auth-cmd` named nobody.
+    pub user: Option<String>,
+    /// `AUTH_TYPE`: `Basic`, or `Command` for `--auth-cmd`.
     pub auth_type: &'static str,
+    /// `WSPIPE_AUTH_*` variables an `--auth-cmd` wrote.
+    pub vars: Vec<(String, String)>,
 }
 
 /// Why a request was not admitted, and the answer it gets.
@@ -79,55 +94,105 @@ impl Auth {
                 .ok()
                 .filter(|_| printable && !realm.is_empty())
                 .ok_or_else(|| BadRealm(realm.to_owned()))?;
+        let users = Arc::new(users);
+        Ok(Self::new(Mechanism::Basic { users, challenge }, http))
+    }
+
+    /// `--auth-cmd`.
+    pub fn command(command: AuthCommand, http: bool) -> Self {
+        Self::new(Mechanism::Command(command), http)
+    }
+
+    fn new(mechanism: Mechanism, http: bool) -> Self {
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-        Ok(Auth {
-            users: Arc::new(users),
-            challenge,
+        Auth {
+            mechanism,
             http,
             checks: Arc::new(Semaphore::new(slots)),
-        })
+        }
     }
 
     /// Whether plain HTTP requests (static files, CGI, the dev console)
-    /// need credentials too, not only upgrades.
+    /// need admitting too, not only upgrades.
     pub fn guards_http(&self) -> bool {
         self.http
     }
 
-    /// Admits the request whose headers carry valid credentials.
-    pub async fn check(&self, headers: &HeaderMap) -> Result<Admission, Denial> {
-        let (user, password) = credentials(headers).map_err(|reason| self.unauthorized(reason))?;
-        let slot = tokio::time::timeout(CHECK_WAIT, self.checks.clone().acquire_owned())
+    /// Whether [`check`](Self::check) needs the request's CGI variables
+    /// (`--auth-cmd` runs with them).
+    pub fn wants_request_env(&self) -> bool {
+        matches!(self.mechanism, Mechanism::Command(_))
+    }
+
+    /// Admits the request, or says why not. `env` is the environment an
+    /// `--auth-cmd` runs with (the base, then the request's variables).
+    pub async fn check(&self, headers: &HeaderMap, env: [&[Var]; 2]) -> Result<Admission, Denial> {
+        match &self.mechanism {
+            Mechanism::Basic { users, challenge } => {
+                let unauthorized = |reason| Denial {
+                    status: StatusCode::UNAUTHORIZED,
+                    reason,
+                    challenge: Some(challenge.clone()),
+                };
+                let (user, password) = credentials(headers).map_err(unauthorized)?;
+                let slot = self.slot().await?;
+                let (users, name) = (users.clone(), user.clone());
+                let valid = tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    users.verify(&name, &password)
+                })
+                .await
+                .unwrap_or(false);
+                if !valid {
+                    return Err(unauthorized("wrong user name or password"));
+                }
+                Ok(Admission {
+                    user: Some(user),
+                    auth_type: "Basic",
+                    vars: Vec::new(),
+                })
+            }
+            Mechanism::Command(command) => {
+                let _slot = self.slot().await?;
+                admit_by(command.run(env).await)
+            }
+        }
+    }
+
+    /// A slot among the checks running at once, waited for briefly.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Denial> {
+        tokio::time::timeout(CHECK_WAIT, self.checks.clone().acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
             .ok_or(Denial {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                reason: "too many password checks at once",
+                reason: "too many authentication checks at once",
                 challenge: None,
-            })?;
-        let users = self.users.clone();
-        let name = user.clone();
-        let valid = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            users.verify(&name, &password)
-        })
-        .await
-        .unwrap_or(false);
-        if !valid {
-            return Err(self.unauthorized("wrong user name or password"));
-        }
-        Ok(Admission {
-            user,
-            auth_type: "Basic",
-        })
+            })
     }
+}
 
-    fn unauthorized(&self, reason: &'static str) -> Denial {
-        Denial {
-            status: StatusCode::UNAUTHORIZED,
-            reason,
-            challenge: Some(self.challenge.clone()),
+/// What an `--auth-cmd` verdict means for the request.
+fn admit_by(verdict: Verdict) -> Result<Admission, Denial> {
+    match verdict {
+        Verdict::Admit { user, vars } => Ok(Admission {
+            user,
+            auth_type: "Command",
+            vars,
+        }),
+        Verdict::Refuse => Err(Denial {
+            status: StatusCode::FORBIDDEN,
+            reason: "refused by --auth-cmd",
+            challenge: None,
+        }),
+        Verdict::Failed(why) => {
+            tracing::warn!("--auth-cmd failed: {why}");
+            Err(Denial {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "--auth-cmd failed",
+                challenge: None,
+            })
         }
     }
 }
@@ -136,12 +201,15 @@ impl Auth {
 /// and AUTH_TYPE (CGI/1.1, RFC 3875 4.1.1 and 4.1.11); nothing when no
 /// authentication ran (they stay empty, as websocketd leaves them).
 pub fn child_vars(admission: Option<&Admission>) -> Vec<Var> {
-    admission.map_or_else(Vec::new, |a| {
-        vec![
-            ("REMOTE_USER".into(), a.user.clone().into()),
-            ("AUTH_TYPE".into(), a.auth_type.into()),
-        ]
-    })
+    let Some(a) = admission else {
+        return Vec::new();
+    };
+    let mut vars: Vec<Var> = vec![("AUTH_TYPE".into(), a.auth_type.into())];
+    if let Some(user) = &a.user {
+        vars.push(("REMOTE_USER".into(), user.into()));
+    }
+    vars.extend(a.vars.iter().map(|(k, v)| (k.into(), v.into())));
+    vars
 }
 
 /// The user name and password of a `Basic` `Authorization` header.
@@ -230,10 +298,10 @@ mod tests {
             Htpasswd::load(&path).unwrap()
         };
         let auth = Auth::basic(users(), "Chat room", false).unwrap();
-        assert_eq!(
-            auth.challenge,
-            "Basic realm=\"Chat room\", charset=\"UTF-8\""
-        );
+        let Mechanism::Basic { challenge, .. } = &auth.mechanism else {
+            panic!("a Basic mechanism");
+        };
+        assert_eq!(challenge, "Basic realm=\"Chat room\", charset=\"UTF-8\"");
         for bad in ["", "a\"b", "a\\b", "a\nb"] {
             assert!(Auth::basic(users(), bad, false).is_err(), "{bad:?}");
         }
@@ -249,20 +317,22 @@ mod tests {
         )
         .unwrap();
         let auth = Auth::basic(Htpasswd::load(&path).unwrap(), "wspipe", true).unwrap();
-        let admitted = auth.check(&basic(&encoded("alice:secret"))).await.unwrap();
-        assert_eq!(
-            admitted,
-            Admission {
-                user: "alice".into(),
-                auth_type: "Basic"
-            }
-        );
+        let admitted = auth
+            .check(&basic(&encoded("alice:secret")), [&[], &[]])
+            .await
+            .unwrap();
+        let alice = Admission {
+            user: Some("alice".into()),
+            auth_type: "Basic",
+            vars: Vec::new(),
+        };
+        assert_eq!(admitted, alice);
         for headers in [
             basic(&encoded("alice:wrong")),
             basic(&encoded("bob:secret")),
             HeaderMap::new(),
         ] {
-            let denied = auth.check(&headers).await.unwrap_err();
+            let denied = auth.check(&headers, [&[], &[]]).await.unwrap_err();
             assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
             assert!(denied.challenge.is_some());
         }

@@ -72,7 +72,7 @@ impl Site {
         peer: &Peer,
     ) -> Result<Response<Body>, Infallible> {
         let upgrade = wants_websocket(&req);
-        if let Err(denial) = self.authenticate(&mut req, upgrade).await {
+        if let Err(denial) = self.authenticate(&mut req, peer, upgrade).await {
             return Ok(self.denied(&req, peer, denial));
         }
         if upgrade {
@@ -106,17 +106,49 @@ impl Site {
     /// its extensions, for the child's REMOTE_USER) or says why not.
     /// Upgrades always need it; other requests with `--auth-http`. The
     /// credentials stop here: the child gets no HTTP_AUTHORIZATION.
-    async fn authenticate(&self, req: &mut Request<Incoming>, upgrade: bool) -> Result<(), Denial> {
-        let Some(auth) = &self.state.config().auth else {
+    async fn authenticate(
+        &self,
+        req: &mut Request<Incoming>,
+        peer: &Peer,
+        upgrade: bool,
+    ) -> Result<(), Denial> {
+        let config = self.state.config();
+        let Some(auth) = &config.auth else {
             return Ok(());
         };
         if !upgrade && !auth.guards_http() {
             return Ok(());
         }
-        let admission = auth.check(req.headers()).await?;
+        let request_env = if auth.wants_request_env() {
+            self.auth_env(req, peer).await
+        } else {
+            Vec::new()
+        };
+        let env = [config.base_env.vars(), request_env.as_slice()];
+        let admission = auth.check(req.headers(), env).await?;
         req.headers_mut().remove(header::AUTHORIZATION);
         req.extensions_mut().insert(admission);
         Ok(())
+    }
+
+    /// The CGI variables an `--auth-cmd` decides from: the request's, with
+    /// no SCRIPT_NAME or PATH_INFO (nothing is routed yet) and no id (no
+    /// session exists yet).
+    async fn auth_env(&self, req: &Request<Incoming>, peer: &Peer) -> Vec<crate::env::Var> {
+        let addresses = self.state.address_policy();
+        let remote = addresses.remote_info(peer, req.headers()).await;
+        crate::env::request_vars(&crate::env::RequestEnv {
+            id: "",
+            method: req.method(),
+            uri: req.uri(),
+            version: req.version(),
+            headers: req.headers(),
+            remote: &remote,
+            tls: addresses.is_https(peer, req.headers()),
+            local_port: peer.local_port(),
+            script_name: "",
+            path_info: "",
+        })
     }
 
     /// The answer to a request authentication refused: logged and counted
