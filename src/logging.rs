@@ -5,7 +5,15 @@
 //! the `wspipe::access` target at INFO, so `--loglevel info` can hide them
 //! while keeping other information.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+
+/// The level filter of the global subscriber, for SIGHUP to change. Global
+/// as the subscriber it belongs to is.
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// websocketd's log levels, most verbose first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,13 +42,21 @@ pub fn directive(level: LogLevel) -> &'static str {
 
 /// Installs the global subscriber, writing to stderr.
 pub fn init(level: LogLevel) {
-    let filter = EnvFilter::new(directive(level));
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(directive(level)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
         .init();
+    let _ = FILTER.set(handle);
+}
+
+/// Changes the level of the subscriber [`init`] installed (a no-op
+/// without one, as in tests).
+pub fn set_level(level: LogLevel) {
+    if let Some(handle) = FILTER.get() {
+        let _ = handle.reload(EnvFilter::new(directive(level)));
+    }
 }
 
 #[cfg(test)]
