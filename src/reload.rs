@@ -62,28 +62,38 @@ fn reload(state: &State, source: &ReloadSource, running: &mut toml::Table) {
             return;
         }
     };
-    let mut changed = 0;
-    for (key, old, new) in changes(running, &effective) {
-        changed += 1;
-        if RELOADABLE.contains(&key.as_str()) {
-            tracing::info!("SIGHUP: {key} changed from {old} to {new}: applied to new connections");
-            match effective.get(&key) {
-                Some(value) => running.insert(key, value.clone()),
-                None => running.remove(&key),
-            };
-        } else {
+    // A louder level first and a quieter one last, so that the report
+    // is seen either way.
+    let level = (state.reloadable().log_level, config.log_level);
+    let louder = (level.1 as u8) < (level.0 as u8);
+    if louder {
+        crate::logging::set_level(level.1);
+    }
+    report(&path.to_string(), running, &effective);
+    state.apply(&config);
+    if level.0 != level.1 && !louder {
+        crate::logging::set_level(level.1);
+    }
+}
+
+/// One line per changed key; the applied ones become `running`.
+fn report(path: &str, running: &mut toml::Table, effective: &toml::Table) {
+    let changes = changes(running, effective);
+    if changes.is_empty() {
+        tracing::info!("SIGHUP: {path} read again: nothing changed");
+    }
+    for (key, old, new) in changes {
+        if !RELOADABLE.contains(&key.as_str()) {
             tracing::warn!(
                 "SIGHUP: {key} changed from {old} to {new}: needs a restart, not applied"
             );
+            continue;
         }
-    }
-    if changed == 0 {
-        tracing::info!("SIGHUP: {path} read again: nothing changed");
-    }
-    // Logged first: a quieter level would hide its own report.
-    let before = state.apply(&config);
-    if before.log_level != config.log_level {
-        crate::logging::set_level(config.log_level);
+        tracing::info!("SIGHUP: {key} changed from {old} to {new}: applied to new connections");
+        match effective.get(&key) {
+            Some(value) => running.insert(key, value.clone()),
+            None => running.remove(&key),
+        };
     }
 }
 

@@ -299,11 +299,25 @@ async fn sighup_changes_the_log_level_and_headers() {
     let (_, head, _) = raw(server.addr);
     assert!(header_values(&head, "x-old").is_empty(), "{head}");
     assert_eq!(header_values(&head, "x-new"), ["2"]);
-    // At "error" a session's access lines are gone.
-    let before = server.log.count("connect");
+    // At "error" a session's access lines are gone...
     let mut ws = connect(&server.url("/")).await;
     echo(&mut ws, "quiet").await;
-    assert_eq!(server.log.count("connect"), before);
+    // ...and going back to "access" is reported (louder: applied first).
+    setup.rewrite(BASE);
+    hup(&server);
+    server
+        .wait_log_async("SIGHUP: loglevel changed from \"error\" to \"access\"")
+        .await;
+    assert_eq!(
+        server.log.count("wspipe::access: connect"),
+        0,
+        "{:?}",
+        server.log.lines()
+    );
+    let mut ws2 = connect(&server.url("/")).await;
+    echo(&mut ws2, "loud").await;
+    server.wait_log_async("wspipe::access: connect").await;
+    drop(ws);
 }
 
 #[test]
