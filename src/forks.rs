@@ -66,6 +66,9 @@ impl Forks {
             let chunk = owed.min(u32::MAX as usize);
             owed -= chunk;
             let slots = self.slots.clone();
+            // Until the task is first polled (at once, on a free worker) a
+            // child that ends frees its slot to others: one more child
+            // may then start before the limit holds.
             tokio::spawn(async move {
                 if let Ok(taken) = slots.acquire_many_owned(chunk as u32).await {
                     taken.forget();

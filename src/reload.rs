@@ -69,8 +69,9 @@ fn reload(state: &State, source: &ReloadSource, running: &mut toml::Table) {
     if louder {
         crate::logging::set_level(level.1);
     }
-    report(&path.to_string(), running, &effective);
+    // Applied before it is reported: whoever reads a line can count on it.
     state.apply(&config);
+    report(&path.to_string(), running, &effective);
     if level.0 != level.1 && !louder {
         crate::logging::set_level(level.1);
     }

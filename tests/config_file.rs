@@ -299,6 +299,15 @@ async fn sighup_changes_the_log_level_and_headers() {
     let (_, head, _) = raw(server.addr);
     assert!(header_values(&head, "x-old").is_empty(), "{head}");
     assert_eq!(header_values(&head, "x-new"), ["2"]);
+    // A quieter level is set after its report: a refused reload (an error
+    // line, so shown) tells it is in force.
+    setup.rewrite(&format!(
+        "{BASE}header = [\"X-New: 2\"]\nloglevel = \"error\"\nprot = 1\n"
+    ));
+    hup(&server);
+    server
+        .wait_log_async("keeping the running configuration")
+        .await;
     // At "error" a session's access lines are gone...
     let mut ws = connect(&server.url("/")).await;
     echo(&mut ws, "quiet").await;
@@ -328,4 +337,27 @@ fn sighup_without_config_is_not_handled() {
     let status = server.wait_exit(TIMEOUT).expect("exits on SIGHUP");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGHUP));
+}
+
+#[test]
+fn sighup_moves_staticdir_for_new_requests() {
+    let root = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        std::fs::create_dir(root.path().join(name)).unwrap();
+        std::fs::write(root.path().join(name).join("index.html"), name).unwrap();
+    }
+    let dir = |name: &str| root.path().join(name).display().to_string();
+    let setup = Setup::new(&format!("{BASE}staticdir = {:?}\n", dir("a")));
+    let server = setup.start(&[]);
+    let get = || {
+        raw_response(
+            server.addr,
+            "GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    };
+    assert_eq!(get().2, "a");
+    setup.rewrite(&format!("{BASE}staticdir = {:?}\n", dir("b")));
+    hup(&server);
+    server.wait_log("SIGHUP: staticdir changed");
+    assert_eq!(get().2, "b");
 }
