@@ -8,9 +8,11 @@
 //! all, no new child is admitted, so live children over a new lower limit
 //! stay and new ones wait (429) until the count is under it.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 /// Permits standing for "no limit" (tokio's `add_permits` panics above
 /// `Semaphore::MAX_PERMITS`).
@@ -65,12 +67,25 @@ impl Forks {
             // acquire_many takes a u32.
             let chunk = owed.min(u32::MAX as usize);
             owed -= chunk;
-            let slots = self.slots.clone();
-            // Until the task is first polled (at once, on a free worker) a
-            // child that ends frees its slot to others: one more child
-            // may then start before the limit holds.
+            park(self.slots.clone().acquire_many_owned(chunk as u32));
+        }
+    }
+}
+
+/// Takes permits as they come back, and forgets them. Polled once here,
+/// so that it is in the semaphore's queue before any child can end: a
+/// task spawned would only queue when first run, and a slot freed before
+/// that would go to a new child.
+fn park(taking: impl Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + 'static) {
+    let mut taking = Box::pin(taking);
+    let mut cx = Context::from_waker(Waker::noop());
+    match taking.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(taken)) => taken.forget(),
+        Poll::Ready(Err(_)) => {} // closed: never, the semaphore is ours
+        Poll::Pending => {
+            // Polled again by the task, with its own waker.
             tokio::spawn(async move {
-                if let Ok(taken) = slots.acquire_many_owned(chunk as u32).await {
+                if let Ok(taken) = taking.await {
                     taken.forget();
                 }
             });
@@ -88,14 +103,11 @@ mod tests {
         let a = forks.try_acquire().unwrap();
         let b = forks.try_acquire().unwrap();
         forks.set_limit(Some(1));
-        tokio::task::yield_now().await; // the parked task takes its place
-                                        // Two live over a limit of one: they stay, a third is refused.
+        // Two live over a limit of one: they stay, a third is refused.
         assert_eq!(forks.try_acquire().unwrap_err(), ForksExhausted);
         drop(a);
-        tokio::task::yield_now().await;
         assert!(forks.try_acquire().is_err(), "one live: still at the limit");
         drop(b);
-        tokio::task::yield_now().await;
         let c = forks.try_acquire().unwrap();
         assert!(forks.try_acquire().is_err());
         forks.set_limit(Some(2));
@@ -111,7 +123,6 @@ mod tests {
         let forks = Forks::new(None);
         let _live: Vec<_> = (0..3).map(|_| forks.try_acquire().unwrap()).collect();
         forks.set_limit(Some(2));
-        tokio::task::yield_now().await;
         assert!(forks.try_acquire().is_err());
         forks.set_limit(Some(4));
         let _one = forks.try_acquire().unwrap();
