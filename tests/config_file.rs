@@ -361,3 +361,19 @@ fn sighup_moves_staticdir_for_new_requests() {
     server.wait_log("SIGHUP: staticdir changed");
     assert_eq!(get().2, "b");
 }
+
+#[tokio::test]
+async fn sighup_turns_pings_on_for_new_sessions() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let setup = Setup::new(BASE);
+    let server = setup.start(&[]);
+    setup.rewrite(&format!("{BASE}pingms = 50\n"));
+    hup(&server);
+    server
+        .wait_log_async("SIGHUP: pingms changed from 0 to 50")
+        .await;
+    let mut ws = connect(&server.url("/")).await;
+    let first = tokio::time::timeout(TIMEOUT, ws.next()).await;
+    assert!(matches!(first, Ok(Some(Ok(Message::Ping(_))))), "{first:?}");
+}
