@@ -345,6 +345,20 @@ pub struct Cli {
     #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]
     pub control_mode: String,
 
+    /// Read flags from a TOML file: each key is a long flag name (`port =
+    /// 8080`, `address = ["127.0.0.1"]`, `command = ["./chat.sh"]`); flags
+    /// on the command line override it. SIGHUP re-reads it (see
+    /// docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (--config file and command line
+    /// merged, defaults included) as TOML that --config accepts, and exit.
+    #[arg(long = "print-config", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub print_config: bool,
+
     /// Print the man page or a shell completion script to stdout and exit
     /// (no COMMAND needed).
     #[arg(long, value_enum, value_name = "KIND")]
@@ -380,7 +394,7 @@ impl Cli {
 
 /// Rewrites Go-style `-flag[=value]` into `--flag[=value]` for our long flag
 /// names, up to the program name, so `websocketd -port=8080 ./x` works too.
-fn normalize_go_flags<I>(args: I) -> Vec<OsString>
+pub(crate) fn normalize_go_flags<I>(args: I) -> Vec<OsString>
 where
     I: IntoIterator<Item = OsString>,
 {

@@ -20,6 +20,7 @@ use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
 mod combos;
+pub mod file;
 use combos::{check_anyorigin, check_passstderr, check_shared};
 
 /// A configuration error: the one line printed before exiting.
@@ -158,6 +159,18 @@ pub struct Config {
     /// `--shared`: one child per endpoint, shared by its clients; `None`
     /// when each connection has its own.
     pub shared: Option<SharedFlags>,
+    /// `--config`: what SIGHUP re-reads; set by the caller, not the flags.
+    pub reload: Option<ReloadSource>,
+}
+
+/// What SIGHUP needs to build the configuration again: the arguments as
+/// given (the file is read anew; the command line still overrides it).
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    pub path: PathBuf,
+    pub args: Vec<OsString>,
+    /// The effective keys at start, to tell what a reload changes.
+    pub effective: toml::Table,
 }
 
 /// How shared children (`--shared`) behave.
@@ -307,6 +320,7 @@ impl Config {
                 restart: cli.shared_restart,
                 keep: cli.shared_keep,
             }),
+            reload: None,
         };
         // Last, so that a bad flag is reported (exit 2) before a missing
         // program (exit 1).

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! main, server  start, signals, shutdown          (server.rs, main.rs)
+//! reload        SIGHUP: re-read --config          (reload.rs)
 //! generate      man page, completions             (generate.rs)
 //! net           bind, accept loops                (net/)
 //! http          routing, upgrade, CGI, static,    (http/)
@@ -27,7 +28,7 @@
 //!                                                  path -> program, children)
 //! auth          who may connect (--basic-auth)    (auth/)
 //! pure          cli, logging, lines, frames, mailbox, pipes, env, origin,
-//!               proxy, tls, limits, shutdown, events, systemd
+//!               proxy, tls, limits, shutdown, events, systemd, forks
 //! ```
 //!
 //! One connection walks down and back up: `net` accepts it and hands it
@@ -43,6 +44,7 @@ pub mod config;
 pub mod control;
 pub mod env;
 pub mod events;
+pub mod forks;
 pub mod frames;
 pub mod generate;
 pub mod http;
@@ -58,6 +60,7 @@ pub mod pipes;
 pub mod process;
 pub mod proxy;
 pub mod pubsub;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -9,7 +9,15 @@
 //! JSON object per line for log collectors (docs/operations.md lists the
 //! fields).
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+
+/// The level filter of the global subscriber, for SIGHUP to change. Global
+/// as the subscriber it belongs to is.
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// websocketd's log levels, most verbose first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,18 +57,34 @@ pub fn directive(level: LogLevel) -> &'static str {
 
 /// Installs the global subscriber, writing to stderr.
 pub fn init(level: LogLevel, format: LogFormat) {
-    let filter = EnvFilter::new(directive(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(directive(level)));
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            builder.with_ansi(ansi).init();
+            registry
+                .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
+                .init();
         }
         // The event's fields beside timestamp, level and target, not
         // nested: `jq .remote` rather than `jq .fields.remote`.
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+    let _ = FILTER.set(handle);
+}
+
+/// Changes the level of the subscriber [`init`] installed (a no-op
+/// without one, as in tests).
+pub fn set_level(level: LogLevel) {
+    if let Some(handle) = FILTER.get() {
+        let _ = handle.reload(EnvFilter::new(directive(level)));
     }
 }
 

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use wspipe::cli::Cli;
-use wspipe::config::Config;
+use wspipe::config::file::{self, LoadError};
+use wspipe::config::{Config, ReloadSource};
 
 fn main() -> ExitCode {
     // `wspipe ctl ...` is the control client; anything else runs a server.
@@ -13,14 +13,26 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "ctl") {
         return wspipe::control::client::main(args[1..].to_vec());
     }
-    let cli = match Cli::try_parse_args(args) {
-        Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+    let loaded = match file::load(args.clone()) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Clap(e))
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) =>
+        {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => return usage_error(&first_line(&e.to_string())),
+        Err(LoadError::Clap(e)) => return usage_error(&first_line(&e.to_string())),
+        // Already names the file, line and key.
+        Err(LoadError::File(msg)) => {
+            eprintln!("wspipe: {msg}");
+            return ExitCode::from(2);
+        }
     };
+    let cli = loaded.cli;
+    if cli.print_config {
+        print!("{}", file::render(&loaded.effective));
+        return ExitCode::SUCCESS;
+    }
     if let Some(kind) = cli.generate {
         return generate(kind);
     }
@@ -33,7 +45,12 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let config = match Config::from_cli(cli) {
+    let reload = cli.config.clone().map(|path| ReloadSource {
+        path,
+        args,
+        effective: loaded.effective,
+    });
+    let mut config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(e) if e.exit_status() == 2 => return usage_error(&e.to_string()),
         Err(e) => {
@@ -41,6 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_status());
         }
     };
+    config.reload = reload;
     // Before any thread: it edits the environment.
     let passed = match wspipe::systemd::take_listen_fds() {
         Ok(passed) => passed,

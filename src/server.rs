@@ -36,6 +36,8 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state = State::new(config);
+    // Before any listener: a SIGHUP once serving must reload, not kill.
+    crate::reload::start(&state)?;
     // Socket files we created are removed however this ends.
     let mut files = SocketFiles::default();
     start_control(&state, &mut files)?;

@@ -1,20 +1,27 @@
 //! The state every connection shares, behind a cheap handle (mini-redis's
 //! `Db`): the configuration and what is derived from it once, the
 //! `--maxforks` slots, the registry of live sessions, the channel hub, the
-//! shared children and the shutdown.
+//! shared children and the shutdown; and the settings a SIGHUP may change
+//! ([`Reloadable`]), swapped whole so that a connection sees one version.
 //! Callers get what they need through methods; nothing here is a public
 //! field to reach into.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::bridge::BridgeOptions;
-use crate::config::Config;
+use crate::config::{Config, ExtraHeaders};
 use crate::control::Control;
 use crate::events::Events;
+use crate::forks::Forks;
+pub use crate::forks::ForksExhausted;
 use crate::hub::Hub;
+use crate::logging::LogLevel;
+use crate::origin::OriginPolicy;
 use crate::peer::AddressPolicy;
 use crate::session::Registry;
 use crate::shared::{self, Shared};
@@ -40,12 +47,15 @@ pub struct State(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    /// Session settings, derived once from the configuration.
+    /// Session settings, derived once from the configuration (the ping
+    /// interval comes from `reloadable`).
     bridge: BridgeOptions,
+    /// What SIGHUP may change; read once per connection.
+    reloadable: RwLock<Arc<Reloadable>>,
     /// WebSocket protocol limits, derived once from the configuration.
     ws_config: WebSocketConfig,
-    /// Live-children limit (`--maxforks`); `None` is unlimited.
-    forks: Option<Arc<Semaphore>>,
+    /// Live-children limit (`--maxforks`).
+    forks: Forks,
     /// Live sessions, for the control socket and metrics.
     registry: Arc<Registry>,
     /// Channels and their members.
@@ -58,9 +68,32 @@ struct Inner {
     shutdown: Shutdown,
 }
 
-/// Every `--maxforks` slot is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ForksExhausted;
+/// The settings a SIGHUP with `--config` applies to new connections (live
+/// sessions keep what they started with).
+#[derive(Debug, Clone)]
+pub struct Reloadable {
+    pub origin: OriginPolicy,
+    pub headers: ExtraHeaders,
+    /// `--staticdir`, canonical.
+    pub static_dir: Option<PathBuf>,
+    /// `--pingms`, for sessions that start after it.
+    pub ping: Option<Duration>,
+    pub log_level: LogLevel,
+    pub max_forks: Option<usize>,
+}
+
+impl Reloadable {
+    fn from_config(config: &Config) -> Self {
+        Reloadable {
+            origin: config.origin.clone(),
+            headers: config.headers.clone(),
+            static_dir: config.static_dir.clone(),
+            ping: config.ping,
+            log_level: config.log_level,
+            max_forks: config.max_forks,
+        }
+    }
+}
 
 impl State {
     pub fn new(config: Config) -> Self {
@@ -90,7 +123,8 @@ impl State {
             },
         );
         State(Arc::new(Inner {
-            forks: config.max_forks.map(|n| Arc::new(Semaphore::new(n))),
+            forks: Forks::new(config.max_forks),
+            reloadable: RwLock::new(Arc::new(Reloadable::from_config(&config))),
             bridge,
             ws_config,
             registry: Arc::default(),
@@ -106,8 +140,30 @@ impl State {
         &self.0.config
     }
 
-    pub fn bridge_options(&self) -> &BridgeOptions {
-        &self.0.bridge
+    /// The settings for a session starting now.
+    pub fn bridge_options(&self) -> BridgeOptions {
+        BridgeOptions {
+            ping: self.reloadable().ping,
+            ..self.0.bridge.clone()
+        }
+    }
+
+    /// The reloadable settings as they are now: take them once per
+    /// connection, so one request sees one version.
+    pub fn reloadable(&self) -> Arc<Reloadable> {
+        let current = self.0.reloadable.read().unwrap_or_else(|e| e.into_inner());
+        current.clone()
+    }
+
+    /// Applies the reloadable part of `config` (already validated) to new
+    /// connections; returns what was in force before.
+    pub fn apply(&self, config: &Config) -> Arc<Reloadable> {
+        let new = Arc::new(Reloadable::from_config(config));
+        if new.max_forks != self.reloadable().max_forks {
+            self.0.forks.set_limit(new.max_forks);
+        }
+        let mut current = self.0.reloadable.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *current, new)
     }
 
     pub fn ws_config(&self) -> WebSocketConfig {
@@ -156,16 +212,10 @@ impl State {
         )
     }
 
-    /// A slot under `--maxforks` for one child, held until it is reaped:
-    /// `Ok(None)` when unlimited.
+    /// A slot under `--maxforks` for one child, held until it is reaped.
+    /// (Always a permit: unlimited is many, so a limit set later by SIGHUP
+    /// counts the children already running.)
     pub fn fork_permit(&self) -> Result<Option<OwnedSemaphorePermit>, ForksExhausted> {
-        match &self.0.forks {
-            None => Ok(None),
-            Some(forks) => forks
-                .clone()
-                .try_acquire_owned()
-                .map(Some)
-                .map_err(|_| ForksExhausted),
-        }
+        self.0.forks.try_acquire().map(Some)
     }
 }

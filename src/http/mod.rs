@@ -44,21 +44,18 @@ use upgrade::wants_websocket;
 #[derive(Debug)]
 pub struct Site {
     state: State,
-    /// `--staticdir`, if given.
-    static_files: Option<StaticFiles>,
 }
 
 impl Site {
     pub fn new(state: State) -> Arc<Self> {
-        let config = state.config();
-        let static_files = config
-            .static_dir
-            .clone()
-            .map(|dir| StaticFiles::new(dir, config.cgi_dir.clone()));
-        Arc::new(Site {
-            state,
-            static_files,
-        })
+        Arc::new(Site { state })
+    }
+
+    /// `--staticdir` as it is now (SIGHUP may change it). Made per request:
+    /// a `ServeDir` is only its root and settings, nothing opened.
+    fn static_files(&self) -> Option<StaticFiles> {
+        let dir = self.state.reloadable().static_dir.clone()?;
+        Some(StaticFiles::new(dir, self.state.config().cgi_dir.clone()))
     }
 
     pub fn state(&self) -> &State {
@@ -173,7 +170,7 @@ impl Site {
 
     /// Adds `--header` and `--header-http` to a non-upgrade response.
     fn http_headers(&self, mut response: Response<Body>) -> Response<Body> {
-        let headers = &self.state.config().headers;
+        let headers = &self.state.reloadable().headers;
         add_headers(&mut response, &headers.all);
         add_headers(&mut response, &headers.http);
         response
@@ -185,7 +182,7 @@ impl Site {
         if let Some(script) = cgi::script_for(config.cgi_dir.as_ref(), req.uri().path()).await {
             return cgi::serve(req, peer, &self.state, script).await;
         }
-        if let Some(files) = &self.static_files {
+        if let Some(files) = self.static_files() {
             return files.serve(req).await;
         }
         if config.dev_console && response::is_read(req.method()) {

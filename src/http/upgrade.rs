@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{add_headers, empty, Body};
 use crate::auth;
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, ExtraHeaders};
 use crate::env::{request_vars, RequestEnv};
 use crate::events::Event;
 use crate::hub::{ChannelName, Hub, Presence};
@@ -64,7 +64,9 @@ pub async fn upgrade(
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let addresses = state.address_policy();
     let https = addresses.is_https(peer, headers);
-    config
+    // Taken once: the origin check and the 101's headers are one version.
+    let reloadable = state.reloadable();
+    reloadable
         .origin
         .check(origin, host, https)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
@@ -168,7 +170,7 @@ pub async fn upgrade(
         // Replaced by `Shared` above.
         Work::Joining(_) => {}
     }
-    Ok(switching_protocols(&key, config))
+    Ok(switching_protocols(&key, &reloadable.headers))
 }
 
 /// What an admitted upgrade is served by, before anything is started.
@@ -307,7 +309,7 @@ fn check_protocol<B>(req: &Request<B>) -> Result<HeaderValue, Refusal> {
 }
 
 /// The 101 answer, with `--header` and `--header-ws`.
-fn switching_protocols(key: &HeaderValue, config: &Config) -> Response<Body> {
+fn switching_protocols(key: &HeaderValue, headers: &ExtraHeaders) -> Response<Body> {
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -316,8 +318,8 @@ fn switching_protocols(key: &HeaderValue, config: &Config) -> Response<Body> {
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
-    add_headers(&mut response, &config.headers.all);
-    add_headers(&mut response, &config.headers.ws);
+    add_headers(&mut response, &headers.all);
+    add_headers(&mut response, &headers.ws);
     response
 }
 
@@ -356,7 +358,8 @@ impl Session {
         } = self;
         let id = identity.id.to_string();
         let opts = state.bridge_options();
-        let end = crate::bridge::run(ws, spawned, opts, state.shutdown(), &id, links, socket).await;
+        let end =
+            crate::bridge::run(ws, spawned, &opts, state.shutdown(), &id, links, socket).await;
         // The child is reaped: its slot goes.
         drop(permit);
         let ended = Ended {
@@ -393,7 +396,7 @@ impl Session {
         };
         let opts = pubsub::Options {
             mode: config.mode,
-            ping: config.ping,
+            ping: state.reloadable().ping,
             read_only: matches!(config.endpoint, Some(Endpoint::PubSub { read_only: true })),
             inbox,
             shutdown: state.shutdown(),
