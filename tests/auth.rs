@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use common::shared::live_children;
 use common::*;
 use futures_util::future::join_all;
 
@@ -269,16 +270,6 @@ async fn auth_cmd_admits_refuses_and_fails_closed_before_any_child_starts() {
     server
         .wait_log_async("--auth-cmd failed: no answer within")
         .await;
-}
-
-/// The server's children that are alive (not zombies).
-fn live_children(server: &Server) -> Vec<u32> {
-    server
-        .children()
-        .into_iter()
-        .filter(|(_, state)| *state != 'Z')
-        .map(|(pid, _)| pid)
-        .collect()
 }
 
 #[test]
