@@ -283,8 +283,17 @@ pub struct Cli {
     #[arg(long = "auth-cmd", value_name = "PROG")]
     pub auth_cmd: Option<String>,
 
-    /// How long --auth-cmd may take, in milliseconds, before the request
-    /// gets 503 (and the program is ended).
+    /// An HTTP service decides who connects (nginx auth_request style):
+    /// http://LOOPBACK:PORT/PATH or unix:/SOCKET:/PATH gets a GET with the
+    /// request's headers and X-Original-Method, X-Original-URI,
+    /// X-Original-Remote-Addr. 2xx admits (Wspipe-Env-NAME headers become
+    /// WSPIPE_AUTH_NAME, Wspipe-Env-Remote-User the REMOTE_USER), 401/403
+    /// refuse with that status, anything else or --auth-timeout is 503.
+    #[arg(long = "auth-url", value_name = "URL")]
+    pub auth_url: Option<String>,
+
+    /// How long --auth-cmd or --auth-url may take, in milliseconds, before
+    /// the request gets 503 (and a command is ended).
     #[arg(long = "auth-timeout", value_name = "MS", default_value_t = 5000)]
     pub auth_timeout: u64,
 
@@ -293,7 +302,7 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", default_value = "wspipe")]
     pub realm: String,
 
-    /// Authentication (--basic-auth, --auth-cmd) guards static files (--staticdir), CGI scripts
+    /// Authentication (--basic-auth, --auth-cmd, --auth-url) guards static files (--staticdir), CGI scripts
     /// (--cgidir) and the dev console as well, not only WebSocket
     /// upgrades.
     #[arg(long = "auth-http", value_name = "BOOL", num_args = 0..=1, require_equals = true,

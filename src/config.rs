@@ -399,30 +399,46 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
 /// `--auth-timeout` and `--auth-http`; the users file is read now, so that
 /// a bad entry stops the start (exit 2, with its line).
 fn auth(cli: &Cli) -> Result<Option<std::sync::Arc<crate::auth::Auth>>, ConfigError> {
-    use crate::auth::{command::AuthCommand, htpasswd::Htpasswd, Auth};
-    let auth = match (&cli.basic_auth, &cli.auth_cmd) {
-        (Some(_), Some(_)) => return Err(bad("give only one of --basic-auth and --auth-cmd")),
-        (None, None) if cli.auth_http => {
-            return Err(bad("--auth-http needs --basic-auth or --auth-cmd"))
+    use crate::auth::{command::AuthCommand, htpasswd::Htpasswd, url, Auth};
+    let given = [
+        cli.basic_auth.is_some(),
+        cli.auth_cmd.is_some(),
+        cli.auth_url.is_some(),
+    ];
+    match given.iter().filter(|g| **g).count() {
+        0 if cli.auth_http => {
+            return Err(bad(
+                "--auth-http needs --basic-auth, --auth-cmd or --auth-url",
+            ))
         }
-        (None, None) => return Ok(None),
-        (Some(path), None) => {
-            let users = Htpasswd::load(path).map_err(|e| bad(format!("--basic-auth {e}")))?;
-            Auth::basic(users, &cli.realm, cli.auth_http).map_err(|e| bad(e.to_string()))?
+        0 => return Ok(None),
+        1 => {}
+        _ => {
+            return Err(bad(
+                "give only one of --basic-auth, --auth-cmd and --auth-url",
+            ))
         }
-        (None, Some(line)) => {
-            let mut words = shell_words::split(line)
-                .map_err(|e| bad(format!("--auth-cmd: {e}")))?
-                .into_iter()
-                .map(OsString::from);
-            let program = words.next().ok_or_else(|| bad("--auth-cmd is empty"))?;
-            let command = AuthCommand {
-                program: locate_auth_program(&program)?,
-                args: words.collect(),
-                timeout: Duration::from_millis(cli.auth_timeout.max(1)),
-            };
-            Auth::command(command, cli.auth_http)
-        }
+    }
+    let timeout = Duration::from_millis(cli.auth_timeout.max(1));
+    let auth = if let Some(path) = &cli.basic_auth {
+        let users = Htpasswd::load(path).map_err(|e| bad(format!("--basic-auth {e}")))?;
+        Auth::basic(users, &cli.realm, cli.auth_http).map_err(|e| bad(e.to_string()))?
+    } else if let Some(line) = &cli.auth_cmd {
+        let mut words = shell_words::split(line)
+            .map_err(|e| bad(format!("--auth-cmd: {e}")))?
+            .into_iter()
+            .map(OsString::from);
+        let program = words.next().ok_or_else(|| bad("--auth-cmd is empty"))?;
+        let command = AuthCommand {
+            program: locate_auth_program(&program)?,
+            args: words.collect(),
+            timeout,
+        };
+        Auth::command(command, cli.auth_http)
+    } else {
+        let value = cli.auth_url.as_deref().unwrap_or_default();
+        let target = url::Target::parse(value).map_err(|e| bad(e.to_string()))?;
+        Auth::url(url::AuthUrl { target, timeout }, cli.auth_http)
     };
     Ok(Some(std::sync::Arc::new(auth)))
 }

@@ -171,6 +171,12 @@ pub enum RemoteInfo {
 
 impl RemoteInfo {
     /// `REMOTE_ADDR`, `REMOTE_HOST` and `REMOTE_PORT` (empty when unknown).
+    /// REMOTE_ADDR's value: the client's address, empty over a Unix socket.
+    pub fn addr_text(&self) -> String {
+        let [addr, _, _] = self.cgi_values();
+        addr
+    }
+
     fn cgi_values(&self) -> [String; 3] {
         match self {
             RemoteInfo::Unix => Default::default(),

@@ -299,3 +299,148 @@ fn a_missing_auth_cmd_or_two_mechanisms_exit_2_with_one_line() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// A little auth service on loopback: answers by the request's cookie and
+/// keeps every request head it got.
+struct AuthService {
+    addr: std::net::SocketAddr,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn auth_service() -> AuthService {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let cookie = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cookie: "))
+                    .unwrap_or("")
+                    .to_owned();
+                kept.lock().unwrap().push(head);
+                let answer = match cookie.as_str() {
+                    "sid=good" => "HTTP/1.1 204 No Content\r\nWspipe-Env-Role: admin\r\nWspipe-Env-Remote-User: alice\r\n\r\n",
+                    "sid=login" => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"app\"\r\nContent-Length: 0\r\n\r\n",
+                    "sid=slow" => {
+                        std::thread::sleep(std::time::Duration::from_secs(3));
+                        "HTTP/1.1 204 No Content\r\n\r\n"
+                    }
+                    "sid=garbage" => "nonsense\r\n\r\n",
+                    "sid=error" => "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+                    _ => "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+                };
+                let _ = stream.write_all(answer.as_bytes());
+            });
+        }
+    });
+    AuthService { addr, heads }
+}
+
+#[tokio::test]
+async fn auth_url_decides_from_the_original_request_and_never_trusts_forged_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = auth_service();
+    let program = script(dir.path(), "env.sh", "#!/bin/sh\nenv\necho end of env\n");
+    let url = format!("http://{}/check", service.addr);
+    let server = Server::start(&[
+        "--auth-url",
+        &url,
+        "--auth-timeout",
+        "300",
+        program.to_str().unwrap(),
+    ]);
+    let ws_url = server.url("/room?x=1");
+    for (cookie, status) in [
+        ("sid=bad", 403),
+        ("sid=login", 401),
+        ("sid=slow", 503),
+        ("sid=garbage", 503),
+        ("sid=error", 503),
+    ] {
+        assert_eq!(
+            handshake_status(&ws_url, &[("Cookie", cookie)]).await,
+            status,
+            "{cookie}"
+        );
+    }
+    assert!(
+        live_children(&server).is_empty(),
+        "no child for a refused client"
+    );
+    let (_, head) = raw_request(server.addr, &upgrade_request("Cookie: sid=login\r\n"));
+    assert_eq!(
+        header_values(&head, "www-authenticate"),
+        ["Bearer realm=\"app\""]
+    );
+
+    let forged = [
+        ("Cookie", "sid=good"),
+        ("X-Original-URI", "/forged"),
+        ("Wspipe-Env-Role", "root"),
+    ];
+    let mut ws = connect_with(&ws_url, &forged).await.expect("admitted");
+    let (lines, _) = texts_until_close(&mut ws).await;
+    let env = parse_env(&lines);
+    assert_eq!(env.get("REMOTE_USER").map(String::as_str), Some("alice"));
+    assert_eq!(env.get("AUTH_TYPE").map(String::as_str), Some("URL"));
+    assert_eq!(
+        env.get("WSPIPE_AUTH_ROLE").map(String::as_str),
+        Some("admin")
+    );
+    let heads = service.heads.lock().unwrap().clone();
+    let admitted = heads.iter().rev().find(|h| h.contains("sid=good")).unwrap();
+    assert!(
+        admitted.starts_with("GET /check HTTP/1.1\r\n"),
+        "{admitted}"
+    );
+    assert!(
+        admitted.contains("x-original-uri: /room?x=1\r\n"),
+        "{admitted}"
+    );
+    assert!(
+        admitted.contains("x-original-method: GET\r\n"),
+        "{admitted}"
+    );
+    assert!(
+        admitted.contains("x-original-remote-addr: 127.0.0.1\r\n"),
+        "{admitted}"
+    );
+    assert!(
+        !admitted.contains("/forged") && !admitted.contains("root"),
+        "{admitted}"
+    );
+    assert!(
+        !admitted.to_ascii_lowercase().contains("sec-websocket-key"),
+        "{admitted}"
+    );
+}
+
+#[tokio::test]
+async fn an_auth_url_nobody_listens_on_fails_closed_with_503() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/check");
+    let server = Server::start(&["--auth-url", &url, "cat"]);
+    assert_eq!(handshake_status(&server.url("/"), &[]).await, 503);
+    assert!(live_children(&server).is_empty());
+    server
+        .wait_log_async("--auth-url failed: cannot connect")
+        .await;
+    let out = run_bin(&["--auth-url", "http://10.1.2.3:80/", "cat"]);
+    assert_eq!(out.status.code(), Some(2), "not loopback");
+}

@@ -12,6 +12,7 @@
 
 pub mod command;
 pub mod htpasswd;
+pub mod url;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::env::Var;
 use command::{AuthCommand, Verdict};
 use htpasswd::Htpasswd;
+use url::{Answer, AuthUrl, Original};
 
 /// Longest `Authorization` header looked at: a longer one is refused
 /// unread (no user name or password is that long).
@@ -55,6 +57,21 @@ enum Mechanism {
     },
     /// `--auth-cmd`.
     Command(AuthCommand),
+    /// `--auth-url`.
+    Url(AuthUrl),
+}
+
+/// The request being checked.
+#[derive(Debug)]
+pub struct Probe<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a HeaderMap,
+    /// REMOTE_ADDR, for `--auth-url`'s `X-Original-Remote-Addr`.
+    pub remote_addr: &'a str,
+    /// The environment an `--auth-cmd` runs with: the base, then the
+    /// request's CGI variables.
+    pub env: [&'a [Var]; 2],
 }
 
 /// Who was admitted, for the child's environment and the access log.
@@ -62,7 +79,8 @@ enum Mechanism {
 pub struct Admission {
     /// `REMOTE_USER`; `None` when an `--auth-cmd` named nobody.
     pub user: Option<String>,
-    /// `AUTH_TYPE`: `Basic`, or `Command` for `--auth-cmd`.
+    /// `AUTH_TYPE`: `Basic`, `Command` for `--auth-cmd`, `URL` for
+    /// `--auth-url`.
     pub auth_type: &'static str,
     /// `WSPIPE_AUTH_*` variables an `--auth-cmd` wrote.
     pub vars: Vec<(String, String)>,
@@ -103,6 +121,11 @@ impl Auth {
         Self::new(Mechanism::Command(command), http)
     }
 
+    /// `--auth-url`.
+    pub fn url(url: AuthUrl, http: bool) -> Self {
+        Self::new(Mechanism::Url(url), http)
+    }
+
     fn new(mechanism: Mechanism, http: bool) -> Self {
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         Auth {
@@ -119,14 +142,14 @@ impl Auth {
     }
 
     /// Whether [`check`](Self::check) needs the request's CGI variables
-    /// (`--auth-cmd` runs with them).
+    /// and client address (`--auth-cmd` and `--auth-url` pass them on).
     pub fn wants_request_env(&self) -> bool {
-        matches!(self.mechanism, Mechanism::Command(_))
+        !matches!(self.mechanism, Mechanism::Basic { .. })
     }
 
-    /// Admits the request, or says why not. `env` is the environment an
-    /// `--auth-cmd` runs with (the base, then the request's variables).
-    pub async fn check(&self, headers: &HeaderMap, env: [&[Var]; 2]) -> Result<Admission, Denial> {
+    /// Admits the request, or says why not.
+    pub async fn check(&self, probe: &Probe<'_>) -> Result<Admission, Denial> {
+        let headers = probe.headers;
         match &self.mechanism {
             Mechanism::Basic { users, challenge } => {
                 let unauthorized = |reason| Denial {
@@ -154,7 +177,17 @@ impl Auth {
             }
             Mechanism::Command(command) => {
                 let _slot = self.slot().await?;
-                admit_by(command.run(env).await)
+                admit_by(command.run(probe.env).await)
+            }
+            Mechanism::Url(url) => {
+                let _slot = self.slot().await?;
+                let original = Original {
+                    method: probe.method,
+                    uri: probe.uri,
+                    headers,
+                    remote_addr: probe.remote_addr,
+                };
+                admit_by_answer(url.ask(&original).await)
             }
         }
     }
@@ -170,6 +203,30 @@ impl Auth {
                 reason: "too many authentication checks at once",
                 challenge: None,
             })
+    }
+}
+
+/// What an `--auth-url` answer means for the request.
+fn admit_by_answer(answer: Answer) -> Result<Admission, Denial> {
+    match answer {
+        Answer::Admit { user, vars } => Ok(Admission {
+            user,
+            auth_type: "URL",
+            vars,
+        }),
+        Answer::Refuse(status, challenge) => Err(Denial {
+            status,
+            reason: "refused by --auth-url",
+            challenge,
+        }),
+        Answer::Failed(why) => {
+            tracing::warn!("--auth-url failed: {why}");
+            Err(Denial {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "--auth-url failed",
+                challenge: None,
+            })
+        }
     }
 }
 
@@ -252,6 +309,16 @@ mod tests {
         headers
     }
 
+    fn probe<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Probe<'a> {
+        Probe {
+            method: &http::Method::GET,
+            uri,
+            headers,
+            remote_addr: "127.0.0.1",
+            env: [&[], &[]],
+        }
+    }
+
     fn encoded(pair: &str) -> String {
         format!(
             "Basic {}",
@@ -317,10 +384,9 @@ mod tests {
         )
         .unwrap();
         let auth = Auth::basic(Htpasswd::load(&path).unwrap(), "wspipe", true).unwrap();
-        let admitted = auth
-            .check(&basic(&encoded("alice:secret")), [&[], &[]])
-            .await
-            .unwrap();
+        let uri = http::Uri::from_static("/");
+        let headers = basic(&encoded("alice:secret"));
+        let admitted = auth.check(&probe(&headers, &uri)).await.unwrap();
         let alice = Admission {
             user: Some("alice".into()),
             auth_type: "Basic",
@@ -332,7 +398,7 @@ mod tests {
             basic(&encoded("bob:secret")),
             HeaderMap::new(),
         ] {
-            let denied = auth.check(&headers, [&[], &[]]).await.unwrap_err();
+            let denied = auth.check(&probe(&headers, &uri)).await.unwrap_err();
             assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
             assert!(denied.challenge.is_some());
         }

@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 
 pub use response::{add_headers, empty, full, text, Body};
 
-use crate::auth::Denial;
+use crate::auth::{Denial, Probe};
 use crate::config::Endpoint;
 use crate::peer::Peer;
 use crate::state::State;
@@ -116,25 +116,36 @@ impl Site {
         if !upgrade && !auth.guards_http() {
             return Ok(());
         }
-        let request_env = if auth.wants_request_env() {
+        let (request_env, remote_addr) = if auth.wants_request_env() {
             self.auth_env(req, peer).await
         } else {
-            Vec::new()
+            (Vec::new(), String::new())
         };
-        let env = [config.base_env.vars(), request_env.as_slice()];
-        let admission = auth.check(req.headers(), env).await?;
+        let probe = Probe {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            remote_addr: &remote_addr,
+            env: [config.base_env.vars(), request_env.as_slice()],
+        };
+        let admission = auth.check(&probe).await?;
         req.headers_mut().remove(header::AUTHORIZATION);
         req.extensions_mut().insert(admission);
         Ok(())
     }
 
-    /// The CGI variables an `--auth-cmd` decides from: the request's, with
-    /// no SCRIPT_NAME or PATH_INFO (nothing is routed yet) and no id (no
-    /// session exists yet).
-    async fn auth_env(&self, req: &Request<Incoming>, peer: &Peer) -> Vec<crate::env::Var> {
+    /// The CGI variables an `--auth-cmd` decides from (the request's, with
+    /// no SCRIPT_NAME or PATH_INFO: nothing is routed yet; and no id: no
+    /// session exists yet), and the client's address.
+    async fn auth_env(
+        &self,
+        req: &Request<Incoming>,
+        peer: &Peer,
+    ) -> (Vec<crate::env::Var>, String) {
         let addresses = self.state.address_policy();
         let remote = addresses.remote_info(peer, req.headers()).await;
-        crate::env::request_vars(&crate::env::RequestEnv {
+        let remote_addr = remote.addr_text();
+        let vars = crate::env::request_vars(&crate::env::RequestEnv {
             id: "",
             method: req.method(),
             uri: req.uri(),
@@ -145,7 +156,8 @@ impl Site {
             local_port: peer.local_port(),
             script_name: "",
             path_info: "",
-        })
+        });
+        (vars, remote_addr)
     }
 
     /// The answer to a request authentication refused: logged and counted
