@@ -41,12 +41,15 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 log=$(mktemp)
 /usr/bin/wspipe --port "$port" --address 127.0.0.1 /usr/share/doc/wspipe/examples/count.sh 2>"$log" &
 server=$!
+# Stopped however the checks below end, then the package removed.
+trap 'kill "$server" 2>/dev/null || true; as_root dpkg --purge wspipe >/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q 'serving on' "$log" && break; sleep 0.1; done
 grep -q 'serving on' "$log" || fail "server did not start: $(cat "$log")"
 # The client closes when its stdin ends (and exits only once it has):
 # stdin stays open past the example's 5 s.
 out=$(sleep 8 | timeout 30 target/debug/examples/wsclient "ws://127.0.0.1:$port/" 2>&1)
 kill "$server"; wait "$server" || true
+server=
 [ "$(grep -cx '[0-9]*' <<<"$out")" = 10 ] || fail "expected 10 lines, got: $out"
 grep -q 'closed: 1000' <<<"$out" || fail "no normal close: $out"
 echo "deb-check: $deb installs and serves"
