@@ -138,8 +138,9 @@ fn parse(out: &[u8]) -> Verdict {
     Verdict::Admit { user, vars }
 }
 
-/// Letters, digits and `_`, not starting with a digit, at most 64 bytes.
-fn valid_name(name: &str) -> bool {
+/// Letters, digits and `_`, not starting with a digit, at most 64 bytes:
+/// a name an authenticator may give a child variable (also `--auth-url`'s).
+pub(super) fn valid_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     let first_ok = bytes
         .next()

@@ -26,6 +26,8 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
+use super::command::valid_name;
+
 /// Where the service listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -239,11 +241,7 @@ fn admit(headers: &HeaderMap) -> Answer {
             continue;
         };
         let var = suffix.to_ascii_uppercase().replace('-', "_");
-        let valid_name = !var.is_empty()
-            && var.len() <= 64
-            && !var.starts_with(|c: char| c.is_ascii_digit())
-            && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        let Some(value) = value.to_str().ok().filter(|_| valid_name) else {
+        let Some(value) = value.to_str().ok().filter(|_| valid_name(&var)) else {
             return Answer::Failed(format!("bad header {name}"));
         };
         if var == "REMOTE_USER" {
