@@ -292,19 +292,43 @@ pub struct Cli {
     #[arg(long = "auth-url", value_name = "URL")]
     pub auth_url: Option<String>,
 
+    /// A signed JWT admits: FILE holds an HMAC secret (32 bytes or more),
+    /// a PEM public key (RSA, EC, Ed25519) or a JWKS. The token comes as
+    /// `Authorization: Bearer TOKEN`, as an offered subprotocol
+    /// `bearer.TOKEN` (browsers: new WebSocket(url, ["bearer." + token])),
+    /// or in the --jwt-query parameter. The key pins the algorithm; exp is
+    /// required, nbf checked. sub becomes REMOTE_USER, each claim NAME
+    /// WSPIPE_JWT_NAME, a `channels` claim limits the channels joined.
+    #[arg(long = "jwt-key", value_name = "FILE")]
+    pub jwt_key: Option<std::path::PathBuf>,
+
+    /// The audience --jwt-key tokens must name in `aud` (repeat for
+    /// several accepted ones); without it, a token with an `aud` is refused.
+    #[arg(long = "jwt-aud", value_name = "AUD")]
+    pub jwt_aud: Vec<String>,
+
+    /// The issuer --jwt-key tokens must name in `iss` (repeat for several).
+    #[arg(long = "jwt-iss", value_name = "ISS")]
+    pub jwt_iss: Vec<String>,
+
+    /// The query parameter a --jwt-key token may come in (`?NAME=TOKEN`);
+    /// it is taken out of QUERY_STRING before the child sees it.
+    #[arg(long = "jwt-query", value_name = "NAME")]
+    pub jwt_query: Option<String>,
+
     /// How long --auth-cmd or --auth-url may take, in milliseconds, before
     /// the request gets 503 (and a command is ended).
     #[arg(long = "auth-timeout", value_name = "MS", default_value_t = 5000)]
     pub auth_timeout: u64,
 
-    /// The realm --basic-auth names in its 401 challenge (browsers show
-    /// it in their password prompt).
+    /// The realm --basic-auth and --jwt-key name in their 401 challenges
+    /// (browsers show it in their password prompt).
     #[arg(long, value_name = "NAME", default_value = "wspipe")]
     pub realm: String,
 
-    /// Authentication (--basic-auth, --auth-cmd, --auth-url) guards static files (--staticdir), CGI scripts
-    /// (--cgidir) and the dev console as well, not only WebSocket
-    /// upgrades.
+    /// Authentication (--basic-auth, --auth-cmd, --auth-url, --jwt-key)
+    /// guards static files (--staticdir), CGI scripts (--cgidir) and the
+    /// dev console as well, not only WebSocket upgrades.
     #[arg(long = "auth-http", value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false",
           value_parser = BoolishValueParser::new(), action = ArgAction::Set)]

@@ -19,9 +19,11 @@ use crate::logging::{LogFormat, LogLevel};
 use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
+mod auth;
 mod combos;
 pub mod file;
 mod sockets;
+use auth::auth;
 use combos::{check_anyorigin, check_passstderr, check_shared};
 use sockets::{addr_or_path, control, listen, publish, socket_mode, tls};
 
@@ -393,67 +395,6 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
         program: PathBuf::from(words.remove(0)),
         args: words,
     })))
-}
-
-/// `--basic-auth FILE` or `--auth-cmd PROG`, with `--realm`,
-/// `--auth-timeout` and `--auth-http`; the users file is read now, so that
-/// a bad entry stops the start (exit 2, with its line).
-fn auth(cli: &Cli) -> Result<Option<std::sync::Arc<crate::auth::Auth>>, ConfigError> {
-    use crate::auth::{command::AuthCommand, htpasswd::Htpasswd, url, Auth};
-    let given = [
-        cli.basic_auth.is_some(),
-        cli.auth_cmd.is_some(),
-        cli.auth_url.is_some(),
-    ];
-    match given.iter().filter(|g| **g).count() {
-        0 if cli.auth_http => {
-            return Err(bad(
-                "--auth-http needs --basic-auth, --auth-cmd or --auth-url",
-            ))
-        }
-        0 => return Ok(None),
-        1 => {}
-        _ => {
-            return Err(bad(
-                "give only one of --basic-auth, --auth-cmd and --auth-url",
-            ))
-        }
-    }
-    let timeout = Duration::from_millis(cli.auth_timeout.max(1));
-    let auth = if let Some(path) = &cli.basic_auth {
-        let users = Htpasswd::load(path).map_err(|e| bad(format!("--basic-auth {e}")))?;
-        Auth::basic(users, &cli.realm, cli.auth_http).map_err(|e| bad(e.to_string()))?
-    } else if let Some(line) = &cli.auth_cmd {
-        let mut words = shell_words::split(line)
-            .map_err(|e| bad(format!("--auth-cmd: {e}")))?
-            .into_iter()
-            .map(OsString::from);
-        let program = words.next().ok_or_else(|| bad("--auth-cmd is empty"))?;
-        let command = AuthCommand {
-            program: locate_auth_program(&program)?,
-            args: words.collect(),
-            timeout,
-        };
-        Auth::command(command, cli.auth_http)
-    } else {
-        let value = cli.auth_url.as_deref().unwrap_or_default();
-        let target = url::Target::parse(value).map_err(|e| bad(e.to_string()))?;
-        Auth::url(url::AuthUrl { target, timeout }, cli.auth_http)
-    };
-    Ok(Some(std::sync::Arc::new(auth)))
-}
-
-/// The `--auth-cmd` program, found at start like COMMAND is: a missing
-/// one would refuse every client.
-fn locate_auth_program(program: &std::ffi::OsStr) -> Result<PathBuf, ConfigError> {
-    // As `locate` (and execvp) decide: a name with a '/' is a path.
-    let path = Path::new(program);
-    let is_path = program.as_bytes().contains(&b'/');
-    match which::which(path) {
-        Ok(_) if is_path => Ok(path.to_path_buf()),
-        Ok(found) => Ok(found),
-        Err(e) => Err(bad(format!("--auth-cmd {}: {e}", path.display()))),
-    }
 }
 
 /// COMMAND is checked once, at start-up, as websocketd does: a program that

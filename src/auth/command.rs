@@ -6,7 +6,8 @@
 //! - exit 0 admits; each stdout line `NAME=value` is a variable for the
 //!   child: `REMOTE_USER=alice` sets REMOTE_USER, any other NAME becomes
 //!   `WSPIPE_AUTH_NAME` (so a command cannot set PATH or LD_PRELOAD for
-//!   the child). NAME is letters, digits and `_`, not starting with a
+//!   the child); `CHANNELS=/a, /rooms/*` (one or more lines) limits the
+//!   channels the client may join. NAME is letters, digits and `_`, not starting with a
 //!   digit; a line that is not such a pair refuses the request (503), as
 //!   does more than 64 KiB of output: fail closed.
 //! - any other exit status refuses (403);
@@ -19,6 +20,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 
+use super::channels::Permits;
 use crate::env::Var;
 use crate::process::{self, Exit, SpawnSpec};
 
@@ -45,6 +47,8 @@ pub enum Verdict {
     Admit {
         user: Option<String>,
         vars: Vec<(String, String)>,
+        /// `CHANNELS=` lines.
+        channels: Option<Permits>,
     },
     /// Another exit status.
     Refuse,
@@ -122,6 +126,7 @@ fn parse(out: &[u8]) -> Verdict {
     };
     let mut user = None;
     let mut vars = Vec::new();
+    let mut channels: Option<String> = None;
     for line in text.lines().filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once('=').filter(|(n, _)| valid_name(n)) else {
             return Verdict::Failed(format!("not a NAME=value line: {:.60}", line));
@@ -129,13 +134,21 @@ fn parse(out: &[u8]) -> Verdict {
         if value.contains('\0') {
             return Verdict::Failed(format!("{name}: a NUL in its value"));
         }
-        if name == "REMOTE_USER" {
-            user = Some(value.to_owned());
-        } else {
-            vars.push((format!("WSPIPE_AUTH_{name}"), value.to_owned()));
+        match name {
+            "REMOTE_USER" => user = Some(value.to_owned()),
+            "CHANNELS" => channels.get_or_insert_default().extend([",", value]),
+            _ => vars.push((format!("WSPIPE_AUTH_{name}"), value.to_owned())),
         }
     }
-    Verdict::Admit { user, vars }
+    let channels = match channels.as_deref().map(Permits::parse_list).transpose() {
+        Ok(channels) => channels,
+        Err(e) => return Verdict::Failed(format!("CHANNELS: {e}")),
+    };
+    Verdict::Admit {
+        user,
+        vars,
+        channels,
+    }
 }
 
 /// Letters, digits and `_`, not starting with a digit, at most 64 bytes:
@@ -162,13 +175,21 @@ mod tests {
                     ("WSPIPE_AUTH_ROLE".into(), "admin".into()),
                     ("WSPIPE_AUTH_team_1".into(), "a=b".into()),
                 ],
+                channels: None,
             }
         );
+        let Verdict::Admit { channels, .. } = parse(b"CHANNELS=/a\nCHANNELS=/rooms/*\n") else {
+            panic!("admitted");
+        };
+        let channels = channels.unwrap();
+        assert!(channels.allows("/a") && channels.allows("/rooms/x") && !channels.allows("/b"));
+        assert!(matches!(parse(b"CHANNELS=nope"), Verdict::Failed(_)));
         assert_eq!(
             parse(b""),
             Verdict::Admit {
                 user: None,
-                vars: vec![]
+                vars: vec![],
+                channels: None,
             }
         );
         for bad in [
@@ -212,7 +233,8 @@ mod tests {
             run(admit, second).await,
             Verdict::Admit {
                 user: Some("alice".into()),
-                vars: vec![]
+                vars: vec![],
+                channels: None,
             }
         );
         assert_eq!(run("#!/bin/sh\nexit 3\n", second).await, Verdict::Refuse);

@@ -10,8 +10,10 @@
 //! them; Basic credentials never reach the child (no
 //! `HTTP_AUTHORIZATION`).
 
+pub mod channels;
 pub mod command;
 pub mod htpasswd;
+pub mod jwt;
 pub mod url;
 
 use std::sync::Arc;
@@ -23,8 +25,10 @@ use http::StatusCode;
 use tokio::sync::Semaphore;
 
 use crate::env::Var;
+use channels::Permits;
 use command::{AuthCommand, Verdict};
 use htpasswd::Htpasswd;
+use jwt::Jwt;
 use url::{Answer, AuthUrl, Original};
 
 /// Longest `Authorization` header looked at: a longer one is refused
@@ -59,6 +63,13 @@ enum Mechanism {
     Command(AuthCommand),
     /// `--auth-url`.
     Url(AuthUrl),
+    /// `--jwt-key`, with the challenges of its 401s: for a request with no
+    /// token, and for one whose token is refused (RFC 6750 3).
+    Jwt {
+        jwt: Jwt,
+        challenge: HeaderValue,
+        invalid: HeaderValue,
+    },
 }
 
 /// The request being checked.
@@ -82,8 +93,33 @@ pub struct Admission {
     /// `AUTH_TYPE`: `Basic`, `Command` for `--auth-cmd`, `URL` for
     /// `--auth-url`.
     pub auth_type: &'static str,
-    /// `WSPIPE_AUTH_*` variables an `--auth-cmd` wrote.
+    /// `WSPIPE_AUTH_*` variables an `--auth-cmd` or `--auth-url` gave,
+    /// `WSPIPE_JWT_*` a token's claims.
     pub vars: Vec<(String, String)>,
+    /// The channels the client may join; `None`: any.
+    pub channels: Option<Permits>,
+    /// The subprotocol the 101 answers with: the `bearer.TOKEN` a browser
+    /// offered its token as.
+    pub protocol: Option<HeaderValue>,
+}
+
+impl Admission {
+    /// Someone the mechanism `auth_type` admitted, with no channel limit
+    /// and no subprotocol.
+    fn of(auth_type: &'static str, user: Option<String>, vars: Vec<(String, String)>) -> Self {
+        Admission {
+            user,
+            auth_type,
+            vars,
+            channels: None,
+            protocol: None,
+        }
+    }
+
+    /// Whether the client may join the channel `name`.
+    pub fn may_join(&self, name: &str) -> bool {
+        self.channels.as_ref().is_none_or(|p| p.allows(name))
+    }
 }
 
 /// Why a request was not admitted, and the answer it gets.
@@ -104,16 +140,25 @@ pub struct BadRealm(String);
 impl Auth {
     /// HTTP Basic against `users`, with `realm` in the challenge.
     pub fn basic(users: Htpasswd, realm: &str, http: bool) -> Result<Self, BadRealm> {
-        let printable = realm
-            .chars()
-            .all(|c| !c.is_control() && c != '"' && c != '\\');
-        let challenge =
-            HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
-                .ok()
-                .filter(|_| printable && !realm.is_empty())
-                .ok_or_else(|| BadRealm(realm.to_owned()))?;
+        let challenge = challenge(
+            &format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),
+            realm,
+        )?;
         let users = Arc::new(users);
         Ok(Self::new(Mechanism::Basic { users, challenge }, http))
+    }
+
+    /// `--jwt-key`, with `realm` in the challenges.
+    pub fn jwt(jwt: Jwt, realm: &str, http: bool) -> Result<Self, BadRealm> {
+        let bearer = format!("Bearer realm=\"{realm}\"");
+        let invalid = challenge(&format!("{bearer}, error=\"invalid_token\""), realm)?;
+        let challenge = challenge(&bearer, realm)?;
+        let mechanism = Mechanism::Jwt {
+            jwt,
+            challenge,
+            invalid,
+        };
+        Ok(Self::new(mechanism, http))
     }
 
     /// `--auth-cmd`.
@@ -144,7 +189,17 @@ impl Auth {
     /// Whether [`check`](Self::check) needs the request's CGI variables
     /// and client address (`--auth-cmd` and `--auth-url` pass them on).
     pub fn wants_request_env(&self) -> bool {
-        !matches!(self.mechanism, Mechanism::Basic { .. })
+        matches!(self.mechanism, Mechanism::Command(_) | Mechanism::Url(_))
+    }
+
+    /// Takes the credentials out of an admitted request, so that its
+    /// child's environment never holds them: `Authorization`, and a JWT's
+    /// other places (its `bearer.` subprotocol, its query parameter).
+    pub fn scrub(&self, headers: &mut HeaderMap, uri: &mut http::Uri) {
+        headers.remove(header::AUTHORIZATION);
+        if let Mechanism::Jwt { jwt, .. } = &self.mechanism {
+            jwt::token::scrub(headers, uri, jwt.query());
+        }
     }
 
     /// Admits the request, or says why not.
@@ -169,12 +224,31 @@ impl Auth {
                 if !valid {
                     return Err(unauthorized("wrong user name or password"));
                 }
-                Ok(Admission {
-                    user: Some(user),
-                    auth_type: "Basic",
-                    vars: Vec::new(),
-                })
+                Ok(Admission::of("Basic", Some(user), Vec::new()))
             }
+            Mechanism::Jwt {
+                jwt,
+                challenge,
+                invalid,
+            } => match jwt.check(headers, probe.uri) {
+                Ok(verified) => Ok(Admission {
+                    channels: verified.channels,
+                    protocol: verified.protocol,
+                    ..Admission::of("Bearer", verified.user, verified.vars)
+                }),
+                Err(refused) => Err(Denial {
+                    status: StatusCode::UNAUTHORIZED,
+                    reason: refused.reason,
+                    challenge: Some(
+                        if refused.token_given {
+                            invalid
+                        } else {
+                            challenge
+                        }
+                        .clone(),
+                    ),
+                }),
+            },
             Mechanism::Command(command) => {
                 let _slot = self.slot().await?;
                 admit_by(command.run(probe.env).await)
@@ -209,10 +283,13 @@ impl Auth {
 /// What an `--auth-url` answer means for the request.
 fn admit_by_answer(answer: Answer) -> Result<Admission, Denial> {
     match answer {
-        Answer::Admit { user, vars } => Ok(Admission {
+        Answer::Admit {
             user,
-            auth_type: "URL",
             vars,
+            channels,
+        } => Ok(Admission {
+            channels,
+            ..Admission::of("URL", user, vars)
         }),
         Answer::Refuse(status, challenge) => Err(Denial {
             status,
@@ -233,10 +310,13 @@ fn admit_by_answer(answer: Answer) -> Result<Admission, Denial> {
 /// What an `--auth-cmd` verdict means for the request.
 fn admit_by(verdict: Verdict) -> Result<Admission, Denial> {
     match verdict {
-        Verdict::Admit { user, vars } => Ok(Admission {
+        Verdict::Admit {
             user,
-            auth_type: "Command",
             vars,
+            channels,
+        } => Ok(Admission {
+            channels,
+            ..Admission::of("Command", user, vars)
         }),
         Verdict::Refuse => Err(Denial {
             status: StatusCode::FORBIDDEN,
@@ -267,6 +347,17 @@ pub fn child_vars(admission: Option<&Admission>) -> Vec<Var> {
     }
     vars.extend(a.vars.iter().map(|(k, v)| (k.into(), v.into())));
     vars
+}
+
+/// `value` as a challenge header, when `realm` can be quoted in it.
+fn challenge(value: &str, realm: &str) -> Result<HeaderValue, BadRealm> {
+    let printable = realm
+        .chars()
+        .all(|c| !c.is_control() && c != '"' && c != '\\');
+    HeaderValue::from_str(value)
+        .ok()
+        .filter(|_| printable && !realm.is_empty())
+        .ok_or_else(|| BadRealm(realm.to_owned()))
 }
 
 /// The user name and password of a `Basic` `Authorization` header.
@@ -387,11 +478,7 @@ mod tests {
         let uri = http::Uri::from_static("/");
         let headers = basic(&encoded("alice:secret"));
         let admitted = auth.check(&probe(&headers, &uri)).await.unwrap();
-        let alice = Admission {
-            user: Some("alice".into()),
-            auth_type: "Basic",
-            vars: Vec::new(),
-        };
+        let alice = Admission::of("Basic", Some("alice".into()), Vec::new());
         assert_eq!(admitted, alice);
         for headers in [
             basic(&encoded("alice:wrong")),

@@ -9,6 +9,8 @@
 //! - 2xx admits; each response header `Wspipe-Env-NAME: value` becomes a
 //!   variable of the child: `WSPIPE_AUTH_NAME` (NAME upper-cased, `-` as
 //!   `_`), and `Wspipe-Env-Remote-User` its REMOTE_USER.
+//!   `Wspipe-Channels: /a, /rooms/*` limits the channels the client may
+//!   join ([`Permits`]).
 //! - 401 and 403 refuse with that status (a 401's `WWW-Authenticate`
 //!   passed through);
 //! - anything else, a refused connection, garbage or no answer within
@@ -26,6 +28,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
+use super::channels::Permits;
 use super::command::valid_name;
 
 /// Where the service listens.
@@ -51,6 +54,8 @@ pub enum Answer {
     Admit {
         user: Option<String>,
         vars: Vec<(String, String)>,
+        /// `Wspipe-Channels`.
+        channels: Option<Permits>,
     },
     /// 401 or 403, with a 401's challenge.
     Refuse(StatusCode, Option<HeaderValue>),
@@ -250,7 +255,33 @@ fn admit(headers: &HeaderMap) -> Answer {
             vars.push((format!("WSPIPE_AUTH_{var}"), value.to_owned()));
         }
     }
-    Answer::Admit { user, vars }
+    let channels = match channels(headers) {
+        Ok(channels) => channels,
+        Err(why) => return Answer::Failed(why),
+    };
+    Answer::Admit {
+        user,
+        vars,
+        channels,
+    }
+}
+
+/// The `Wspipe-Channels` headers of an admitting answer, as one list.
+fn channels(headers: &HeaderMap) -> Result<Option<Permits>, String> {
+    let values: Vec<&str> = headers
+        .get_all("wspipe-channels")
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| "bad header wspipe-channels".to_owned())
+        })
+        .collect::<Result<_, _>>()?;
+    if values.is_empty() {
+        return Ok(None);
+    }
+    Permits::parse_list(&values.join(","))
+        .map(Some)
+        .map_err(|e| format!("wspipe-channels: {e}"))
 }
 
 #[cfg(test)]
@@ -299,9 +330,22 @@ mod tests {
             answer(StatusCode::NO_CONTENT, &headers),
             Answer::Admit {
                 user: Some("alice".into()),
-                vars: vec![("WSPIPE_AUTH_ROLE".into(), "admin".into())]
+                vars: vec![("WSPIPE_AUTH_ROLE".into(), "admin".into())],
+                channels: None,
             }
         );
+        headers.append("wspipe-channels", HeaderValue::from_static("/a, /b"));
+        headers.append("wspipe-channels", HeaderValue::from_static("/rooms/*"));
+        let Answer::Admit { channels, .. } = answer(StatusCode::OK, &headers) else {
+            panic!("admitted");
+        };
+        let channels = channels.unwrap();
+        assert!(channels.allows("/b") && channels.allows("/rooms/1") && !channels.allows("/c"));
+        headers.insert("wspipe-channels", HeaderValue::from_static("no-slash"));
+        assert!(matches!(
+            answer(StatusCode::OK, &headers),
+            Answer::Failed(_)
+        ));
         let mut challenge = HeaderMap::new();
         challenge.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         assert_eq!(

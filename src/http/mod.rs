@@ -99,10 +99,11 @@ impl Site {
         Ok(self.http_headers(response))
     }
 
-    /// `--basic-auth`: admits the request (its [`Admission`] goes into
+    /// Authentication: admits the request (its [`Admission`] goes into
     /// its extensions, for the child's REMOTE_USER) or says why not.
     /// Upgrades always need it; other requests with `--auth-http`. The
-    /// credentials stop here: the child gets no HTTP_AUTHORIZATION.
+    /// credentials stop here: the child gets no HTTP_AUTHORIZATION, and
+    /// no JWT in its subprotocols or query.
     async fn authenticate(
         &self,
         req: &mut Request<Incoming>,
@@ -129,7 +130,9 @@ impl Site {
             env: [config.base_env.vars(), request_env.as_slice()],
         };
         let admission = auth.check(&probe).await?;
-        req.headers_mut().remove(header::AUTHORIZATION);
+        let mut uri = req.uri().clone();
+        auth.scrub(req.headers_mut(), &mut uri);
+        *req.uri_mut() = uri;
         req.extensions_mut().insert(admission);
         Ok(())
     }

@@ -70,6 +70,14 @@ pub async fn upgrade(
         .origin
         .check(origin, host, https)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
+    let admission: Option<&auth::Admission> = req.extensions().get();
+    if admission.is_some_and(|a| !a.may_join(req.uri().path())) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "channel not permitted for this client",
+        ));
+    }
+    let protocol = admission.and_then(|a| a.protocol.clone());
     let admitted = admit(config, req.uri().path(), state).await?;
 
     let id = state.registry().next_id();
@@ -170,7 +178,7 @@ pub async fn upgrade(
         // Replaced by `Shared` above.
         Work::Joining(_) => {}
     }
-    Ok(switching_protocols(&key, &reloadable.headers))
+    Ok(switching_protocols(&key, protocol, &reloadable.headers))
 }
 
 /// What an admitted upgrade is served by, before anything is started.
@@ -309,7 +317,12 @@ fn check_protocol<B>(req: &Request<B>) -> Result<HeaderValue, Refusal> {
 }
 
 /// The 101 answer, with `--header` and `--header-ws`.
-fn switching_protocols(key: &HeaderValue, headers: &ExtraHeaders) -> Response<Body> {
+/// The 101: with `protocol`, the subprotocol chosen among those offered.
+fn switching_protocols(
+    key: &HeaderValue,
+    protocol: Option<HeaderValue>,
+    headers: &ExtraHeaders,
+) -> Response<Body> {
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -317,6 +330,9 @@ fn switching_protocols(key: &HeaderValue, headers: &ExtraHeaders) -> Response<Bo
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
     add_headers(&mut response, &headers.all);
     add_headers(&mut response, &headers.ws);
