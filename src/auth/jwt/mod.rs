@@ -96,12 +96,11 @@ impl Jwt {
             token_given: true,
         };
         let claims = self.verify(&found.token).map_err(refused)?;
-        let channels = match claims.get("channels") {
-            None => None,
-            Some(value) => Some(permits(value).ok_or("a malformed channels claim")),
-        }
-        .transpose()
-        .map_err(refused)?;
+        let channels = claims
+            .get("channels")
+            .map(|value| permits(value).ok_or("a malformed channels claim"))
+            .transpose()
+            .map_err(refused)?;
         Ok(Verified {
             user: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             vars: vars(&claims),
