@@ -194,7 +194,10 @@ fn a_bad_users_file_or_realm_exits_2_with_one_line() {
             vec!["--basic-auth", missing.to_str().unwrap(), "cat"],
             "missing: No such file",
         ),
-        (vec!["--auth-http", "cat"], "--auth-http needs --basic-auth"),
+        (
+            vec!["--auth-http", "cat"],
+            "--auth-http needs one of --basic-auth",
+        ),
         (
             vec![
                 "--basic-auth",
