@@ -120,7 +120,7 @@ async fn read_bounded(
 }
 
 /// The `NAME=value` lines of an admitting command.
-fn parse(out: &[u8]) -> Verdict {
+pub fn parse(out: &[u8]) -> Verdict {
     let Ok(text) = std::str::from_utf8(out) else {
         return Verdict::Failed("output is not UTF-8".into());
     };

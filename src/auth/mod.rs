@@ -361,7 +361,7 @@ fn challenge(value: &str, realm: &str) -> Result<HeaderValue, BadRealm> {
 }
 
 /// The user name and password of a `Basic` `Authorization` header.
-fn credentials(headers: &HeaderMap) -> Result<(String, String), &'static str> {
+pub fn credentials(headers: &HeaderMap) -> Result<(String, String), &'static str> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or("credentials required")?;
     if values.next().is_some() {

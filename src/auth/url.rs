@@ -228,7 +228,7 @@ fn forwarded(name: &HeaderName) -> bool {
 }
 
 /// What a status and its headers mean.
-fn answer(status: StatusCode, headers: &HeaderMap) -> Answer {
+pub fn answer(status: StatusCode, headers: &HeaderMap) -> Answer {
     match status.as_u16() {
         200..=299 => admit(headers),
         401 => Answer::Refuse(status, headers.get(header::WWW_AUTHENTICATE).cloned()),
