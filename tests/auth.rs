@@ -447,3 +447,68 @@ async fn an_auth_url_nobody_listens_on_fails_closed_with_503() {
     let out = run_bin(&["--auth-url", "http://10.1.2.3:80/", "cat"]);
     assert_eq!(out.status.code(), Some(2), "not loopback");
 }
+
+/// A service on a Unix socket that admits everyone as alice, to the
+/// channels `/lobby` and `/rooms/*`; keeps every request head it got.
+fn unix_auth_service(path: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\nWspipe-Env-Remote-User: alice\r\n\
+                  Wspipe-Channels: /lobby\r\nWspipe-Channels: /rooms/*\r\n\r\n",
+            );
+        }
+    });
+    heads
+}
+
+#[tokio::test]
+async fn auth_url_on_a_unix_socket_admits_and_its_channels_limit_the_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("auth.sock");
+    let heads = unix_auth_service(&socket);
+    let program = script(dir.path(), "env.sh", "#!/bin/sh\nenv\necho end of env\n");
+    let url = format!("unix:{}:/ws-auth", socket.display());
+    let server = Server::start(&["--auth-url", &url, program.to_str().unwrap()]);
+    let mut ws = connect_with(&server.url("/rooms/7?x=1"), &[("Cookie", "sid=1")])
+        .await
+        .expect("admitted");
+    let (lines, _) = texts_until_close(&mut ws).await;
+    let env = parse_env(&lines);
+    assert_eq!(env.get("REMOTE_USER").map(String::as_str), Some("alice"));
+    assert_eq!(env.get("AUTH_TYPE").map(String::as_str), Some("URL"));
+    let head = heads.lock().unwrap().last().cloned().unwrap();
+    assert!(head.starts_with("GET /ws-auth HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("x-original-uri: /rooms/7?x=1\r\n"), "{head}");
+    assert!(head.contains("cookie: sid=1\r\n"), "{head}");
+
+    let children = live_children(&server).len();
+    for path in ["/rooms", "/admin", "/lobby/x"] {
+        assert_eq!(
+            handshake_status(&server.url(path), &[]).await,
+            403,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        live_children(&server).len(),
+        children,
+        "no child for a refused path"
+    );
+    assert_eq!(handshake_status(&server.url("/lobby"), &[]).await, 101);
+    server
+        .wait_log_async("refused: channel not permitted for this client")
+        .await;
+}
