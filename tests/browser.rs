@@ -1,4 +1,5 @@
-//! The dev console (`--devconsole`) in a real browser: the real wspipe
+//! The dev console (`--devconsole`), and a JWT carried as a subprotocol,
+//! in a real browser: the real wspipe
 //! binary, a real chromedriver, a real headless Chromium, all on loopback.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or `WSPIPE_CHROMIUM` and
@@ -422,4 +423,79 @@ fn save_screenshot(png: &[u8]) {
         std::fs::create_dir_all(docs.parent().unwrap()).expect("docs dir");
         std::fs::write(&docs, png).expect("write docs/devconsole.png");
     }
+}
+
+/// A page that opens two WebSockets the way a browser must carry a token,
+/// as an offered subprotocol `bearer.TOKEN`: one with the token in the
+/// URL's fragment, one with a forged one. Each socket's message and close
+/// become elements `#NAME-msg` and `#NAME-close`.
+const JWT_PAGE: &str = r#"<!doctype html><title>jwt</title><div id="out"></div><script>
+const [good, forged] = location.hash.slice(1).split(",");
+function add(id, text) {
+  const d = document.createElement("div");
+  d.id = id; d.textContent = text;
+  document.getElementById("out").append(d);
+}
+function open(name, token) {
+  const ws = new WebSocket("ws://" + location.host + "/room", ["bearer." + token]);
+  ws.onmessage = e => add(name + "-msg", e.data + " protocol=" + ws.protocol);
+  ws.onclose = e => add(name + "-close", "close " + e.code);
+}
+open("good", good);
+open("forged", forged);
+</script>"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_carries_a_jwt_as_a_subprotocol_and_a_forged_one_is_refused() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let dir = TempDir::new().unwrap();
+    let secret = "the browser test's HMAC secret, 32+ bytes";
+    let key_file = dir.path().join("secret");
+    std::fs::write(&key_file, secret).unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("index.html"), JWT_PAGE).unwrap();
+    let child = dir.path().join("who.sh");
+    std::fs::write(&child, "#!/bin/sh\necho \"user=$REMOTE_USER\"\n").unwrap();
+    std::fs::set_permissions(&child, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(&[
+        "--jwt-key",
+        key_file.to_str().unwrap(),
+        "--staticdir",
+        site.to_str().unwrap(),
+        child.to_str().unwrap(),
+    ]);
+    let exp = jsonwebtoken::get_current_timestamp() + 300;
+    let claims = serde_json::json!({"sub": "alice", "exp": exp});
+    let sign = |secret: &str| {
+        let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
+        encode(&Header::default(), &claims, &key).unwrap()
+    };
+    let (good, forged) = (sign(secret), sign("a guess at the secret, 32 bytes or so"));
+    let page = format!("http://{}/index.html#{good},{forged}", server.addr);
+    with_browser(|client| async move {
+        client.goto(&page).await.expect("open the page");
+        let msg = wait_for(
+            &client,
+            "the admitted socket's line",
+            Locator::Id("good-msg"),
+        )
+        .await;
+        assert_eq!(
+            msg.text().await.unwrap(),
+            format!("user=alice protocol=bearer.{good}")
+        );
+        let closed = wait_for(
+            &client,
+            "the forged socket's close",
+            Locator::Id("forged-close"),
+        )
+        .await;
+        // A refused handshake is, to a page, an abnormal closure.
+        assert_eq!(closed.text().await.unwrap(), "close 1006");
+        assert!(client.find(Locator::Id("forged-msg")).await.is_err());
+        client
+    })
+    .await;
+    server.wait_log_async("refused: bad signature").await;
 }
