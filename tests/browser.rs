@@ -1,6 +1,6 @@
 //! The dev console (`--devconsole`), and a JWT carried as a subprotocol,
-//! in a real browser: the real wspipe
-//! binary, a real chromedriver, a real headless Chromium, all on loopback.
+//! in a real browser: the real wspipe binary, a real chromedriver, a real
+//! headless Chromium, all on loopback.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or `WSPIPE_CHROMIUM` and
 //! `WSPIPE_CHROMEDRIVER` naming the binaries). Without them each
