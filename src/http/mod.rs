@@ -34,6 +34,7 @@ pub use response::{add_headers, empty, full, text, Body};
 
 use crate::auth::{Denial, Probe};
 use crate::config::Endpoint;
+use crate::env::RemoteInfo;
 use crate::peer::Peer;
 use crate::state::State;
 use static_files::StaticFiles;
@@ -117,11 +118,16 @@ impl Site {
         if !upgrade && !auth.guards_http() {
             return Ok(());
         }
-        let (request_env, remote_addr) = if auth.wants_request_env() {
-            self.auth_env(req, peer).await
+        let (request_env, remote) = if auth.wants_request_env() {
+            let (vars, remote) = self.auth_env(req, peer).await;
+            (vars, Some(remote))
         } else {
-            (Vec::new(), String::new())
+            (Vec::new(), None)
         };
+        let remote_addr = remote
+            .as_ref()
+            .map(RemoteInfo::addr_text)
+            .unwrap_or_default();
         let probe = Probe {
             method: req.method(),
             uri: req.uri(),
@@ -130,10 +136,23 @@ impl Site {
             env: [config.base_env.vars(), request_env.as_slice()],
         };
         let admission = auth.check(&probe).await?;
+        // An upgrade joins the channel of its path: the authenticator may
+        // have limited which.
+        if upgrade && !admission.may_join(req.uri().path()) {
+            return Err(Denial {
+                status: StatusCode::FORBIDDEN,
+                reason: "channel not permitted for this client",
+                challenge: None,
+            });
+        }
         let mut uri = req.uri().clone();
         auth.scrub(req.headers_mut(), &mut uri);
         *req.uri_mut() = uri;
         req.extensions_mut().insert(admission);
+        if let Some(remote) = remote {
+            // Found once: with --reverselookup it took a DNS query.
+            req.extensions_mut().insert(remote);
+        }
         Ok(())
     }
 
@@ -144,10 +163,9 @@ impl Site {
         &self,
         req: &Request<Incoming>,
         peer: &Peer,
-    ) -> (Vec<crate::env::Var>, String) {
+    ) -> (Vec<crate::env::Var>, RemoteInfo) {
         let addresses = self.state.address_policy();
         let remote = addresses.remote_info(peer, req.headers()).await;
-        let remote_addr = remote.addr_text();
         let vars = crate::env::request_vars(&crate::env::RequestEnv {
             id: "",
             method: req.method(),
@@ -160,7 +178,7 @@ impl Site {
             script_name: "",
             path_info: "",
         });
-        (vars, remote_addr)
+        (vars, remote)
     }
 
     /// The answer to a request authentication refused: logged and counted
@@ -219,6 +237,19 @@ impl Site {
             r
         } else {
             response::method_not_allowed()
+        }
+    }
+}
+
+/// The client's REMOTE_* variables, found once per request: an
+/// authentication that needed them left them in the request (with
+/// `--reverselookup` they cost a DNS query).
+async fn remote_of<B>(req: &Request<B>, peer: &Peer, state: &State) -> RemoteInfo {
+    match req.extensions().get::<RemoteInfo>() {
+        Some(known) => known.clone(),
+        None => {
+            let addresses = state.address_policy();
+            addresses.remote_info(peer, req.headers()).await
         }
     }
 }

@@ -70,18 +70,14 @@ pub async fn upgrade(
         .origin
         .check(origin, host, https)
         .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("origin refused: {e}")))?;
-    let admission: Option<&auth::Admission> = req.extensions().get();
-    if admission.is_some_and(|a| !a.may_join(req.uri().path())) {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "channel not permitted for this client",
-        ));
-    }
-    let protocol = admission.and_then(|a| a.protocol.clone());
+    let protocol = req
+        .extensions()
+        .get::<auth::Admission>()
+        .and_then(|a| a.protocol.clone());
     let admitted = admit(config, req.uri().path(), state).await?;
 
     let id = state.registry().next_id();
-    let remote = addresses.remote_info(peer, req.headers()).await;
+    let remote = super::remote_of(req, peer, state).await;
     let mut identity = Identity {
         id,
         remote: client_text(peer, &remote),

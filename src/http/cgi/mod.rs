@@ -142,7 +142,7 @@ pub async fn serve(
         );
     };
     let addresses = state.address_policy();
-    let remote = addresses.remote_info(peer, req.headers()).await;
+    let remote = crate::http::remote_of(&req, peer, state).await;
     let (parts, incoming) = req.into_parts();
     let (body, length) = match RequestBody::new(incoming, declared).await {
         Ok(body) => body,
