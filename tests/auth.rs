@@ -209,11 +209,7 @@ fn a_bad_users_file_or_realm_exits_2_with_one_line() {
             "--realm",
         ),
     ] {
-        let out = run_bin(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_usage_error(&args, needle);
     }
 }
 
@@ -295,11 +291,7 @@ fn a_missing_auth_cmd_or_two_mechanisms_exit_2_with_one_line() {
             "only one of",
         ),
     ] {
-        let out = run_bin(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_usage_error(&args, needle);
     }
 }
 

@@ -376,10 +376,6 @@ fn a_bad_key_or_jwt_flag_exits_2_with_one_line() {
             "only one of",
         ),
     ] {
-        let out = run_bin(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_usage_error(&args, needle);
     }
 }

@@ -588,6 +588,16 @@ pub fn run_bin(args: &[&str]) -> std::process::Output {
     }
 }
 
+/// Asserts that `wspipe ARGS...` refuses to start as bad flags must: exit
+/// 2 with one line on stderr, and that line mentions `needle`.
+pub fn assert_usage_error(args: &[&str], needle: &str) {
+    let out = run_bin(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+}
+
 /// Sends a raw HTTP request and returns the status code, the response head
 /// and the body (read by Content-Length).
 pub fn raw_response(addr: SocketAddr, request: &str) -> (u16, String, String) {
