@@ -47,6 +47,7 @@ pub mod events;
 pub mod forks;
 pub mod frames;
 pub mod generate;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod limits;
