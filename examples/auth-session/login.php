@@ -1,0 +1,30 @@
+<?php
+// POST (or GET) login.php with user=NAME: logs NAME in.
+//
+// DEMO ONLY: anyone may log in as any user below, no password asked. A
+// real application checks a password here (password_verify() against the
+// stored hash), and takes it by POST only, with a CSRF token.
+require __DIR__ . '/session.php';
+
+const DEMO_USERS = [
+    'alice' => 'member',
+    'bob' => 'member',
+    'carol' => 'admin',
+];
+
+header('Content-Type: application/json');
+header('Cache-Control: no-store');
+$user = $_POST['user'] ?? $_GET['user'] ?? null;
+if (!is_string($user) || !isset(DEMO_USERS[$user])) {
+    http_response_code(403);
+    echo json_encode(['ok' => false, 'error' => 'unknown user']), "\n";
+    exit;
+}
+session_start();
+// A new id at login, the old session removed: whatever id the browser had
+// before (a planted one included) never becomes a logged-in session.
+session_regenerate_id(true);
+$_SESSION['user'] = $user;
+$_SESSION['role'] = DEMO_USERS[$user];
+session_write_close();
+echo json_encode(['ok' => true, 'user' => $user, 'role' => DEMO_USERS[$user]]), "\n";
