@@ -21,9 +21,13 @@ if (!is_string($user) || !isset(DEMO_USERS[$user])) {
     exit;
 }
 session_start();
-// A new id at login, the old session removed: whatever id the browser had
-// before (a planted one included) never becomes a logged-in session.
-session_regenerate_id(true);
+// A session the browser already had (a planted one included) gets a new id
+// at login, the old one removed: an id known before the login never
+// becomes a logged-in session. (Without one, or with an id that named no
+// session, session_start() has just made a new one.)
+if (session_id() === sent_session_id()) {
+    session_regenerate_id(true);
+}
 $_SESSION['user'] = $user;
 $_SESSION['role'] = DEMO_USERS[$user];
 session_write_close();
