@@ -30,8 +30,8 @@ if (session_id() !== $sid) {
     refuse();
 }
 // Done with the session: release its lock at once. The files handler locks
-// a session for as long as it is open, so a check holding it would wait
-// for, and hold up, the user's other requests.
+// a session for as long as it is open, and the user's other requests (a
+// page loading beside the WebSocket) wait for it meanwhile.
 session_write_close();
 if (!is_string($user) || $user === '') {
     refuse();
