@@ -5,39 +5,10 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use common::*;
-
-/// A command whose fd 3 is `fd` and whose LISTEN_PID is its own pid, as a
-/// service manager starts a socket-activated service: `sh` learns its pid
-/// and execs wspipe, which keeps it.
-fn activated(fd: &impl AsRawFd, name: &str) -> Command {
-    let raw = fd.as_raw_fd();
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", bin()])
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", name);
-    // SAFETY: dup2 and fcntl are async-signal-safe; they only put the
-    // socket at fd 3, without close-on-exec, in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            let moved = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if moved < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
 
 /// A free loopback port (bound and let go: a small window in which another
 /// process could take it, as with any "port 0 then reuse").

@@ -5,11 +5,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod proxies;
 pub mod shared;
 
 use futures_util::{SinkExt, StreamExt};
@@ -792,7 +795,6 @@ pub async fn disconnect_line_async(log: &Log, pid: u32, timeout: Duration) -> Op
 impl RawClient {
     /// Drops the connection with a TCP reset (SO_LINGER 0) instead of a FIN.
     pub fn reset(self) {
-        use std::os::fd::AsRawFd;
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -836,4 +838,31 @@ pub fn http_addr(line: &str) -> SocketAddr {
         .and_then(|r| r.split('/').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no http://ADDR/ in {line:?}"))
+}
+
+/// A command whose fd 3 is `fd` and whose LISTEN_PID is its own pid, as a
+/// service manager starts a socket-activated service: `sh` learns its pid
+/// and execs wspipe, which keeps it.
+pub fn activated(fd: &impl AsRawFd, name: &str) -> Command {
+    let raw = fd.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", bin()])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", name);
+    // SAFETY: dup2 and fcntl are async-signal-safe; they only put the
+    // socket at fd 3, without close-on-exec, in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let moved = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if moved < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
