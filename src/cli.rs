@@ -119,6 +119,25 @@ pub struct Cli {
           value_parser = ["drop", "close"])]
     pub channel_overflow: String,
 
+    /// Keep the last N messages of each channel (1 to 1000), numbered per
+    /// channel from 1: a client that reconnects with ?since=SEQ (or
+    /// Last-Event-ID: SEQ) first gets what it missed, then the live
+    /// stream. See docs/channels.md.
+    #[arg(long, value_name = "N")]
+    pub history: Option<usize>,
+
+    /// How long a channel's history outlives its last publish, in seconds.
+    #[arg(long = "history-ttl", value_name = "SECS", default_value_t = 300)]
+    pub history_ttl: u64,
+
+    /// With --history: each channel message reaches clients as
+    /// SEQ<TAB>MESSAGE, and a joining client first gets
+    /// `epoch<TAB>EPOCH` (or `reset<TAB>EPOCH` when what it missed is gone).
+    #[arg(long = "history-ids", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub history_ids: bool,
+
     /// Serve every executable in DIR as an endpoint (/chat runs DIR/chat).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

@@ -160,6 +160,8 @@ pub struct Config {
     pub publish: Option<PublishListen>,
     /// `--channel-overflow`: what a full channel queue does.
     pub overflow: Overflow,
+    /// `--history`, `--history-ttl`, `--history-ids`; `None`: no history.
+    pub history: Option<crate::history::Settings>,
     /// `--shared`: one child per endpoint, shared by its clients; `None`
     /// when each connection has its own.
     pub shared: Option<SharedFlags>,
@@ -319,6 +321,7 @@ impl Config {
                 "close" => Overflow::Close,
                 _ => Overflow::Drop,
             },
+            history: history(&cli)?,
             shared: cli.shared.then_some(SharedFlags {
                 ids: cli.shared_ids,
                 restart: cli.shared_restart,
@@ -395,6 +398,31 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
         program: PathBuf::from(words.remove(0)),
         args: words,
     })))
+}
+
+/// `--history N` (1 to [`crate::history::MAX_DEPTH`]), with its TTL and
+/// `--history-ids`.
+fn history(cli: &Cli) -> Result<Option<crate::history::Settings>, ConfigError> {
+    use crate::history::MAX_DEPTH;
+    let Some(depth) = cli.history else {
+        if cli.history_ids {
+            return Err(bad("--history-ids needs --history"));
+        }
+        return Ok(None);
+    };
+    if !(1..=MAX_DEPTH).contains(&depth) {
+        return Err(bad(format!(
+            "--history {depth}: keep 1 to {MAX_DEPTH} messages per channel"
+        )));
+    }
+    if cli.history_ttl == 0 {
+        return Err(bad("--history-ttl must be at least 1 second"));
+    }
+    Ok(Some(crate::history::Settings {
+        depth,
+        ttl: Duration::from_secs(cli.history_ttl),
+        ids: cli.history_ids,
+    }))
 }
 
 /// COMMAND is checked once, at start-up, as websocketd does: a program that

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, Uri};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::{ChannelName, MEMBER_QUEUE};
@@ -80,6 +81,54 @@ impl Epoch {
 pub struct Position {
     pub since: u64,
     pub epoch: Option<Epoch>,
+}
+
+/// Why a client's resume position cannot be read: its handshake gets 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadPosition {
+    #[error("since={0:?}: give the number of the last message seen (0: none)")]
+    Since(String),
+    #[error("Last-Event-ID {0:?}: give the number of the last message seen")]
+    LastEventId(String),
+    #[error("epoch={0:?}: give the epoch the server announced (letters and digits)")]
+    Epoch(String),
+    #[error("epoch= needs since=")]
+    EpochAlone,
+}
+
+impl Position {
+    /// A handshake's position: `?since=SEQ[&epoch=E]`, or a
+    /// `Last-Event-ID: SEQ` header (the form EventSource reconnects
+    /// send); `None` for a client that brings none.
+    pub fn of_request(uri: &Uri, headers: &HeaderMap) -> Result<Option<Self>, BadPosition> {
+        let param = |name: &str| {
+            uri.query()?
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        };
+        let epoch = param("epoch")
+            .map(|e| {
+                let ok =
+                    !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric());
+                ok.then(|| Epoch::from_client(e))
+                    .ok_or_else(|| BadPosition::Epoch(e.chars().take(64).collect()))
+            })
+            .transpose()?;
+        let since = if let Some(since) = param("since") {
+            since
+                .parse()
+                .map_err(|_| BadPosition::Since(since.chars().take(32).collect()))?
+        } else if let Some(id) = headers.get("last-event-id") {
+            let text = id.to_str().unwrap_or_default().trim();
+            text.parse()
+                .map_err(|_| BadPosition::LastEventId(text.chars().take(32).collect()))?
+        } else if epoch.is_some() {
+            return Err(BadPosition::EpochAlone);
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Position { since, epoch }))
+    }
 }
 
 /// What a joining client gets before the live stream.
@@ -464,6 +513,45 @@ mod tests {
         assert!(!store
             .channels
             .contains_key(&ChannelName::parse("/c0").unwrap()));
+    }
+
+    #[test]
+    fn a_position_comes_from_the_query_or_last_event_id() {
+        let of = |uri: &str, last: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(id) = last {
+                headers.insert("last-event-id", id.parse().unwrap());
+            }
+            Position::of_request(&uri.parse().unwrap(), &headers)
+        };
+        let at = |since, epoch: Option<&str>| {
+            Ok(Some(Position {
+                since,
+                epoch: epoch.map(Epoch::from_client),
+            }))
+        };
+        assert_eq!(of("/room", None), Ok(None));
+        assert_eq!(of("/room?x=1&since=7", None), at(7, None));
+        assert_eq!(of("/room?since=7&epoch=ab12", None), at(7, Some("ab12")));
+        assert_eq!(of("/room", Some(" 12 ")), at(12, None));
+        assert_eq!(of("/room?since=3", Some("12")), at(3, None));
+        assert!(matches!(
+            of("/room?since=x", None),
+            Err(BadPosition::Since(_))
+        ));
+        assert!(matches!(
+            of("/room?since=-1", None),
+            Err(BadPosition::Since(_))
+        ));
+        assert!(matches!(
+            of("/room", Some("abc")),
+            Err(BadPosition::LastEventId(_))
+        ));
+        assert!(matches!(
+            of("/room?since=1&epoch=a%20b", None),
+            Err(BadPosition::Epoch(_))
+        ));
+        assert_eq!(of("/room?epoch=ab", None), Err(BadPosition::EpochAlone));
     }
 
     #[test]
