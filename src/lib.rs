@@ -38,8 +38,11 @@
 //! code that follows the child's exit. docs/architecture.md draws it.
 
 pub mod auth;
+pub mod backoff;
 pub mod bridge;
+pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod env;
