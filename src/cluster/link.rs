@@ -119,6 +119,12 @@ impl Link {
 
 /// An error as an operator reads it: what Redis said, or what failed.
 fn describe(e: &redis::RedisError) -> String {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return format!("Redis refused the user or password of --redis ({e})");
+    }
+    if e.code() == Some("NOAUTH") {
+        return format!("Redis requires a password that --redis does not give ({e})");
+    }
     if e.is_timeout() {
         return format!("timed out ({e})");
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
-use redis::{ErrorKind, RedisError};
+use redis::RedisError;
 
 use super::codec::{self, Origin};
 use super::link::Link;
@@ -80,10 +80,16 @@ async fn subscribe(client: &redis::Client) -> Result<(PubSubSink, PubSubStream),
 }
 
 fn timed_out(what: &str) -> RedisError {
-    RedisError::from((
-        ErrorKind::Io,
-        "no answer",
-        format!("{what} took over {TIMEOUT:?}"),
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer: {what} took over {TIMEOUT:?}"),
+    ))
+}
+
+fn closed() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the server closed the connection",
     ))
 }
 
@@ -104,7 +110,7 @@ impl Task {
                 () = shutdown.cancelled() => return Ok(()),
                 msg = stream.next() => match msg {
                     Some(msg) => self.take(&msg, warned),
-                    None => return Err(RedisError::from((ErrorKind::Io, "connection closed"))),
+                    None => return Err(closed()),
                 },
                 _ = ping.tick() => {
                     match tokio::time::timeout(TIMEOUT, sink.ping::<redis::Value>()).await {

@@ -1,0 +1,530 @@
+//! End to end: channels across several wspipe instances through a real
+//! Redis (`--redis`). Each test starts its own `redis-server` (Debian's)
+//! on a free loopback port, with its configuration on the command line and
+//! its files in a temporary directory, and kills it at the end.
+//!
+//! Without /usr/bin/redis-server the tests say so on stderr and return;
+//! with `WSPIPE_REDIS_TESTS=1` (as .ci/run sets) a missing redis-server is
+//! a failure instead.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::shared::{ctl, ctl_stats};
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+const REDIS_BIN: &str = "/usr/bin/redis-server";
+
+/// Whether redis-server is here: a skip line (or, with
+/// WSPIPE_REDIS_TESTS=1, a panic) when it is not.
+fn redis_installed(test: &str) -> bool {
+    if Path::new(REDIS_BIN).exists() {
+        return true;
+    }
+    if std::env::var("WSPIPE_REDIS_TESTS").as_deref() == Ok("1") {
+        panic!("{test}: {REDIS_BIN} is missing and WSPIPE_REDIS_TESTS=1 (apt-get install redis-server)");
+    }
+    eprintln!("skipping {test}: {REDIS_BIN} is not installed (apt-get install redis-server)");
+    false
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A redis-server of our own; killed when dropped.
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(extra: &[&str]) -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// A Redis that is not running yet, on a port of its own.
+    fn not_started() -> Redis {
+        Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            child: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port) and waits until it answers.
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let child = Command::new(REDIS_BIN)
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        assert!(
+            wait_until(TIMEOUT, || answers(addr)),
+            "redis-server on {addr} does not answer"
+        );
+    }
+
+    /// SIGKILL, and reaped.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Redis answers a PING (with PONG, or NOAUTH when it wants a password).
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
+}
+
+/// One wspipe instance on the test's Redis, with a control socket.
+struct Instance {
+    server: Server,
+    ctl: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Instance {
+    /// `wspipe --redis URL --instance NAME --control SOCK ARGS...`, once
+    /// it has started.
+    fn start(redis: &str, name: &str, args: &[&str]) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = dir.path().join("ctl.sock").to_str().unwrap().to_owned();
+        let mut all = vec!["--redis", redis, "--instance", name, "--control", &ctl];
+        all.extend_from_slice(args);
+        let server = Server::start(&all);
+        server.wait_log("control socket at");
+        Instance {
+            server,
+            ctl,
+            _dir: dir,
+        }
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        ctl_stats(&self.ctl)
+    }
+
+    fn stat(&self, key: &str) -> u64 {
+        self.stats()[key].as_u64().unwrap_or(0)
+    }
+
+    fn connected(&self) -> bool {
+        self.stats()["redis_connected"] == serde_json::Value::Bool(true)
+    }
+
+    fn publish(&self, channel: &str, message: &str) {
+        let out = ctl(&self.ctl, &["publish", channel, message]);
+        assert!(out.status.success(), "ctl publish: {out:?}");
+    }
+}
+
+/// Waits until every instance has both connections to Redis up.
+async fn all_connected(instances: &[&Instance]) {
+    let ok = wait_until_async(TIMEOUT, || instances.iter().all(|i| i.connected())).await;
+    assert!(ok, "not every instance connected to Redis");
+}
+
+/// The next `n` text messages of `ws`.
+async fn texts(ws: &mut Ws, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        got.push(next_text(ws).await);
+    }
+    got
+}
+
+/// Nothing more arrives on `ws` for a little while (no duplicate, no
+/// stray echo).
+async fn quiet(ws: &mut Ws, what: &str) {
+    use futures_util::StreamExt;
+    let more = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+    if let Ok(Some(Ok(m))) = more {
+        if m.is_text() || m.is_binary() {
+            panic!("{what}: unexpected extra message {m:?}");
+        }
+    }
+}
+
+fn seq(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// The TCP address in a "publish on http://ADDR/CHANNEL" log line.
+fn http_addr(line: &str) -> SocketAddr {
+    let rest = line.split("http://").nth(1).expect("address");
+    rest.split('/').next().unwrap().parse().unwrap()
+}
+
+fn http_publish(addr: SocketAddr, channel: &str, body: &str) {
+    let request = format!(
+        "POST {channel} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, answer) = raw_response(addr, &request);
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn every_publish_path_reaches_every_instance_once_and_in_order() {
+    if !redis_installed("every_publish_path_reaches_every_instance_once_and_in_order") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let a = Instance::start(&url, "a", &["--pubsub"]);
+    let b = Instance::start(&url, "b", &["--pubsub", "--publish", "127.0.0.1:0"]);
+    let s = Instance::start(&url, "s", &["--shared", "cat"]);
+    all_connected(&[&a, &b, &s]).await;
+    let publish_addr = http_addr(&b.server.wait_log("publish on http://"));
+    // Everyone on channel "/": the --shared endpoint's channel too.
+    let mut on_a = connect(&a.server.url("/")).await;
+    let mut on_b = connect(&b.server.url("/")).await;
+    let mut on_s = connect(&s.server.url("/")).await;
+    let mut expected = Vec::new();
+
+    // A --pubsub client's messages, published on a.
+    let phase = seq("client", 20);
+    for m in &phase {
+        send_text(&mut on_a, m).await;
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "--pubsub client");
+    }
+    // ctl publish on a.
+    let phase = seq("ctl", 5);
+    for m in &phase {
+        a.publish("/", m);
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "ctl publish");
+    }
+    // HTTP publish on b.
+    let phase = seq("http", 5);
+    for m in &phase {
+        http_publish(publish_addr, "/", m);
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "HTTP publish");
+    }
+    // A --shared child's output on s (cat echoes what its client sends).
+    let phase = seq("shared", 5);
+    for m in &phase {
+        send_text(&mut on_s, m).await;
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "--shared output");
+    }
+    for (ws, name) in [(&mut on_a, "a"), (&mut on_b, "b"), (&mut on_s, "s")] {
+        quiet(ws, name).await;
+    }
+    // Exactly once: each instance took from Redis what the others
+    // published, and nothing of its own.
+    let (from_a, from_b, from_s) = (25, 5, 5);
+    assert_eq!(a.stat("redis_received_total"), from_b + from_s);
+    assert_eq!(b.stat("redis_received_total"), from_a + from_s);
+    assert_eq!(s.stat("redis_received_total"), from_a + from_b);
+    assert_eq!(a.stat("redis_published_total"), from_a);
+    for i in [&a, &b, &s] {
+        assert_eq!(i.stat("redis_dropped_total"), 0);
+    }
+    assert_eq!(expected.len(), 35);
+}
+
+#[tokio::test]
+async fn binary_and_text_messages_keep_their_bytes_and_kind() {
+    if !redis_installed("binary_and_text_messages_keep_their_bytes_and_kind") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub", "--binary"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub", "--binary"]);
+    all_connected(&[&a, &b]).await;
+    let mut sender = connect(&a.server.url("/bin")).await;
+    let mut receiver = connect(&b.server.url("/bin")).await;
+    let all_bytes: Vec<u8> = (0..=255u8).chain([0, 10, 13, 0]).collect();
+    sender
+        .send(Message::binary(all_bytes.clone()))
+        .await
+        .unwrap();
+    sender.send(Message::text("tëxt\n")).await.unwrap();
+    sender.send(Message::binary(Vec::new())).await.unwrap();
+    match next_event(&mut receiver).await {
+        Event::Binary(b) => assert_eq!(b, all_bytes),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    match next_event(&mut receiver).await {
+        Event::Text(t) => assert_eq!(t, "tëxt\n"),
+        other => panic!("expected text, got {other:?}"),
+    }
+    match next_event(&mut receiver).await {
+        Event::Binary(b) => assert!(b.is_empty()),
+        other => panic!("expected an empty binary message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_session() {
+    if !redis_installed("a_redis_killed_mid_stream_and_restarted") {
+        return;
+    }
+    let mut redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/feed")).await;
+    let mut on_b = connect(&b.server.url("/feed")).await;
+
+    let before = seq("before", 10);
+    for m in &before {
+        send_text(&mut on_a, m).await;
+    }
+    assert_eq!(texts(&mut on_a, 10).await, before);
+    assert_eq!(texts(&mut on_b, 10).await, before);
+
+    redis.kill();
+    let down = wait_until_async(TIMEOUT, || !a.connected() && !b.connected()).await;
+    assert!(down, "the loss was noticed");
+    a.server.wait_log_async("redis connection lost").await;
+    // Local delivery goes on, at once, on both sides.
+    let during = seq("during", 50);
+    for m in &during {
+        send_text(&mut on_a, m).await;
+    }
+    assert_eq!(texts(&mut on_a, 50).await, during, "local delivery");
+    send_text(&mut on_b, "b-alone").await;
+    assert_eq!(next_text(&mut on_b).await, "b-alone", "local delivery on b");
+
+    redis.spawn();
+    all_connected(&[&a, &b]).await;
+    a.server.wait_log_async("redis connection recovered").await;
+    let after = seq("after", 10);
+    for m in &after {
+        send_text(&mut on_a, m).await;
+    }
+    assert_eq!(texts(&mut on_a, 10).await, after);
+    // b gets what survived of the outage (buffered messages that Redis
+    // passed on once b had subscribed again), in order and once, then
+    // everything after.
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("after-10") {
+        got.push(next_text(&mut on_b).await);
+    }
+    let (outage, rest) = got.split_at(got.len() - 10);
+    assert_eq!(rest, after.as_slice(), "cross-instance delivery resumed");
+    let mut at = during.iter();
+    for m in outage {
+        assert!(at.any(|d| d == m), "{m} out of order or twice: {outage:?}");
+    }
+    assert!(
+        a.stat("redis_dropped_total") > 0,
+        "the send that failed is counted: {}",
+        a.stats()
+    );
+    // No session ended because of it.
+    for i in [&a, &b] {
+        let stats = i.stats();
+        assert_eq!(stats["connections"], 1, "{stats}");
+        assert_eq!(stats["connections_total"], 1, "{stats}");
+    }
+    send_text(&mut on_b, "still here").await;
+    assert_eq!(next_text(&mut on_b).await, "still here");
+    assert_eq!(next_text(&mut on_a).await, "still here");
+}
+
+#[tokio::test]
+async fn an_instance_started_before_redis_serves_locally_then_joins() {
+    if !redis_installed("an_instance_started_before_redis_serves_locally_then_joins") {
+        return;
+    }
+    let mut redis = Redis::not_started();
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    a.server.wait_log_async("redis: cannot connect").await;
+    let mut on_a = connect(&a.server.url("/room")).await;
+    let mut on_b = connect(&b.server.url("/room")).await;
+    send_text(&mut on_a, "alone").await;
+    assert_eq!(next_text(&mut on_a).await, "alone", "served locally");
+    assert!(!a.connected());
+
+    redis.spawn();
+    all_connected(&[&a, &b]).await;
+    a.server.wait_log_async("redis connected (publish)").await;
+    send_text(&mut on_a, "joined").await;
+    assert_eq!(next_text(&mut on_a).await, "joined");
+    // "alone" was published before b could hear it: at most once.
+    let first = next_text(&mut on_b).await;
+    let first = if first == "alone" {
+        next_text(&mut on_b).await
+    } else {
+        first
+    };
+    assert_eq!(first, "joined");
+}
+
+#[test]
+fn a_malformed_redis_url_or_instance_name_exits_2_with_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--redis", "localhost:6379"], "--redis localhost:6379:"),
+        (&["--redis", "http://127.0.0.1"], "unknown scheme"),
+        (&["--redis", "redis://127.0.0.1:notaport"], "bad port"),
+        (&["--redis", "redis://127.0.0.1/x"], "bad database"),
+        (
+            &["--redis", "redis://:secret@/0"],
+            "--redis redis://...: no host",
+        ),
+        (
+            &["--redis", "redis://127.0.0.1", "--instance", "bad name"],
+            "--instance \"bad name\"",
+        ),
+        (&["--instance", "a"], "--instance needs --redis"),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["--port", "0", "--pubsub"];
+        all.extend_from_slice(args);
+        let out = run_bin(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("secret"), "no password in errors: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_and_local_serving_goes_on() {
+    if !redis_installed("a_wrong_password_is_a_clear_error_and_local_serving_goes_on") {
+        return;
+    }
+    let redis = Redis::start(&["--requirepass", "right"]);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let a = Instance::start(&wrong, "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    let line = a.server.wait_log_async("redis: cannot connect").await;
+    assert!(
+        line.contains("Redis refused the user or password"),
+        "{line}"
+    );
+    assert!(!line.contains("wrong@"), "no password in the log: {line}");
+    let line = b.server.wait_log_async("redis: cannot connect").await;
+    assert!(
+        line.contains("Redis requires a password") && line.contains("NOAUTH"),
+        "{line}"
+    );
+    for i in [&a, &b] {
+        let mut ws = connect(&i.server.url("/room")).await;
+        send_text(&mut ws, "local").await;
+        assert_eq!(next_text(&mut ws).await, "local");
+        assert!(!i.connected());
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_answers_garbage_is_a_clear_error_and_local_serving_goes_on() {
+    // No redis-server needed: a listener that answers like a web server.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>");
+        }
+    });
+    let a = Instance::start(&format!("redis://{addr}"), "a", &["--pubsub"]);
+    let line = a.server.wait_log_async("redis: cannot connect").await;
+    assert!(line.contains(&addr.to_string()), "{line}");
+    let mut ws = connect(&a.server.url("/room")).await;
+    send_text(&mut ws, "local").await;
+    assert_eq!(next_text(&mut ws).await, "local");
+    assert!(!a.connected());
+}
+
+#[tokio::test]
+async fn ctl_stats_and_metrics_show_the_redis_counters() {
+    if !redis_installed("ctl_stats_and_metrics_show_the_redis_counters") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub", "--metrics", "127.0.0.1:0"]);
+    all_connected(&[&a]).await;
+    a.publish("/x", "one");
+    let ok = wait_until_async(TIMEOUT, || a.stat("redis_published_total") == 1).await;
+    assert!(ok, "{}", a.stats());
+    let line = a.server.wait_log("metrics on http://");
+    let addr = http_addr(&line);
+    let (status, _, body) = raw_response(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    for want in [
+        "wspipe_redis_up 1",
+        "wspipe_redis_published_total 1",
+        "wspipe_redis_received_total 0",
+        "wspipe_redis_dropped_total 0",
+    ] {
+        assert!(body.contains(want), "{want} in {body}");
+    }
+    let text = ctl(&a.ctl, &["stats"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("redis_dropped_total: 0"), "{text}");
+    // Without --redis, no redis fields at all.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("c.sock");
+    let plain = Server::start(&["--pubsub", "--control", sock.to_str().unwrap()]);
+    plain.wait_log("control socket at");
+    let stats = ctl_stats(sock.to_str().unwrap());
+    assert!(stats.get("redis_dropped_total").is_none(), "{stats}");
+}
