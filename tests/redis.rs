@@ -485,6 +485,8 @@ async fn a_server_that_answers_garbage_is_a_clear_error_and_local_serving_goes_o
     let a = Instance::start(&format!("redis://{addr}"), "a", &["--pubsub"]);
     let line = a.server.wait_log_async("redis: cannot connect").await;
     assert!(line.contains(&addr.to_string()), "{line}");
+    assert!(line.contains("is this a Redis port?"), "{line}");
+    assert!(line.contains("retrying with backoff"), "one line: {line}");
     let mut ws = connect(&a.server.url("/room")).await;
     send_text(&mut ws, "local").await;
     assert_eq!(next_text(&mut ws).await, "local");
@@ -527,4 +529,41 @@ async fn ctl_stats_and_metrics_show_the_redis_counters() {
     plain.wait_log("control socket at");
     let stats = ctl_stats(sock.to_str().unwrap());
     assert!(stats.get("redis_dropped_total").is_none(), "{stats}");
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them() {
+    if !redis_installed("an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them") {
+        return;
+    }
+    // Redis is not there yet: every publish waits in the outbox (at most
+    // 10,000 messages), the oldest going first.
+    let mut redis = Redis::not_started();
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    a.server
+        .wait_log_async("redis: cannot connect (publish)")
+        .await;
+    let mut on_a = connect(&a.server.url("/burst")).await;
+    let lines: String = (1..=10_050).map(|i| format!("m{i}\n")).collect();
+    let mut child = Command::new(bin())
+        .args(["ctl", "--socket", &a.ctl, "publish", "/burst", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    // The local member is served meanwhile (its own queue of 1024 keeps
+    // the newest: read as they come).
+    let mut last = String::new();
+    while last != "m10050" {
+        last = next_text(&mut on_a).await;
+    }
+    writer.join().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(a.stat("redis_dropped_total"), 50, "{}", a.stats());
+    redis.spawn();
+    let sent = wait_until_async(TIMEOUT, || a.stat("redis_published_total") == 10_000).await;
+    assert!(sent, "the outbox went out once Redis came: {}", a.stats());
+    assert_eq!(a.stat("redis_dropped_total"), 50);
 }

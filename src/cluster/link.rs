@@ -117,19 +117,34 @@ impl Link {
     }
 }
 
-/// An error as an operator reads it: what Redis said, or what failed.
+/// An error as an operator reads it, on one line: what Redis said, or
+/// what failed.
 fn describe(e: &redis::RedisError) -> String {
+    let text = one_line(&e.to_string());
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        return format!("Redis refused the user or password of --redis ({e})");
+        return format!("Redis refused the user or password of --redis ({text})");
     }
     if e.code() == Some("NOAUTH") {
-        return format!("Redis requires a password that --redis does not give ({e})");
+        return format!("Redis requires a password that --redis does not give ({text})");
+    }
+    if matches!(
+        e.kind(),
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) {
+        return format!("the answer is not Redis protocol: is this a Redis port? ({text})");
     }
     if e.is_timeout() {
-        return format!("timed out ({e})");
+        return format!("timed out ({text})");
     }
     if e.is_connection_refusal() {
-        return format!("connection refused ({e})");
+        return format!("connection refused ({text})");
     }
-    e.to_string()
+    text
+}
+
+/// What a peer sent may hold newlines: a log line is one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
