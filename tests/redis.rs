@@ -346,6 +346,22 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
     assert_eq!(texts(&mut on_a, 50).await, during, "local delivery");
     send_text(&mut on_b, "b-alone").await;
     assert_eq!(next_text(&mut on_b).await, "b-alone", "local delivery on b");
+    // More than the outbox holds (10,000): the oldest go, counted.
+    let lines: String = (1..=10_000).map(|i| format!("bulk-{i}\n")).collect();
+    let mut bulk = Command::new(bin())
+        .args(["ctl", "--socket", &a.ctl, "publish", "/bulk", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    bulk.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(bulk.wait().unwrap().success());
+    let dropped = a.stat("redis_dropped_total");
+    assert!(dropped >= 50, "the outbox overflowed: {}", a.stats());
 
     redis.spawn();
     all_connected(&[&a, &b]).await;
@@ -566,4 +582,28 @@ async fn an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them() {
     let sent = wait_until_async(TIMEOUT, || a.stat("redis_published_total") == 10_000).await;
     assert!(sent, "the outbox went out once Redis came: {}", a.stats());
     assert_eq!(a.stat("redis_dropped_total"), 50);
+}
+
+#[tokio::test]
+async fn an_idle_instance_notices_a_restart_and_loses_nothing_after_it() {
+    if !redis_installed("an_idle_instance_notices_a_restart_and_loses_nothing_after_it") {
+        return;
+    }
+    let mut redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_b = connect(&b.server.url("/news")).await;
+    // Redis goes and comes back while a publishes nothing.
+    redis.kill();
+    a.server
+        .wait_log_async("redis connection lost (publish)")
+        .await;
+    redis.spawn();
+    all_connected(&[&a, &b]).await;
+    // a's first publish after it goes out on the new connection, not on
+    // the dead one.
+    a.publish("/news", "first after the restart");
+    assert_eq!(next_text(&mut on_b).await, "first after the restart");
+    assert_eq!(a.stat("redis_dropped_total"), 0, "{}", a.stats());
 }

@@ -124,6 +124,9 @@ fn describe(e: &redis::RedisError) -> String {
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return format!("Redis refused the user or password of --redis ({text})");
     }
+    if e.code() == Some("WRONGPASS") {
+        return format!("Redis refused the user or password of --redis ({text})");
+    }
     if e.code() == Some("NOAUTH") {
         return format!("Redis requires a password that --redis does not give ({text})");
     }

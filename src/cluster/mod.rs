@@ -135,7 +135,7 @@ impl Cluster {
         let (outbox, queue) = mailbox_weighed(OUTBOX.items, |m: &Outgoing| m.payload.len());
         let client = settings.target.client().clone();
         shutdown.spawn(publisher::run(
-            client.clone(),
+            settings.target.publishing_client().clone(),
             queue,
             publish.clone(),
             counters.clone(),

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisError};
+use tokio_util::sync::CancellationToken;
 
 use super::link::Link;
 use super::{Counters, Outgoing, RECONNECT, TIMEOUT};
@@ -44,10 +45,10 @@ pub(super) async fn run(
                 link.failed(&e);
                 std::time::Duration::ZERO
             }
-            Ok(mut conn) => {
+            Ok((mut conn, gone)) => {
                 link.connected();
                 let since = Instant::now();
-                match serve(&mut conn, &mut outbox, &counters, &shutdown).await {
+                match serve(&mut conn, &gone, &mut outbox, &counters, &shutdown).await {
                     Ok(()) => return,
                     Err(e) => link.lost(&e),
                 }
@@ -63,29 +64,63 @@ pub(super) async fn run(
 }
 
 /// A connection that answered a PING (so a password we lack shows here,
-/// as `NOAUTH`, not at the first publish).
-async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, RedisError> {
+/// as `NOAUTH`, not at the first publish), and the token the redis crate
+/// cancels when it sees the connection close.
+async fn connect(
+    client: &redis::Client,
+) -> Result<(MultiplexedConnection, CancellationToken), RedisError> {
+    let gone = CancellationToken::new();
+    let tell = gone.clone();
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT));
+        .set_response_timeout(Some(TIMEOUT))
+        .set_push_sender(move |info: PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                tell.cancel();
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     redis::cmd("PING").query_async::<()>(&mut conn).await?;
-    Ok(conn)
+    Ok((conn, gone))
 }
 
-/// Sends batches as they come until shutdown (`Ok`) or a failure.
+fn closed() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the server closed the connection",
+    ))
+}
+
+/// Sends batches as they come until shutdown (`Ok`, once the outbox is
+/// empty) or a failure.
+///
+/// A connection that closes while idle (Redis restarted between two
+/// publishes) is noticed through `gone` before anything is taken from
+/// the outbox: the next publish waits for the new connection instead of
+/// being lost on the dead one.
 async fn serve(
     conn: &mut MultiplexedConnection,
+    gone: &CancellationToken,
     outbox: &mut Mailbox<Outgoing>,
     counters: &Counters,
     shutdown: &Shutdown,
 ) -> Result<(), RedisError> {
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            // What is queued goes out before the task ends: a publish just
+            // before a restart still reaches the other instances (each
+            // batch is bounded by TIMEOUT, and publishes stop as the
+            // sessions end).
+            biased;
+            () = gone.cancelled() => return Err(closed()),
             () = outbox.ready() => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        if gone.is_cancelled() {
+            return Err(closed());
         }
         send_batch(conn, outbox, counters).await?;
     }

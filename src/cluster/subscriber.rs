@@ -95,6 +95,11 @@ fn closed() -> RedisError {
 
 impl Task {
     /// Hands messages on until shutdown (`Ok`) or the connection is lost.
+    ///
+    /// Between the socket and this loop the redis crate keeps an unbounded
+    /// queue of its own; it stays short because handing a message on never
+    /// waits (the hub's publish drops or closes for slow members), so this
+    /// loop drains it as fast as Redis can fill it.
     async fn listen(
         &self,
         mut sink: PubSubSink,

@@ -12,7 +12,11 @@ pub const MAX_INSTANCE: usize = 64;
 /// `unix:///path/to/redis.sock[?db=N&user=U&pass=P]`.
 #[derive(Clone)]
 pub struct Target {
+    /// For the subscribed connection, as the URL says.
     client: redis::Client,
+    /// For the publishing connection: RESP3, so that the redis crate tells
+    /// us when the connection closes (a push), even while it is idle.
+    publishing: redis::Client,
     /// The URL with its password replaced, for logs.
     shown: String,
 }
@@ -46,14 +50,26 @@ impl Target {
             }
         }
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let publishing =
+            redis::Client::open(info.set_redis_settings(resp3)).map_err(|e| e.to_string())?;
         Ok(Target {
             client,
+            publishing,
             shown: redacted(url),
         })
     }
 
     pub(super) fn client(&self) -> &redis::Client {
         &self.client
+    }
+
+    pub(super) fn publishing_client(&self) -> &redis::Client {
+        &self.publishing
     }
 }
 
