@@ -607,3 +607,72 @@ async fn an_idle_instance_notices_a_restart_and_loses_nothing_after_it() {
     assert_eq!(next_text(&mut on_b).await, "first after the restart");
     assert_eq!(a.stat("redis_dropped_total"), 0, "{}", a.stats());
 }
+
+/// Figures, not a check: `cargo test --release --test redis figures --
+/// --ignored --nocapture`. One round trip at a time, publish-to-delivery
+/// on the same instance and on another one; then a pipelined burst.
+#[tokio::test]
+#[ignore]
+async fn figures_local_vs_cross_instance() {
+    if !redis_installed("figures_local_vs_cross_instance") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut sender = connect(&a.server.url("/f")).await;
+    let mut local = connect(&a.server.url("/f")).await;
+    let mut remote = connect(&b.server.url("/f")).await;
+    let rounds = 2000;
+    let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let m = format!("r{i}");
+        let start = std::time::Instant::now();
+        send_text(&mut sender, &m).await;
+        assert_eq!(next_text(&mut local).await, m);
+        to_local.push(start.elapsed());
+        assert_eq!(next_text(&mut remote).await, m);
+        to_remote.push(start.elapsed());
+        assert_eq!(next_text(&mut sender).await, m);
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    eprintln!(
+        "one at a time, {rounds} rounds: local p50 {:?} p99 {:?}; other instance p50 {:?} p99 {:?}",
+        pct(&mut to_local, 0.5),
+        pct(&mut to_local, 0.99),
+        pct(&mut to_remote, 0.5),
+        pct(&mut to_remote, 0.99)
+    );
+    let burst = 20_000;
+    let lines: String = (1..=burst).map(|i| format!("b{i}\n")).collect();
+    let start = std::time::Instant::now();
+    let mut pipe = Command::new(bin())
+        .args(["ctl", "--socket", &a.ctl, "publish", "/f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = pipe.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let last = format!("b{burst}");
+    let mut got = 0;
+    loop {
+        got += 1;
+        if next_text(&mut remote).await == last {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    writer.join().unwrap().unwrap();
+    assert!(pipe.wait().unwrap().success());
+    eprintln!(
+        "pipelined burst of {burst}: the other instance's client had the last after {took:?} \
+         ({:.0} messages/s; it got {got}, its queue of 1024 may drop the oldest); {}",
+        burst as f64 / took.as_secs_f64(),
+        b.stats()
+    );
+}
