@@ -46,6 +46,8 @@ struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// Serves TLS only (on `port`).
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -55,6 +57,32 @@ impl Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: false,
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// A Redis serving TLS only, with `cert`/`key` (PEM).
+    fn start_tls(cert: &Path, key: &Path) -> Redis {
+        let port = free_port();
+        let mut redis = Redis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            extra: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert.to_str().unwrap().into(),
+                "--tls-key-file".into(),
+                key.to_str().unwrap().into(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            tls: true,
             child: None,
         };
         redis.spawn();
@@ -67,6 +95,7 @@ impl Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra: Vec::new(),
+            tls: false,
             child: None,
         }
     }
@@ -91,8 +120,13 @@ impl Redis {
             .expect("start redis-server");
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let tls = self.tls;
         assert!(
-            wait_until(TIMEOUT, || answers(addr)),
+            wait_until(TIMEOUT, || if tls {
+                TcpStream::connect(addr).is_ok()
+            } else {
+                answers(addr)
+            }),
             "redis-server on {addr} does not answer"
         );
     }
@@ -136,11 +170,16 @@ impl Instance {
     /// `wspipe --redis URL --instance NAME --control SOCK ARGS...`, once
     /// it has started.
     fn start(redis: &str, name: &str, args: &[&str]) -> Instance {
+        Self::start_cmd(Command::new(bin()), redis, name, args)
+    }
+
+    /// Same with a prepared command (its environment).
+    fn start_cmd(cmd: Command, redis: &str, name: &str, args: &[&str]) -> Instance {
         let dir = tempfile::tempdir().unwrap();
         let ctl = dir.path().join("ctl.sock").to_str().unwrap().to_owned();
         let mut all = vec!["--redis", redis, "--instance", name, "--control", &ctl];
         all.extend_from_slice(args);
-        let server = Server::start(&all);
+        let server = Server::start_cmd(cmd, &all);
         server.wait_log("control socket at");
         Instance {
             server,
@@ -344,8 +383,14 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
         send_text(&mut on_a, m).await;
     }
     assert_eq!(texts(&mut on_a, 50).await, during, "local delivery");
-    send_text(&mut on_b, "b-alone").await;
-    assert_eq!(next_text(&mut on_b).await, "b-alone", "local delivery on b");
+    // (On a channel of b's own: what b buffers now may reach a later.)
+    let mut side_b = connect(&b.server.url("/side")).await;
+    send_text(&mut side_b, "b-alone").await;
+    assert_eq!(
+        next_text(&mut side_b).await,
+        "b-alone",
+        "local delivery on b"
+    );
     // More than the outbox holds (10,000): the oldest go, counted.
     let lines: String = (1..=10_000).map(|i| format!("bulk-{i}\n")).collect();
     let mut bulk = Command::new(bin())
@@ -390,11 +435,12 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
         a.stats()
     );
     // No session ended because of it.
-    for i in [&a, &b] {
-        let stats = i.stats();
-        assert_eq!(stats["connections"], 1, "{stats}");
-        assert_eq!(stats["connections_total"], 1, "{stats}");
-    }
+    let a_stats = a.stats();
+    assert_eq!(a_stats["connections"], 1, "{a_stats}");
+    assert_eq!(a_stats["connections_total"], 1, "{a_stats}");
+    let b_stats = b.stats();
+    assert_eq!(b_stats["connections"], 2, "{b_stats}");
+    assert_eq!(b_stats["connections_total"], 2, "{b_stats}");
     send_text(&mut on_b, "still here").await;
     assert_eq!(next_text(&mut on_b).await, "still here");
     assert_eq!(next_text(&mut on_a).await, "still here");
@@ -675,4 +721,58 @@ async fn figures_local_vs_cross_instance() {
         burst as f64 / took.as_secs_f64(),
         b.stats()
     );
+}
+
+/// A CA and a certificate for localhost and 127.0.0.1, as PEM files.
+fn test_pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "wspipe redis test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test]
+async fn rediss_carries_channels_over_tls_and_refuses_an_unknown_ca() {
+    if !redis_installed("rediss_carries_channels_over_tls_and_refuses_an_unknown_ca") {
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    test_pki(pki.path());
+    let redis = Redis::start_tls(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    );
+    let url = format!("rediss://localhost:{}", redis.port);
+    // rustls-native-certs reads SSL_CERT_FILE: the test CA is the only root.
+    let trusting = || {
+        let mut cmd = Command::new(bin());
+        cmd.env("SSL_CERT_FILE", pki.path().join("ca.pem"));
+        cmd
+    };
+    let a = Instance::start_cmd(trusting(), &url, "a", &["--pubsub"]);
+    let b = Instance::start_cmd(trusting(), &url, "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/tls")).await;
+    let mut on_b = connect(&b.server.url("/tls")).await;
+    send_text(&mut on_a, "over tls").await;
+    assert_eq!(next_text(&mut on_a).await, "over tls");
+    assert_eq!(next_text(&mut on_b).await, "over tls");
+    // Without the CA among its roots, the certificate is refused.
+    let mut cmd = Command::new(bin());
+    cmd.env("SSL_CERT_FILE", pki.path().join("server.key"));
+    let c = Instance::start_cmd(cmd, &url, "c", &["--pubsub"]);
+    let line = c.server.wait_log_async("redis: cannot connect").await;
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    assert!(!c.connected(), "{line}");
 }
