@@ -131,6 +131,12 @@ impl Redis {
         );
     }
 
+    /// Sends `sig` (SIGSTOP, SIGCONT) to the running server.
+    fn signal(&self, sig: i32) {
+        let child = self.child.as_ref().expect("running");
+        signal(child.id(), sig);
+    }
+
     /// SIGKILL, and reaped.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -775,4 +781,56 @@ async fn rediss_carries_channels_over_tls_and_refuses_an_unknown_ca() {
     let line = c.server.wait_log_async("redis: cannot connect").await;
     assert!(line.contains("invalid peer certificate"), "{line}");
     assert!(!c.connected(), "{line}");
+}
+
+#[tokio::test]
+async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
+    if !redis_installed("a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/slow")).await;
+    let mut on_b = connect(&b.server.url("/slow")).await;
+    // Stopped, not killed: its sockets stay open and it answers nothing.
+    redis.signal(libc::SIGSTOP);
+    for m in seq("frozen", 20) {
+        let start = std::time::Instant::now();
+        send_text(&mut on_a, &m).await;
+        assert_eq!(next_text(&mut on_a).await, m);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "local delivery waited {:?} for Redis",
+            start.elapsed()
+        );
+    }
+    // The unanswered publish, then the unanswered PING, count as a loss
+    // (3 s each, PINGs every 5 s).
+    let line = a
+        .server
+        .log
+        .wait_for_async("redis connection lost (publish)", Duration::from_secs(15))
+        .await
+        .expect("the silence is noticed");
+    assert!(line.contains("timed out"), "{line}");
+    b.server
+        .log
+        .wait_for_async("redis connection lost (subscribe)", Duration::from_secs(15))
+        .await
+        .expect("a quiet subscription is PINGed");
+    redis.signal(libc::SIGCONT);
+    all_connected(&[&a, &b]).await;
+    // Cross-instance delivery resumes (what Redis had taken before it
+    // froze may come first, once at most).
+    send_text(&mut on_a, "thawed").await;
+    assert_eq!(next_text(&mut on_a).await, "thawed");
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("thawed") {
+        got.push(next_text(&mut on_b).await);
+    }
+    let mut seen = std::collections::HashSet::new();
+    assert!(got.iter().all(|m| seen.insert(m.clone())), "once: {got:?}");
+    assert!(a.stat("redis_dropped_total") > 0, "{}", a.stats());
 }
