@@ -393,6 +393,20 @@ pub struct Cli {
     #[arg(long = "publish-mode", value_name = "MODE")]
     pub publish_mode: Option<String>,
 
+    /// Share channels with other wspipe instances through Redis:
+    /// redis://[USER:PASS@]HOST[:PORT][/DB], rediss://... (TLS) or
+    /// unix:///PATH. A publish on any instance reaches the members on
+    /// every instance (docs/scale-out.md); local members never wait for
+    /// Redis.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// This instance's name among those sharing --redis: 1 to 64 ASCII
+    /// letters, digits, '.', '_', '-' or ':'. Default: the host name and
+    /// the port (web1:8080).
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+
     /// Permission bits of the control socket, in octal.
     #[arg(long = "control-mode", value_name = "MODE", default_value = "600")]
     pub control_mode: String,

@@ -20,6 +20,7 @@ use crate::origin::OriginPolicy;
 use crate::proxy::TrustedProxies;
 
 mod auth;
+mod cluster;
 mod combos;
 pub mod file;
 mod sockets;
@@ -165,6 +166,8 @@ pub struct Config {
     /// `--shared`: one child per endpoint, shared by its clients; `None`
     /// when each connection has its own.
     pub shared: Option<SharedFlags>,
+    /// `--redis` and `--instance`: channels shared with other instances.
+    pub cluster: Option<crate::cluster::Settings>,
     /// `--config`: what SIGHUP re-reads; set by the caller, not the flags.
     pub reload: Option<ReloadSource>,
 }
@@ -279,8 +282,10 @@ impl Config {
                 base_env.set(crate::env::BIN_VAR, exe.as_os_str());
             }
         }
+        let listen = listen(&cli)?;
+        let cluster = cluster::settings(&cli, &listen)?;
         let mut config = Config {
-            listen: listen(&cli)?,
+            listen,
             listen_given: cli.port.is_some() || !cli.address.is_empty() || cli.unixsocket.is_some(),
             socket_mode: socket_mode(&cli)?,
             endpoint,
@@ -327,6 +332,7 @@ impl Config {
                 restart: cli.shared_restart,
                 keep: cli.shared_keep,
             }),
+            cluster,
             reload: None,
         };
         // Last, so that a bad flag is reported (exit 2) before a missing

@@ -16,6 +16,8 @@
 //! control       protocol, commands, ctl client    (control/)
 //! shared        one child per endpoint, shared    (shared/)
 //!               by its clients (--shared)
+//! bus           publish here, then to the other   (bus.rs)
+//!               instances (--redis)
 //! pubsub        a session with no child of its    (pubsub.rs)
 //!               own: channel or shared client
 //! hub           channels: members, publish        (hub.rs)
@@ -27,8 +29,11 @@
 //! config, route, process                          (validated flags, URL
 //!                                                  path -> program, children)
 //! auth          who may connect (--basic-auth)    (auth/)
+//! cluster       channels across instances         (cluster/)
+//!               through Redis
 //! pure          cli, logging, lines, frames, mailbox, pipes, env, origin,
-//!               proxy, tls, limits, shutdown, events, systemd, forks
+//!               proxy, tls, limits, shutdown, events, systemd, forks,
+//!               backoff
 //! ```
 //!
 //! One connection walks down and back up: `net` accepts it and hands it
@@ -38,8 +43,11 @@
 //! code that follows the child's exit. docs/architecture.md draws it.
 
 pub mod auth;
+pub mod backoff;
 pub mod bridge;
+pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod env;

@@ -29,9 +29,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::bridge::{feed_or_flush, frame, step, InEnd, MissedPong, Pinger, Step, CLOSE_TIMEOUT};
+use crate::bus::Bus;
 use crate::config::Mode;
 use crate::frames::Kind;
-use crate::hub::{ChannelName, Hub};
+use crate::hub::ChannelName;
 use crate::mailbox::Mailbox;
 use crate::session::{Links, SessionCtl, TOO_SLOW};
 use crate::shutdown::Shutdown;
@@ -48,7 +49,7 @@ pub trait Inbox: Sync {
 /// `--pubsub`: client messages are published to a channel.
 #[derive(Debug)]
 pub struct Publish<'a> {
-    pub hub: &'a Hub,
+    pub bus: &'a Bus,
     /// `None` when the URL path names no channel (then client messages go
     /// nowhere).
     pub channel: Option<ChannelName>,
@@ -57,7 +58,7 @@ pub struct Publish<'a> {
 impl Inbox for Publish<'_> {
     fn take(&self, kind: Kind, data: Bytes) {
         if let Some(channel) = &self.channel {
-            self.hub.publish(channel, message(kind, data));
+            self.bus.publish(channel, message(kind, data));
         }
     }
 }

@@ -77,6 +77,10 @@ fn reload(state: &State, source: &ReloadSource, running: &mut toml::Table) {
     }
 }
 
+/// Keys whose values may hold a password (`--redis URL`): a change is
+/// told without them.
+const SECRET: [&str; 1] = ["redis"];
+
 /// One line per changed key; the applied ones become `running`.
 fn report(path: &str, running: &mut toml::Table, effective: &toml::Table) {
     let changes = changes(running, effective);
@@ -84,6 +88,10 @@ fn report(path: &str, running: &mut toml::Table, effective: &toml::Table) {
         tracing::info!("SIGHUP: {path} read again: nothing changed");
     }
     for (key, old, new) in changes {
+        if SECRET.contains(&key.as_str()) {
+            tracing::warn!("SIGHUP: {key} changed: needs a restart, not applied");
+            continue;
+        }
         if !RELOADABLE.contains(&key.as_str()) {
             tracing::warn!(
                 "SIGHUP: {key} changed from {old} to {new}: needs a restart, not applied"

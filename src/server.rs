@@ -118,7 +118,7 @@ async fn start_metrics(state: &State, files: &mut SocketFiles) -> anyhow::Result
     let shutdown = state.shutdown().clone();
     let counters = net::Counters {
         registry: state.registry().clone(),
-        hub: state.hub().clone(),
+        bus: state.bus().clone(),
         shared: state.shared().clone(),
     };
     shutdown.spawn(net::serve_metrics(listener, counters, shutdown.clone()));

@@ -14,6 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::bridge::BridgeOptions;
+use crate::bus::Bus;
 use crate::config::{Config, ExtraHeaders};
 use crate::control::Control;
 use crate::events::Events;
@@ -58,8 +59,9 @@ struct Inner {
     forks: Forks,
     /// Live sessions, for the control socket and metrics.
     registry: Arc<Registry>,
-    /// Channels and their members.
-    hub: Arc<Hub>,
+    /// Channels and their members, here and (with `--redis`) on the
+    /// other instances.
+    bus: Bus,
     /// The shared children (`--shared`), by endpoint.
     shared: Shared,
     /// What happens, for `wspipe ctl watch`.
@@ -112,8 +114,12 @@ impl State {
         let events = Events::default();
         let hub = Arc::new(Hub::new(config.overflow, events.clone()));
         let shutdown = Shutdown::new();
+        let bus = match &config.cluster {
+            Some(settings) => Bus::clustered(hub, settings, &shutdown),
+            None => Bus::local(hub),
+        };
         let shared = Shared::new(
-            hub.clone(),
+            bus.clone(),
             shutdown.clone(),
             shared::Options {
                 mode: config.mode,
@@ -128,7 +134,7 @@ impl State {
             bridge,
             ws_config,
             registry: Arc::default(),
-            hub,
+            bus,
             shared,
             events,
             shutdown,
@@ -175,7 +181,13 @@ impl State {
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
-        &self.0.hub
+        self.0.bus.hub()
+    }
+
+    /// Where publishes go: the hub, and the other instances with
+    /// `--redis`.
+    pub fn bus(&self) -> &Bus {
+        &self.0.bus
     }
 
     /// The shared children (`--shared`).
@@ -204,7 +216,7 @@ impl State {
     pub fn control(&self) -> Control {
         Control::new(
             self.0.registry.clone(),
-            self.0.hub.clone(),
+            self.0.bus.clone(),
             self.0.shared.clone(),
             self.0.events.clone(),
             self.0.config.mode,

@@ -2,6 +2,7 @@
 
 use super::commands::{message, not_found};
 use super::protocol::{ChannelEntry, ErrorKind, Response};
+use crate::bus::Bus;
 use crate::config::Mode;
 use crate::hub::{ChannelName, Hub, NameError, NotPresent};
 
@@ -23,12 +24,12 @@ fn truncated(name: &str) -> String {
     name.chars().take(64).collect()
 }
 
-pub fn publish(hub: &Hub, name: &str, text: &str, mode: Mode) -> Response {
+pub fn publish(bus: &Bus, name: &str, text: &str, mode: Mode) -> Response {
     let channel = match channel(name) {
         Ok(channel) => channel,
         Err(e) => return bad_channel(name, e),
     };
-    let delivery = hub.publish(&channel, message(text, mode));
+    let delivery = bus.publish(&channel, message(text, mode));
     Response {
         delivered: Some(delivery.delivered),
         dropped: Some(delivery.dropped),

@@ -13,6 +13,7 @@ use super::protocol::{
     ErrorKind, Request, Response, SessionInfo, SessionKind, SharedChild, Stats, DRAIN_TIMEOUT,
 };
 use super::Control;
+use crate::bus::Bus;
 use crate::config::Mode;
 use crate::hub::Hub;
 use crate::mailbox::PostError;
@@ -26,7 +27,8 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Carries out one request.
 pub async fn dispatch(req: Request, control: &Control) -> Response {
     let (registry, mode) = (&*control.registry, control.mode);
-    let hub = &*control.hub;
+    let bus = &control.bus;
+    let hub = &**bus.hub();
     match req {
         Request::List { path } => list(registry, hub, &control.shared, path.as_deref()),
         Request::Send { id, message } => send(registry, id, message, mode).await,
@@ -39,9 +41,9 @@ pub async fn dispatch(req: Request, control: &Control) -> Response {
             (None, Some(endpoint)) => kill_shared(&control.shared, &endpoint),
             _ => Response::error(ErrorKind::BadRequest, "kill takes one of id and endpoint"),
         },
-        Request::Stats {} => stats(registry, hub, &control.shared),
+        Request::Stats {} => stats(registry, bus, &control.shared),
         Request::Drain { timeout } => drain(control, timeout.unwrap_or(DRAIN_TIMEOUT)),
-        Request::Publish { channel, message } => channels::publish(hub, &channel, &message, mode),
+        Request::Publish { channel, message } => channels::publish(bus, &channel, &message, mode),
         Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
         Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
         Request::Channels {} => channels::list(hub),
@@ -233,10 +235,11 @@ fn control(h: &SessionHandle, request: SessionCtl) -> Response {
     }
 }
 
-fn stats(registry: &Registry, hub: &Hub, shared: &Shared) -> Response {
+fn stats(registry: &Registry, bus: &Bus, shared: &Shared) -> Response {
     let snap = registry.snapshot();
     let t = snap.traffic;
-    let h = hub.totals();
+    let h = bus.hub().totals();
+    let redis = bus.cluster_stats();
     Response {
         stats: Some(Stats {
             connections: snap.live,
@@ -257,6 +260,10 @@ fn stats(registry: &Registry, hub: &Hub, shared: &Shared) -> Response {
             shared_input_dropped_total: shared.dropped(),
             shared_unaddressed_dropped_total: shared.unaddressed(),
             shared_restarts_total: shared.restarts(),
+            redis_connected: redis.map(|r| r.connected),
+            redis_published_total: redis.map(|r| r.published),
+            redis_received_total: redis.map(|r| r.received),
+            redis_dropped_total: redis.map(|r| r.dropped),
         }),
         ..Response::ok()
     }

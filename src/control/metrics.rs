@@ -7,12 +7,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry as Metrics;
 
-use crate::hub::Hub;
+use crate::bus::Bus;
 use crate::session::Registry;
 use crate::shared::Shared;
 
 /// The current statistics as OpenMetrics text.
-pub fn render(registry: &Registry, hub: &Hub, shared: &Shared) -> String {
+pub fn render(registry: &Registry, bus: &Bus, shared: &Shared) -> String {
     let mut m = Metrics::with_prefix("wspipe");
     let gauge = |m: &mut Metrics, name: &str, help: &str, value: u64| {
         let g: Gauge = Gauge::default();
@@ -60,7 +60,7 @@ pub fn render(registry: &Registry, hub: &Hub, shared: &Shared) -> String {
         "Seconds since start",
         snap.uptime.as_secs(),
     );
-    let h = hub.totals();
+    let h = bus.hub().totals();
     gauge(&mut m, "channels", "Channels with members", h.channels);
     gauge(&mut m, "channel_members", "Channel memberships", h.members);
     counter(
@@ -105,6 +105,27 @@ pub fn render(registry: &Registry, hub: &Hub, shared: &Shared) -> String {
         "Shared children started again after one exited (--shared-restart)",
         shared.restarts(),
     );
+    if let Some(r) = bus.cluster_stats() {
+        gauge(
+            &mut m,
+            "redis_up",
+            "1 while both connections to Redis are up (--redis)",
+            u64::from(r.connected),
+        );
+        counter(
+            &mut m,
+            "redis_published",
+            "Messages of this instance Redis took",
+            r.published,
+        );
+        counter(
+            &mut m,
+            "redis_received",
+            "Messages of other instances handed to members here",
+            r.received,
+        );
+        counter(&mut m, "redis_dropped", "Cross-instance messages lost: outbox full during an outage, a failed send, an unreadable payload", r.dropped);
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m);
@@ -121,9 +142,9 @@ mod tests {
         let registry = Registry::default();
         registry.count_refused();
         registry.count_refused();
-        let hub = Arc::new(Hub::default());
+        let bus = Bus::local(Arc::new(crate::hub::Hub::default()));
         let shared = Shared::new(
-            hub.clone(),
+            bus.clone(),
             crate::shutdown::Shutdown::new(),
             crate::shared::Options {
                 mode: crate::config::Mode::Text,
@@ -132,7 +153,7 @@ mod tests {
                 flags: Default::default(),
             },
         );
-        let text = render(&registry, &hub, &shared);
+        let text = render(&registry, &bus, &shared);
         for line in [
             "wspipe_connections 0",
             "wspipe_connections_opened_total 0",

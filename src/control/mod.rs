@@ -27,9 +27,9 @@ pub mod watch;
 
 use std::sync::Arc;
 
+use crate::bus::Bus;
 use crate::config::Mode;
 use crate::events::Events;
-use crate::hub::Hub;
 use crate::session::Registry;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
@@ -39,8 +39,9 @@ use crate::shutdown::Shutdown;
 pub struct Control {
     /// The sessions requests act on.
     registry: Arc<Registry>,
-    /// The channels publish and subscribe act on.
-    hub: Arc<Hub>,
+    /// The channels publish and subscribe act on (publishes reach the
+    /// other instances too, with `--redis`).
+    bus: Bus,
     /// The shared children: their statistics, listing and `ctl kill`.
     shared: Shared,
     /// What `watch` follows.
@@ -54,7 +55,7 @@ pub struct Control {
 impl Control {
     pub fn new(
         registry: Arc<Registry>,
-        hub: Arc<Hub>,
+        bus: Bus,
         shared: Shared,
         events: Events,
         mode: Mode,
@@ -62,7 +63,7 @@ impl Control {
     ) -> Self {
         Control {
             registry,
-            hub,
+            bus,
             shared,
             events,
             mode,

@@ -184,6 +184,19 @@ pub struct Stats {
     /// since start.
     #[serde(default)]
     pub shared_restarts_total: u64,
+    /// With `--redis`: both connections to Redis are up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_connected: Option<bool>,
+    /// With `--redis`: messages of ours Redis took, since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_published_total: Option<u64>,
+    /// With `--redis`: messages of other instances handed to members here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_received_total: Option<u64>,
+    /// With `--redis`: cross-instance messages lost (the outbox was full
+    /// during an outage, a send failed, or a payload was unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_dropped_total: Option<u64>,
 }
 
 /// One endpoint's shared child (`--shared`), as listed.

@@ -123,7 +123,21 @@ pub fn stats_text(s: &Stats) -> String {
         ),
         ("shared_restarts_total", s.shared_restarts_total),
     ];
-    rows.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+    let mut text: String = rows.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    if let Some(up) = s.redis_connected {
+        text.push_str(&format!("redis_connected: {up}\n"));
+    }
+    let redis = [
+        ("redis_published_total", s.redis_published_total),
+        ("redis_received_total", s.redis_received_total),
+        ("redis_dropped_total", s.redis_dropped_total),
+    ];
+    for (k, v) in redis {
+        if let Some(v) = v {
+            text.push_str(&format!("{k}: {v}\n"));
+        }
+    }
+    text
 }
 
 #[cfg(test)]

@@ -16,14 +16,17 @@ use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
 use super::{full, Body};
+use crate::bus::Bus;
 use crate::config::{Mode, Token};
 use crate::control::protocol::{ErrorKind, Response as Answer};
-use crate::hub::{ChannelName, Hub};
+use crate::hub::ChannelName;
 
 /// What answering a publish takes.
 #[derive(Debug, Clone, Copy)]
 pub struct Publisher<'a> {
-    pub hub: &'a Hub,
+    /// Where the message is published (here, and with `--redis` on the
+    /// other instances).
+    pub bus: &'a Bus,
     /// Text mode publishes text messages (the body must be UTF-8), binary
     /// mode binary ones.
     pub mode: Mode,
@@ -84,7 +87,7 @@ impl Publisher<'_> {
                 }
             }
         };
-        let delivery = self.hub.publish(&channel, message);
+        let delivery = self.bus.publish(&channel, message);
         json(
             StatusCode::OK,
             &Answer {

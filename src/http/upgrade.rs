@@ -399,7 +399,7 @@ impl Session {
         } = self;
         let config = state.config();
         let publish = pubsub::Publish {
-            hub: state.hub(),
+            bus: state.bus(),
             channel: ChannelName::parse(&identity.path).ok(),
         };
         let inbox: &dyn pubsub::Inbox = match &shared {

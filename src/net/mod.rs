@@ -17,11 +17,11 @@ use tokio_util::either::Either;
 
 pub use bind::{adopt, bind_tcp, bind_unix, Adopted, SocketFiles};
 
+use crate::bus::Bus;
 use crate::control::listener::MAX_CLIENTS;
 use crate::control::Control;
 use crate::http::conn::{self, HEADER_READ_TIMEOUT};
 use crate::http::Site;
-use crate::hub::Hub;
 use crate::peer::{Peer, Watched};
 use crate::session::Registry;
 use crate::shutdown::Shutdown;
@@ -204,7 +204,7 @@ pub async fn serve_metrics(listener: SideListener, counters: Counters, shutdown:
 #[derive(Debug, Clone)]
 pub struct Counters {
     pub registry: Arc<Registry>,
-    pub hub: Arc<Hub>,
+    pub bus: Bus,
     pub shared: crate::shared::Shared,
 }
 
@@ -217,7 +217,7 @@ where
         let response = crate::http::metrics::respond(
             req.method(),
             &counters.registry,
-            &counters.hub,
+            &counters.bus,
             &counters.shared,
         );
         async move { Ok::<_, std::convert::Infallible>(response) }
@@ -239,7 +239,7 @@ pub async fn serve_publish(listener: SideListener, state: State) {
                 async move {
                     let config = state.config();
                     let publisher = crate::http::publish::Publisher {
-                        hub: state.hub(),
+                        bus: state.bus(),
                         mode: config.mode,
                         max_message: config.max_message,
                         token: config.publish.as_ref().and_then(|p| p.token.as_ref()),

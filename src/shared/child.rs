@@ -17,10 +17,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::input::{self, Piece};
 use super::output::{self, PumpEnd};
 use super::{child_env, Link, Running, Shared};
+use crate::backoff::Backoff;
 use crate::bridge::{close_for_exit, frame};
 use crate::env::Var;
 use crate::frames::FrameError;
@@ -146,7 +146,7 @@ impl Task {
     /// Serves the endpoint until its child is no longer wanted or exits
     /// for good; then closes the clients left.
     pub(super) async fn run(mut self, first: Started, mut queue: Mailbox<Piece>) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(super::RESTART);
         let mut next = (first, Vec::new());
         let ended = loop {
             let (started, first_lines) = next;

@@ -21,7 +21,7 @@
 //! gets the lines the child wrote, then the close code the per-connection
 //! bridge gives that exit status ([`crate::bridge::close_for_exit`]). With
 //! `--shared-restart` it is started again instead, after an exponential
-//! [`backoff`], and its clients stay; with `--shared-keep` it is not ended
+//! [`RESTART`] backoff, and its clients stay; with `--shared-keep` it is not ended
 //! when its last client leaves, but serves (and is restarted) for the
 //! server's lifetime.
 //!
@@ -37,7 +37,6 @@
 //! [`Membership`] is what ties one to its endpoint, and is their
 //! [`Inbox`].
 
-mod backoff;
 mod child;
 mod input;
 mod output;
@@ -54,17 +53,27 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Policy;
+use crate::bus::Bus;
 use crate::config::{Mode, SharedFlags};
 use crate::env::Var;
 use crate::frames::Kind;
-use crate::hub::{ChannelName, Hub};
+use crate::hub::ChannelName;
 use crate::mailbox::Poster;
 use crate::pubsub::Inbox;
 use crate::route::Resolved;
 use crate::session::{Refusal, SessionCtl};
 use crate::shutdown::Shutdown;
 
-pub use backoff::{FIRST as RESTART_FIRST, MAX as RESTART_MAX, STABLE as RESTART_STABLE};
+/// How `--shared-restart` waits before starting an endpoint's child again:
+/// 100 ms, doubling up to 10 s while it keeps dying, back to 100 ms once
+/// one has served 10 s (a rare crash of a long-lived child is followed by
+/// a quick restart).
+pub const RESTART: Policy = Policy {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(10),
+    stable: Duration::from_secs(10),
+};
 use child::{Program, Started};
 use input::Input;
 
@@ -92,7 +101,8 @@ struct Inner {
     /// Held while a child is being started, so that clients arriving at
     /// once start one child, not one each.
     starting: tokio::sync::Mutex<()>,
-    hub: Arc<Hub>,
+    /// Where output lines are published.
+    bus: Bus,
     shutdown: Shutdown,
     options: Options,
     /// Children alive (started and not yet reaped), ending ones included.
@@ -202,11 +212,11 @@ pub enum KillError {
 }
 
 impl Shared {
-    pub fn new(hub: Arc<Hub>, shutdown: Shutdown, options: Options) -> Self {
+    pub fn new(bus: Bus, shutdown: Shutdown, options: Options) -> Self {
         Shared(Arc::new(Inner {
             endpoints: Mutex::default(),
             starting: tokio::sync::Mutex::new(()),
-            hub,
+            bus,
             shutdown,
             options,
             alive: AtomicU64::new(0),
@@ -365,19 +375,19 @@ impl Shared {
     /// a client of this child (else it is dropped and counted).
     fn deliver(&self, key: &Path, generation: u64, channel: &ChannelName, line: Message) {
         if !self.0.options.flags.ids {
-            self.0.hub.publish(channel, line);
+            self.0.bus.publish(channel, line);
             return;
         }
         let delivered = match output::address(line) {
             output::Address::All(line) => {
-                self.0.hub.publish(channel, line);
+                self.0.bus.publish(channel, line);
                 return;
             }
             output::Address::To(id, line) => {
                 let client = self
                     .with_entry(key, generation, |entry| entry.members.contains_key(&id))
                     .unwrap_or(false);
-                client && self.0.hub.publish_to(channel, id, line).is_some()
+                client && self.0.bus.hub().publish_to(channel, id, line).is_some()
             }
             output::Address::Nobody => false,
         };
@@ -597,7 +607,11 @@ mod tests {
             close_grace: Duration::from_millis(50),
             flags: SharedFlags::default(),
         };
-        Shared::new(Arc::new(Hub::default()), Shutdown::new(), options)
+        Shared::new(
+            Bus::local(Arc::new(crate::hub::Hub::default())),
+            Shutdown::new(),
+            options,
+        )
     }
 
     /// Starting `resolved` with no `--maxforks` limit.

@@ -1,0 +1,131 @@
+//! Publishing, on one instance or across several: the [`Bus`] hands a
+//! message to the local members through the hub at once, then, with
+//! `--redis`, forwards it to the other instances ([`crate::cluster`]),
+//! whose messages it hands to the hub in turn. The hub knows nothing of
+//! Redis and the cluster nothing of the hub; this layer wires the two.
+//!
+//! Every publish path goes through [`Bus::publish`]: a `--pubsub`
+//! client's message, a `--shared` child's line, HTTP `--publish`, `ctl
+//! publish`. Publishes are serialised here across the hub and the
+//! forward, so the other instances see this instance's messages in the
+//! order its own members did.
+
+use std::sync::{Arc, Mutex};
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::cluster::{self, Cluster, Deliver, InstanceName};
+use crate::hub::{ChannelName, Delivery, Hub};
+use crate::shutdown::Shutdown;
+
+/// The channels of this instance, and of its peers with `--redis`; a
+/// cheap handle.
+#[derive(Debug, Clone)]
+pub struct Bus(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    hub: Arc<Hub>,
+    cluster: Option<Cluster>,
+    /// Held across the local publish and the forward (only with a
+    /// cluster), so both see one order.
+    order: Mutex<()>,
+}
+
+/// Messages from other instances, to the local members.
+struct ToHub(Arc<Hub>);
+
+impl Deliver for ToHub {
+    fn deliver(&self, channel: &str, message: Message) {
+        // Another instance checked the name; one that did not (or a
+        // stranger on Redis) is ignored.
+        if let Ok(channel) = ChannelName::parse(channel) {
+            self.0.publish(&channel, message);
+        }
+    }
+}
+
+impl Bus {
+    /// A bus for this instance alone.
+    pub fn local(hub: Arc<Hub>) -> Self {
+        Bus(Arc::new(Inner {
+            hub,
+            cluster: None,
+            order: Mutex::new(()),
+        }))
+    }
+
+    /// A bus shared with the other instances on `settings`' Redis; starts
+    /// its tasks (so needs a tokio runtime).
+    pub fn clustered(hub: Arc<Hub>, settings: &cluster::Settings, shutdown: &Shutdown) -> Self {
+        let cluster = Cluster::start(settings, Arc::new(ToHub(hub.clone())), shutdown);
+        Bus(Arc::new(Inner {
+            hub,
+            cluster: Some(cluster),
+            order: Mutex::new(()),
+        }))
+    }
+
+    /// Hands `message` to every member of `channel` here, never waiting,
+    /// and queues it for the other instances. What the answer counts is
+    /// local: the other instances' members are not known here.
+    pub fn publish(&self, channel: &ChannelName, message: Message) -> Delivery {
+        let Some(cluster) = &self.0.cluster else {
+            return self.0.hub.publish(channel, message);
+        };
+        // Poison is moot: nothing is guarded but the order.
+        let _order = self.0.order.lock().unwrap_or_else(|e| e.into_inner());
+        cluster.forward(channel.as_str(), &message);
+        self.0.hub.publish(channel, message)
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.0.hub
+    }
+
+    /// This instance's name, with `--redis`.
+    pub fn instance(&self) -> Option<&InstanceName> {
+        self.0.cluster.as_ref().map(Cluster::instance)
+    }
+
+    /// The Redis counters, with `--redis`.
+    pub fn cluster_stats(&self) -> Option<cluster::Stats> {
+        self.0.cluster.as_ref().map(Cluster::stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::{mailbox, mailbox_weighed};
+
+    #[test]
+    fn a_local_bus_publishes_through_the_hub() {
+        let hub = Arc::new(Hub::default());
+        let (poster, mut rx) = mailbox_weighed(8, |m: &Message| m.len());
+        let (control, _) = mailbox(1);
+        let _presence = hub.enter(1, poster, control);
+        let room = ChannelName::parse("/room").unwrap();
+        hub.subscribe(1, &room).unwrap();
+        let bus = Bus::local(hub.clone());
+        assert_eq!(bus.publish(&room, Message::text("hi")).delivered, 1);
+        assert_eq!(rx.try_recv(), Some(Message::text("hi")));
+        assert!(bus.cluster_stats().is_none());
+        assert!(bus.instance().is_none());
+    }
+
+    #[test]
+    fn messages_from_other_instances_reach_local_members_and_bad_names_nobody() {
+        let hub = Arc::new(Hub::default());
+        let (poster, mut rx) = mailbox_weighed(8, |m: &Message| m.len());
+        let (control, _) = mailbox(1);
+        let _presence = hub.enter(1, poster, control);
+        hub.subscribe(1, &ChannelName::parse("/room").unwrap())
+            .unwrap();
+        let to_hub = ToHub(hub.clone());
+        to_hub.deliver("/room", Message::binary(vec![1u8, 2]));
+        to_hub.deliver("no-slash", Message::text("x"));
+        assert_eq!(rx.try_recv(), Some(Message::binary(vec![1u8, 2])));
+        assert_eq!(rx.try_recv(), None);
+    }
+}

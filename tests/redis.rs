@@ -1,0 +1,836 @@
+//! End to end: channels across several wspipe instances through a real
+//! Redis (`--redis`). Each test starts its own `redis-server` (Debian's)
+//! on a free loopback port, with its configuration on the command line and
+//! its files in a temporary directory, and kills it at the end.
+//!
+//! Without /usr/bin/redis-server the tests say so on stderr and return;
+//! with `WSPIPE_REDIS_TESTS=1` (as .ci/run sets) a missing redis-server is
+//! a failure instead.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::shared::{ctl, ctl_stats};
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+const REDIS_BIN: &str = "/usr/bin/redis-server";
+
+/// Whether redis-server is here: a skip line (or, with
+/// WSPIPE_REDIS_TESTS=1, a panic) when it is not.
+fn redis_installed(test: &str) -> bool {
+    if Path::new(REDIS_BIN).exists() {
+        return true;
+    }
+    if std::env::var("WSPIPE_REDIS_TESTS").as_deref() == Ok("1") {
+        panic!("{test}: {REDIS_BIN} is missing and WSPIPE_REDIS_TESTS=1 (apt-get install redis-server)");
+    }
+    eprintln!("skipping {test}: {REDIS_BIN} is not installed (apt-get install redis-server)");
+    false
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A redis-server of our own; killed when dropped.
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    /// Serves TLS only (on `port`).
+    tls: bool,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(extra: &[&str]) -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: false,
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// A Redis serving TLS only, with `cert`/`key` (PEM).
+    fn start_tls(cert: &Path, key: &Path) -> Redis {
+        let port = free_port();
+        let mut redis = Redis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            extra: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert.to_str().unwrap().into(),
+                "--tls-key-file".into(),
+                key.to_str().unwrap().into(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            tls: true,
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// A Redis that is not running yet, on a port of its own.
+    fn not_started() -> Redis {
+        Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            tls: false,
+            child: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port) and waits until it answers.
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let child = Command::new(REDIS_BIN)
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let tls = self.tls;
+        assert!(
+            wait_until(TIMEOUT, || if tls {
+                TcpStream::connect(addr).is_ok()
+            } else {
+                answers(addr)
+            }),
+            "redis-server on {addr} does not answer"
+        );
+    }
+
+    /// Sends `sig` (SIGSTOP, SIGCONT) to the running server.
+    fn signal(&self, sig: i32) {
+        let child = self.child.as_ref().expect("running");
+        signal(child.id(), sig);
+    }
+
+    /// SIGKILL, and reaped.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Redis answers a PING (with PONG, or NOAUTH when it wants a password).
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
+}
+
+/// One wspipe instance on the test's Redis, with a control socket.
+struct Instance {
+    server: Server,
+    ctl: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Instance {
+    /// `wspipe --redis URL --instance NAME --control SOCK ARGS...`, once
+    /// it has started.
+    fn start(redis: &str, name: &str, args: &[&str]) -> Instance {
+        Self::start_cmd(Command::new(bin()), redis, name, args)
+    }
+
+    /// Same with a prepared command (its environment).
+    fn start_cmd(cmd: Command, redis: &str, name: &str, args: &[&str]) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = dir.path().join("ctl.sock").to_str().unwrap().to_owned();
+        let mut all = vec!["--redis", redis, "--instance", name, "--control", &ctl];
+        all.extend_from_slice(args);
+        let server = Server::start_cmd(cmd, &all);
+        server.wait_log("control socket at");
+        Instance {
+            server,
+            ctl,
+            _dir: dir,
+        }
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        ctl_stats(&self.ctl)
+    }
+
+    fn stat(&self, key: &str) -> u64 {
+        self.stats()[key].as_u64().unwrap_or(0)
+    }
+
+    fn connected(&self) -> bool {
+        self.stats()["redis_connected"] == serde_json::Value::Bool(true)
+    }
+
+    fn publish(&self, channel: &str, message: &str) {
+        let out = ctl(&self.ctl, &["publish", channel, message]);
+        assert!(out.status.success(), "ctl publish: {out:?}");
+    }
+}
+
+/// Waits until every instance has both connections to Redis up.
+async fn all_connected(instances: &[&Instance]) {
+    let ok = wait_until_async(TIMEOUT, || instances.iter().all(|i| i.connected())).await;
+    assert!(ok, "not every instance connected to Redis");
+}
+
+/// The next `n` text messages of `ws`.
+async fn texts(ws: &mut Ws, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        got.push(next_text(ws).await);
+    }
+    got
+}
+
+/// Nothing more arrives on `ws` for a little while (no duplicate, no
+/// stray echo).
+async fn quiet(ws: &mut Ws, what: &str) {
+    use futures_util::StreamExt;
+    let more = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+    if let Ok(Some(Ok(m))) = more {
+        if m.is_text() || m.is_binary() {
+            panic!("{what}: unexpected extra message {m:?}");
+        }
+    }
+}
+
+fn seq(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// The TCP address in a "publish on http://ADDR/CHANNEL" log line.
+fn http_addr(line: &str) -> SocketAddr {
+    let rest = line.split("http://").nth(1).expect("address");
+    rest.split('/').next().unwrap().parse().unwrap()
+}
+
+fn http_publish(addr: SocketAddr, channel: &str, body: &str) {
+    let request = format!(
+        "POST {channel} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, answer) = raw_response(addr, &request);
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn every_publish_path_reaches_every_instance_once_and_in_order() {
+    if !redis_installed("every_publish_path_reaches_every_instance_once_and_in_order") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let url = redis.url();
+    let a = Instance::start(&url, "a", &["--pubsub"]);
+    let b = Instance::start(&url, "b", &["--pubsub", "--publish", "127.0.0.1:0"]);
+    let s = Instance::start(&url, "s", &["--shared", "cat"]);
+    all_connected(&[&a, &b, &s]).await;
+    let publish_addr = http_addr(&b.server.wait_log("publish on http://"));
+    // Everyone on channel "/": the --shared endpoint's channel too.
+    let mut on_a = connect(&a.server.url("/")).await;
+    let mut on_b = connect(&b.server.url("/")).await;
+    let mut on_s = connect(&s.server.url("/")).await;
+    let mut expected = Vec::new();
+
+    // A --pubsub client's messages, published on a.
+    let phase = seq("client", 20);
+    for m in &phase {
+        send_text(&mut on_a, m).await;
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "--pubsub client");
+    }
+    // ctl publish on a.
+    let phase = seq("ctl", 5);
+    for m in &phase {
+        a.publish("/", m);
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "ctl publish");
+    }
+    // HTTP publish on b.
+    let phase = seq("http", 5);
+    for m in &phase {
+        http_publish(publish_addr, "/", m);
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "HTTP publish");
+    }
+    // A --shared child's output on s (cat echoes what its client sends).
+    let phase = seq("shared", 5);
+    for m in &phase {
+        send_text(&mut on_s, m).await;
+    }
+    expected.extend(phase.clone());
+    for ws in [&mut on_a, &mut on_b, &mut on_s] {
+        assert_eq!(texts(ws, phase.len()).await, phase, "--shared output");
+    }
+    for (ws, name) in [(&mut on_a, "a"), (&mut on_b, "b"), (&mut on_s, "s")] {
+        quiet(ws, name).await;
+    }
+    // Exactly once: each instance took from Redis what the others
+    // published, and nothing of its own.
+    let (from_a, from_b, from_s) = (25, 5, 5);
+    assert_eq!(a.stat("redis_received_total"), from_b + from_s);
+    assert_eq!(b.stat("redis_received_total"), from_a + from_s);
+    assert_eq!(s.stat("redis_received_total"), from_a + from_b);
+    assert_eq!(a.stat("redis_published_total"), from_a);
+    for i in [&a, &b, &s] {
+        assert_eq!(i.stat("redis_dropped_total"), 0);
+    }
+    assert_eq!(expected.len(), 35);
+}
+
+#[tokio::test]
+async fn binary_and_text_messages_keep_their_bytes_and_kind() {
+    if !redis_installed("binary_and_text_messages_keep_their_bytes_and_kind") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub", "--binary"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub", "--binary"]);
+    all_connected(&[&a, &b]).await;
+    let mut sender = connect(&a.server.url("/bin")).await;
+    let mut receiver = connect(&b.server.url("/bin")).await;
+    let all_bytes: Vec<u8> = (0..=255u8).chain([0, 10, 13, 0]).collect();
+    sender
+        .send(Message::binary(all_bytes.clone()))
+        .await
+        .unwrap();
+    sender.send(Message::text("tëxt\n")).await.unwrap();
+    sender.send(Message::binary(Vec::new())).await.unwrap();
+    match next_event(&mut receiver).await {
+        Event::Binary(b) => assert_eq!(b, all_bytes),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    match next_event(&mut receiver).await {
+        Event::Text(t) => assert_eq!(t, "tëxt\n"),
+        other => panic!("expected text, got {other:?}"),
+    }
+    match next_event(&mut receiver).await {
+        Event::Binary(b) => assert!(b.is_empty()),
+        other => panic!("expected an empty binary message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_session() {
+    if !redis_installed("a_redis_killed_mid_stream_and_restarted") {
+        return;
+    }
+    let mut redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/feed")).await;
+    let mut on_b = connect(&b.server.url("/feed")).await;
+
+    let before = seq("before", 10);
+    for m in &before {
+        send_text(&mut on_a, m).await;
+    }
+    assert_eq!(texts(&mut on_a, 10).await, before);
+    assert_eq!(texts(&mut on_b, 10).await, before);
+
+    redis.kill();
+    let down = wait_until_async(TIMEOUT, || !a.connected() && !b.connected()).await;
+    assert!(down, "the loss was noticed");
+    a.server.wait_log_async("redis connection lost").await;
+    // Local delivery goes on, at once, on both sides.
+    let during = seq("during", 50);
+    for m in &during {
+        send_text(&mut on_a, m).await;
+    }
+    assert_eq!(texts(&mut on_a, 50).await, during, "local delivery");
+    // (On a channel of b's own: what b buffers now may reach a later.)
+    let mut side_b = connect(&b.server.url("/side")).await;
+    send_text(&mut side_b, "b-alone").await;
+    assert_eq!(
+        next_text(&mut side_b).await,
+        "b-alone",
+        "local delivery on b"
+    );
+    // More than the outbox holds (10,000): the oldest go, counted.
+    let lines: String = (1..=10_000).map(|i| format!("bulk-{i}\n")).collect();
+    let mut bulk = Command::new(bin())
+        .args(["ctl", "--socket", &a.ctl, "publish", "/bulk", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    bulk.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(bulk.wait().unwrap().success());
+    let dropped = a.stat("redis_dropped_total");
+    assert!(dropped >= 50, "the outbox overflowed: {}", a.stats());
+
+    redis.spawn();
+    all_connected(&[&a, &b]).await;
+    a.server.wait_log_async("redis connection recovered").await;
+    let after = seq("after", 10);
+    for m in &after {
+        send_text(&mut on_a, m).await;
+    }
+    assert_eq!(texts(&mut on_a, 10).await, after);
+    // b gets what survived of the outage (buffered messages that Redis
+    // passed on once b had subscribed again), in order and once, then
+    // everything after.
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("after-10") {
+        got.push(next_text(&mut on_b).await);
+    }
+    let (outage, rest) = got.split_at(got.len() - 10);
+    assert_eq!(rest, after.as_slice(), "cross-instance delivery resumed");
+    let mut at = during.iter();
+    for m in outage {
+        assert!(at.any(|d| d == m), "{m} out of order or twice: {outage:?}");
+    }
+    assert!(
+        a.stat("redis_dropped_total") > 0,
+        "the send that failed is counted: {}",
+        a.stats()
+    );
+    // No session ended because of it.
+    let a_stats = a.stats();
+    assert_eq!(a_stats["connections"], 1, "{a_stats}");
+    assert_eq!(a_stats["connections_total"], 1, "{a_stats}");
+    let b_stats = b.stats();
+    assert_eq!(b_stats["connections"], 2, "{b_stats}");
+    assert_eq!(b_stats["connections_total"], 2, "{b_stats}");
+    send_text(&mut on_b, "still here").await;
+    assert_eq!(next_text(&mut on_b).await, "still here");
+    assert_eq!(next_text(&mut on_a).await, "still here");
+}
+
+#[tokio::test]
+async fn an_instance_started_before_redis_serves_locally_then_joins() {
+    if !redis_installed("an_instance_started_before_redis_serves_locally_then_joins") {
+        return;
+    }
+    let mut redis = Redis::not_started();
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    a.server.wait_log_async("redis: cannot connect").await;
+    let mut on_a = connect(&a.server.url("/room")).await;
+    let mut on_b = connect(&b.server.url("/room")).await;
+    send_text(&mut on_a, "alone").await;
+    assert_eq!(next_text(&mut on_a).await, "alone", "served locally");
+    assert!(!a.connected());
+
+    redis.spawn();
+    all_connected(&[&a, &b]).await;
+    a.server.wait_log_async("redis connected (publish)").await;
+    send_text(&mut on_a, "joined").await;
+    assert_eq!(next_text(&mut on_a).await, "joined");
+    // "alone" was published before b could hear it: at most once.
+    let first = next_text(&mut on_b).await;
+    let first = if first == "alone" {
+        next_text(&mut on_b).await
+    } else {
+        first
+    };
+    assert_eq!(first, "joined");
+}
+
+#[test]
+fn a_malformed_redis_url_or_instance_name_exits_2_with_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--redis", "localhost:6379"], "--redis localhost:6379:"),
+        (&["--redis", "http://127.0.0.1"], "unknown scheme"),
+        (&["--redis", "redis://127.0.0.1:notaport"], "bad port"),
+        (&["--redis", "redis://127.0.0.1/x"], "bad database"),
+        (
+            &["--redis", "redis://:secret@/0"],
+            "--redis redis://...: no host",
+        ),
+        (
+            &["--redis", "redis://127.0.0.1", "--instance", "bad name"],
+            "--instance \"bad name\"",
+        ),
+        (&["--instance", "a"], "--instance needs --redis"),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["--port", "0", "--pubsub"];
+        all.extend_from_slice(args);
+        let out = run_bin(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("secret"), "no password in errors: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_and_local_serving_goes_on() {
+    if !redis_installed("a_wrong_password_is_a_clear_error_and_local_serving_goes_on") {
+        return;
+    }
+    let redis = Redis::start(&["--requirepass", "right"]);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let a = Instance::start(&wrong, "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    let line = a.server.wait_log_async("redis: cannot connect").await;
+    assert!(
+        line.contains("Redis refused the user or password"),
+        "{line}"
+    );
+    assert!(!line.contains("wrong@"), "no password in the log: {line}");
+    let line = b.server.wait_log_async("redis: cannot connect").await;
+    assert!(
+        line.contains("Redis requires a password") && line.contains("NOAUTH"),
+        "{line}"
+    );
+    for i in [&a, &b] {
+        let mut ws = connect(&i.server.url("/room")).await;
+        send_text(&mut ws, "local").await;
+        assert_eq!(next_text(&mut ws).await, "local");
+        assert!(!i.connected());
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_answers_garbage_is_a_clear_error_and_local_serving_goes_on() {
+    // No redis-server needed: a listener that answers like a web server.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>");
+        }
+    });
+    let a = Instance::start(&format!("redis://{addr}"), "a", &["--pubsub"]);
+    let line = a.server.wait_log_async("redis: cannot connect").await;
+    assert!(line.contains(&addr.to_string()), "{line}");
+    assert!(line.contains("is this a Redis port?"), "{line}");
+    assert!(line.contains("retrying with backoff"), "one line: {line}");
+    let mut ws = connect(&a.server.url("/room")).await;
+    send_text(&mut ws, "local").await;
+    assert_eq!(next_text(&mut ws).await, "local");
+    assert!(!a.connected());
+}
+
+#[tokio::test]
+async fn ctl_stats_and_metrics_show_the_redis_counters() {
+    if !redis_installed("ctl_stats_and_metrics_show_the_redis_counters") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub", "--metrics", "127.0.0.1:0"]);
+    all_connected(&[&a]).await;
+    a.publish("/x", "one");
+    let ok = wait_until_async(TIMEOUT, || a.stat("redis_published_total") == 1).await;
+    assert!(ok, "{}", a.stats());
+    let line = a.server.wait_log("metrics on http://");
+    let addr = http_addr(&line);
+    let (status, _, body) = raw_response(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    for want in [
+        "wspipe_redis_up 1",
+        "wspipe_redis_published_total 1",
+        "wspipe_redis_received_total 0",
+        "wspipe_redis_dropped_total 0",
+    ] {
+        assert!(body.contains(want), "{want} in {body}");
+    }
+    let text = ctl(&a.ctl, &["stats"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("redis_dropped_total: 0"), "{text}");
+    // Without --redis, no redis fields at all.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("c.sock");
+    let plain = Server::start(&["--pubsub", "--control", sock.to_str().unwrap()]);
+    plain.wait_log("control socket at");
+    let stats = ctl_stats(sock.to_str().unwrap());
+    assert!(stats.get("redis_dropped_total").is_none(), "{stats}");
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them() {
+    if !redis_installed("an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them") {
+        return;
+    }
+    // Redis is not there yet: every publish waits in the outbox (at most
+    // 10,000 messages), the oldest going first.
+    let mut redis = Redis::not_started();
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    a.server
+        .wait_log_async("redis: cannot connect (publish)")
+        .await;
+    let mut on_a = connect(&a.server.url("/burst")).await;
+    let lines: String = (1..=10_050).map(|i| format!("m{i}\n")).collect();
+    let mut child = Command::new(bin())
+        .args(["ctl", "--socket", &a.ctl, "publish", "/burst", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    // The local member is served meanwhile (its own queue of 1024 keeps
+    // the newest: read as they come).
+    let mut last = String::new();
+    while last != "m10050" {
+        last = next_text(&mut on_a).await;
+    }
+    writer.join().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(a.stat("redis_dropped_total"), 50, "{}", a.stats());
+    redis.spawn();
+    let sent = wait_until_async(TIMEOUT, || a.stat("redis_published_total") == 10_000).await;
+    assert!(sent, "the outbox went out once Redis came: {}", a.stats());
+    assert_eq!(a.stat("redis_dropped_total"), 50);
+}
+
+#[tokio::test]
+async fn an_idle_instance_notices_a_restart_and_loses_nothing_after_it() {
+    if !redis_installed("an_idle_instance_notices_a_restart_and_loses_nothing_after_it") {
+        return;
+    }
+    let mut redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_b = connect(&b.server.url("/news")).await;
+    // Redis goes and comes back while a publishes nothing.
+    redis.kill();
+    a.server
+        .wait_log_async("redis connection lost (publish)")
+        .await;
+    redis.spawn();
+    all_connected(&[&a, &b]).await;
+    // a's first publish after it goes out on the new connection, not on
+    // the dead one.
+    a.publish("/news", "first after the restart");
+    assert_eq!(next_text(&mut on_b).await, "first after the restart");
+    assert_eq!(a.stat("redis_dropped_total"), 0, "{}", a.stats());
+}
+
+/// Figures, not a check: `cargo test --release --test redis figures --
+/// --ignored --nocapture`. One round trip at a time, publish-to-delivery
+/// on the same instance and on another one; then a pipelined burst.
+#[tokio::test]
+#[ignore]
+async fn figures_local_vs_cross_instance() {
+    if !redis_installed("figures_local_vs_cross_instance") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut sender = connect(&a.server.url("/f")).await;
+    let mut local = connect(&a.server.url("/f")).await;
+    let mut remote = connect(&b.server.url("/f")).await;
+    let rounds = 2000;
+    let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let m = format!("r{i}");
+        let start = std::time::Instant::now();
+        send_text(&mut sender, &m).await;
+        assert_eq!(next_text(&mut local).await, m);
+        to_local.push(start.elapsed());
+        assert_eq!(next_text(&mut remote).await, m);
+        to_remote.push(start.elapsed());
+        assert_eq!(next_text(&mut sender).await, m);
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    eprintln!(
+        "one at a time, {rounds} rounds: local p50 {:?} p99 {:?}; other instance p50 {:?} p99 {:?}",
+        pct(&mut to_local, 0.5),
+        pct(&mut to_local, 0.99),
+        pct(&mut to_remote, 0.5),
+        pct(&mut to_remote, 0.99)
+    );
+    let burst = 20_000;
+    let lines: String = (1..=burst).map(|i| format!("b{i}\n")).collect();
+    let start = std::time::Instant::now();
+    let mut pipe = Command::new(bin())
+        .args(["ctl", "--socket", &a.ctl, "publish", "/f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = pipe.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let last = format!("b{burst}");
+    let mut got = 0;
+    loop {
+        got += 1;
+        if next_text(&mut remote).await == last {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    writer.join().unwrap().unwrap();
+    assert!(pipe.wait().unwrap().success());
+    eprintln!(
+        "pipelined burst of {burst}: the other instance's client had the last after {took:?} \
+         ({:.0} messages/s; it got {got}, its queue of 1024 may drop the oldest); {}",
+        burst as f64 / took.as_secs_f64(),
+        b.stats()
+    );
+}
+
+/// A CA and a certificate for localhost and 127.0.0.1, as PEM files.
+fn test_pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "wspipe redis test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test]
+async fn rediss_carries_channels_over_tls_and_refuses_an_unknown_ca() {
+    if !redis_installed("rediss_carries_channels_over_tls_and_refuses_an_unknown_ca") {
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    test_pki(pki.path());
+    let redis = Redis::start_tls(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    );
+    let url = format!("rediss://localhost:{}", redis.port);
+    // rustls-native-certs reads SSL_CERT_FILE: the test CA is the only root.
+    let trusting = || {
+        let mut cmd = Command::new(bin());
+        cmd.env("SSL_CERT_FILE", pki.path().join("ca.pem"));
+        cmd
+    };
+    let a = Instance::start_cmd(trusting(), &url, "a", &["--pubsub"]);
+    let b = Instance::start_cmd(trusting(), &url, "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/tls")).await;
+    let mut on_b = connect(&b.server.url("/tls")).await;
+    send_text(&mut on_a, "over tls").await;
+    assert_eq!(next_text(&mut on_a).await, "over tls");
+    assert_eq!(next_text(&mut on_b).await, "over tls");
+    // Without the CA among its roots, the certificate is refused.
+    let mut cmd = Command::new(bin());
+    cmd.env("SSL_CERT_FILE", pki.path().join("server.key"));
+    let c = Instance::start_cmd(cmd, &url, "c", &["--pubsub"]);
+    let line = c.server.wait_log_async("redis: cannot connect").await;
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    assert!(!c.connected(), "{line}");
+}
+
+#[tokio::test]
+async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
+    if !redis_installed("a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/slow")).await;
+    let mut on_b = connect(&b.server.url("/slow")).await;
+    // Stopped, not killed: its sockets stay open and it answers nothing.
+    redis.signal(libc::SIGSTOP);
+    for m in seq("frozen", 20) {
+        let start = std::time::Instant::now();
+        send_text(&mut on_a, &m).await;
+        assert_eq!(next_text(&mut on_a).await, m);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "local delivery waited {:?} for Redis",
+            start.elapsed()
+        );
+    }
+    // The unanswered publish, then the unanswered PING, count as a loss
+    // (3 s each, PINGs every 5 s).
+    let line = a
+        .server
+        .log
+        .wait_for_async("redis connection lost (publish)", Duration::from_secs(15))
+        .await
+        .expect("the silence is noticed");
+    assert!(line.contains("timed out"), "{line}");
+    b.server
+        .log
+        .wait_for_async("redis connection lost (subscribe)", Duration::from_secs(15))
+        .await
+        .expect("a quiet subscription is PINGed");
+    redis.signal(libc::SIGCONT);
+    all_connected(&[&a, &b]).await;
+    // Cross-instance delivery resumes (what Redis had taken before it
+    // froze may come first, once at most).
+    send_text(&mut on_a, "thawed").await;
+    assert_eq!(next_text(&mut on_a).await, "thawed");
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("thawed") {
+        got.push(next_text(&mut on_b).await);
+    }
+    let mut seen = std::collections::HashSet::new();
+    assert!(got.iter().all(|m| seen.insert(m.clone())), "once: {got:?}");
+    assert!(a.stat("redis_dropped_total") > 0, "{}", a.stats());
+}
