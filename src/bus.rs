@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cluster::{self, Cluster, Deliver, InstanceName};
+use crate::history::{History, Position};
 use crate::hub::{ChannelName, Delivery, Hub};
 use crate::shutdown::Shutdown;
 
@@ -27,6 +28,10 @@ pub struct Bus(Arc<Inner>);
 struct Inner {
     hub: Arc<Hub>,
     cluster: Option<Cluster>,
+    /// `--history`: each publish is numbered and kept, and a joining
+    /// client catches up (this instance alone for now: not with
+    /// `--redis`).
+    history: Option<History>,
     /// Held across the local publish and the forward (only with a
     /// cluster), so both see one order.
     order: Mutex<()>,
@@ -48,9 +53,15 @@ impl Deliver for ToHub {
 impl Bus {
     /// A bus for this instance alone.
     pub fn local(hub: Arc<Hub>) -> Self {
+        Self::local_with_history(hub, None)
+    }
+
+    /// A bus for this instance alone, with `--history` if given.
+    pub fn local_with_history(hub: Arc<Hub>, history: Option<History>) -> Self {
         Bus(Arc::new(Inner {
             hub,
             cluster: None,
+            history,
             order: Mutex::new(()),
         }))
     }
@@ -62,6 +73,7 @@ impl Bus {
         Bus(Arc::new(Inner {
             hub,
             cluster: Some(cluster),
+            history: None,
             order: Mutex::new(()),
         }))
     }
@@ -70,13 +82,46 @@ impl Bus {
     /// and queues it for the other instances. What the answer counts is
     /// local: the other instances' members are not known here.
     pub fn publish(&self, channel: &ChannelName, message: Message) -> Delivery {
+        let hub = &self.0.hub;
         let Some(cluster) = &self.0.cluster else {
-            return self.0.hub.publish(channel, message);
+            return match &self.0.history {
+                Some(history) => history.publish(channel, message, |m| hub.publish(channel, m)),
+                None => hub.publish(channel, message),
+            };
         };
         // Poison is moot: nothing is guarded but the order.
         let _order = self.0.order.lock().unwrap_or_else(|e| e.into_inner());
         cluster.forward(channel.as_str(), &message);
         self.0.hub.publish(channel, message)
+    }
+
+    /// Makes session `id` a member of `channel`, the one its stream comes
+    /// on. With `--history` it first gets what it missed since
+    /// `position` (and with `--history-ids` the epoch notice), queued
+    /// before any later publish; returns whether what it missed was all
+    /// still there (`None` without history).
+    pub fn join(
+        &self,
+        id: u64,
+        channel: &ChannelName,
+        position: Option<&Position>,
+    ) -> Option<bool> {
+        let hub = &self.0.hub;
+        let Some(history) = &self.0.history else {
+            let _ = hub.subscribe(id, channel);
+            return None;
+        };
+        Some(history.join(channel, position, |catchup| {
+            let _ = hub.subscribe(id, channel);
+            let owed = catchup.notice.into_iter().chain(catchup.replay);
+            hub.replay_to(channel, id, owed);
+            catchup.recovered
+        }))
+    }
+
+    /// Whether `--history` is on.
+    pub fn keeps_history(&self) -> bool {
+        self.0.history.is_some()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -421,6 +421,11 @@ fn history(cli: &Cli) -> Result<Option<crate::history::Settings>, ConfigError> {
             "--history {depth}: keep 1 to {MAX_DEPTH} messages per channel"
         )));
     }
+    if cli.redis.is_some() {
+        return Err(bad(
+            "--history with --redis is not built yet (history in a Redis stream is planned)",
+        ));
+    }
     if cli.history_ttl == 0 {
         return Err(bad("--history-ttl must be at least 1 second"));
     }

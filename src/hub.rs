@@ -349,6 +349,41 @@ impl Hub {
         Some(delivery)
     }
 
+    /// Queues `messages` for member `id` of `channel` alone, in order, as
+    /// a publish would offer them (the same overflow policy), counting the
+    /// deliveries but no publish: what a client missed, replayed from a
+    /// channel's history. False when `id` is not a member.
+    pub fn replay_to(
+        &self,
+        channel: &ChannelName,
+        id: u64,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> bool {
+        let mut guard = self.lock();
+        let Inner {
+            channels,
+            members,
+            totals,
+        } = &mut *guard;
+        let Some(ch) = channels
+            .get_mut(channel)
+            .filter(|ch| ch.members.contains(&id))
+        else {
+            return false;
+        };
+        let Some(member) = members.get_mut(&id) else {
+            return false;
+        };
+        let mut delivery = Delivery::default();
+        for message in messages {
+            delivery.count(self.offer(member, &message));
+        }
+        ch.dropped += delivery.dropped;
+        totals.delivered += delivery.delivered;
+        totals.dropped += delivery.dropped;
+        true
+    }
+
     /// Offers one member the message, as the overflow policy says.
     fn offer(&self, member: &mut Member, message: &Message) -> Offer {
         match self.overflow {

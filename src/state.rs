@@ -20,6 +20,7 @@ use crate::control::Control;
 use crate::events::Events;
 use crate::forks::Forks;
 pub use crate::forks::ForksExhausted;
+use crate::history::History;
 use crate::hub::Hub;
 use crate::logging::LogLevel;
 use crate::origin::OriginPolicy;
@@ -116,7 +117,7 @@ impl State {
         let shutdown = Shutdown::new();
         let bus = match &config.cluster {
             Some(settings) => Bus::clustered(hub, settings, &shutdown),
-            None => Bus::local(hub),
+            None => Bus::local_with_history(hub, config.history.map(History::new)),
         };
         let shared = Shared::new(
             bus.clone(),

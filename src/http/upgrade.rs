@@ -5,7 +5,6 @@
 //! then the child is spawned, *before* answering 101, so that a failure to
 //! spawn is an honest HTTP error rather than a socket that opens and dies.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
@@ -21,10 +20,12 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{add_headers, empty, Body};
 use crate::auth;
+use crate::bus::Bus;
 use crate::config::{Config, Endpoint, ExtraHeaders};
 use crate::env::{request_vars, RequestEnv};
 use crate::events::Event;
-use crate::hub::{ChannelName, Hub, Presence};
+use crate::history::Position;
+use crate::hub::{ChannelName, Presence};
 use crate::peer::{client_text, Peer, PeerSocket};
 use crate::process::{SpawnSpec, Spawned};
 use crate::pubsub;
@@ -74,6 +75,12 @@ pub async fn upgrade(
         .extensions()
         .get::<auth::Admission>()
         .and_then(|a| a.protocol.clone());
+    // Read before anything starts: a bad one is the client's mistake (400).
+    let position = match state.bus().keeps_history() {
+        true => Position::of_request(req.uri(), req.headers())
+            .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?,
+        false => None,
+    };
     let admitted = admit(config, req.uri().path(), state).await?;
 
     let id = state.registry().next_id();
@@ -140,10 +147,14 @@ pub async fn upgrade(
         remote: identity.remote.clone(),
         kind: identity.kind.as_str(),
     });
-    let presence = join_channels(state.hub(), &identity, &handle);
+    // A shared endpoint's stream is its child's channel, the others' their
+    // path's.
+    let stream = match &work {
+        Work::Shared(membership) => Some(membership.channel()),
+        _ => None,
+    };
+    let presence = join_channels(state.bus(), &identity, &handle, stream, position.as_ref());
     if let Work::Shared(membership) = &work {
-        // Where the shared child's output is published.
-        let _ = state.hub().subscribe(identity.id, membership.channel());
         // Its child may answer its join now: it is there to hear it.
         membership.announce();
     }
@@ -263,13 +274,32 @@ enum Work {
 
 /// Makes the session present in the hub, a member of the channel of its
 /// URL path (when that path can name one: at most 1024 bytes).
-fn join_channels(hub: &Arc<Hub>, identity: &Identity, handle: &SessionHandle) -> Presence {
+/// Makes the session present in the hub, a member of its path's channel
+/// and of its `stream` channel (a shared endpoint's; else the path's is
+/// its stream). It catches up on the stream alone, from `position`.
+fn join_channels(
+    bus: &Bus,
+    identity: &Identity,
+    handle: &SessionHandle,
+    stream: Option<&ChannelName>,
+    position: Option<&Position>,
+) -> Presence {
+    let hub = bus.hub();
     let presence = hub.enter(identity.id, handle.inject.clone(), handle.control.clone());
-    match ChannelName::parse(&identity.path) {
-        Ok(channel) => {
-            let _ = hub.subscribe(identity.id, &channel);
+    let path = ChannelName::parse(&identity.path)
+        .inspect_err(|e| tracing::debug!(path = %identity.path, "in no channel: {e}"))
+        .ok();
+    let stream = match (stream, &path) {
+        (Some(stream), Some(path)) if stream != path => {
+            let _ = hub.subscribe(identity.id, path);
+            stream
         }
-        Err(e) => tracing::debug!(path = %identity.path, "in no channel: {e}"),
+        (Some(stream), _) => stream,
+        (None, Some(path)) => path,
+        (None, None) => return presence,
+    };
+    if bus.join(identity.id, stream, position) == Some(false) {
+        tracing::debug!(id = identity.id, channel = %stream, "caught up with a gap: told reset");
     }
     presence
 }

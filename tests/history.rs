@@ -1,0 +1,220 @@
+//! End to end: `--history`. A client that reconnects with `?since=SEQ`
+//! (or `Last-Event-ID`) gets what it missed, then the live stream, with no
+//! gap and no duplicate; one whose position history cannot cover is told
+//! `reset`, never left to guess.
+
+mod common;
+
+use common::*;
+
+/// The epoch of an `epoch<TAB>E` (or `reset<TAB>E`) notice.
+fn notice(text: &str, word: &str) -> String {
+    let (got, epoch) = text.split_once('\t').expect("a notice");
+    assert_eq!(got, word, "{text}");
+    epoch.to_owned()
+}
+
+/// Publishes `texts` from a `--pubsub` client of `url`, each after the
+/// one before came back (the sender is a member: it gets its own).
+async fn publish_all(url: &str, texts: &[String]) {
+    let mut publisher = connect(url).await;
+    let _epoch = next_text(&mut publisher).await;
+    for text in texts {
+        send_text(&mut publisher, text).await;
+        loop {
+            let got = next_text(&mut publisher).await;
+            if got.ends_with(&format!("\t{text}")) {
+                break;
+            }
+        }
+    }
+    let _ = publisher.close(None).await;
+}
+
+fn numbered(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|i| format!("m{i}")).collect()
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_with_since_gets_what_it_missed_then_the_live_stream() {
+    let server = Server::start(&["--pubsub", "--history", "100", "--history-ids"]);
+    let room = server.url("/room");
+    let mut first = connect(&room).await;
+    let epoch = notice(&next_text(&mut first).await, "epoch");
+    publish_all(&room, &numbered(1..=3)).await;
+    for seq in 1..=3 {
+        assert_eq!(next_text(&mut first).await, format!("{seq}\tm{seq}"));
+    }
+    first.close(None).await.unwrap();
+
+    publish_all(&room, &numbered(4..=6)).await;
+    let mut back = connect(&server.url(&format!("/room?since=3&epoch={epoch}"))).await;
+    assert_eq!(notice(&next_text(&mut back).await, "epoch"), epoch);
+    for seq in 4..=6 {
+        assert_eq!(next_text(&mut back).await, format!("{seq}\tm{seq}"));
+    }
+    publish_all(&room, &numbered(7..=7)).await;
+    assert_eq!(next_text(&mut back).await, "7\tm7", "then the live stream");
+
+    // Last-Event-ID, as EventSource-style clients send it; since=0 is
+    // everything held.
+    let mut by_header = connect_with(&room, &[("Last-Event-ID", "5")])
+        .await
+        .unwrap();
+    notice(&next_text(&mut by_header).await, "epoch");
+    assert_eq!(next_text(&mut by_header).await, "6\tm6");
+    assert_eq!(next_text(&mut by_header).await, "7\tm7");
+    let mut all = connect(&server.url("/room?since=0")).await;
+    notice(&next_text(&mut all).await, "epoch");
+    for seq in 1..=7 {
+        assert_eq!(next_text(&mut all).await, format!("{seq}\tm{seq}"));
+    }
+}
+
+#[tokio::test]
+async fn a_gap_history_cannot_cover_or_another_epoch_is_told_reset() {
+    let server = Server::start(&["--pubsub", "--history", "3", "--history-ids"]);
+    let room = server.url("/room");
+    publish_all(&room, &numbered(1..=6)).await;
+    // Held: 4, 5, 6. At 2, message 3 is gone for good.
+    let mut late = connect(&server.url("/room?since=2")).await;
+    let epoch = notice(&next_text(&mut late).await, "reset");
+    for seq in 4..=6 {
+        assert_eq!(next_text(&mut late).await, format!("{seq}\tm{seq}"));
+    }
+    // At 3 nothing is gone.
+    let mut fine = connect(&server.url(&format!("/room?since=3&epoch={epoch}"))).await;
+    notice(&next_text(&mut fine).await, "epoch");
+    assert_eq!(next_text(&mut fine).await, "4\tm4");
+    // An epoch of another run (a restarted server, say): everything held,
+    // after a reset.
+    let mut stranger = connect(&server.url("/room?since=5&epoch=0bsolete")).await;
+    assert_eq!(notice(&next_text(&mut stranger).await, "reset"), epoch);
+    assert_eq!(next_text(&mut stranger).await, "4\tm4");
+}
+
+#[tokio::test]
+async fn reconnecting_over_and_over_while_messages_flow_misses_none_and_repeats_none() {
+    let server = Server::start(&["--pubsub", "--history", "1000", "--history-ids"]);
+    let room = server.url("/room");
+    const TOTAL: u32 = 1500;
+    let publisher = tokio::spawn({
+        let room = room.clone();
+        async move { publish_all(&room, &numbered(1..=TOTAL)).await }
+    });
+    let mut seen: Vec<u64> = Vec::new();
+    let mut epoch: Option<String> = None;
+    let mut reconnects = 0;
+    while seen.last().copied() != Some(u64::from(TOTAL)) {
+        let since = seen.last().copied().unwrap_or(0);
+        let query = match &epoch {
+            Some(e) => format!("/room?since={since}&epoch={e}"),
+            None => format!("/room?since={since}"),
+        };
+        let mut ws = connect(&server.url(&query)).await;
+        let got = notice(&next_text(&mut ws).await, "epoch");
+        assert_eq!(
+            epoch.get_or_insert(got.clone()),
+            &got,
+            "one epoch throughout"
+        );
+        // A few messages on each connection, then away again.
+        for _ in 0..7 {
+            let text = next_text(&mut ws).await;
+            let (seq, body) = text.split_once('\t').unwrap();
+            let seq: u64 = seq.parse().unwrap();
+            assert_eq!(body, format!("m{seq}"));
+            seen.push(seq);
+            if seq == u64::from(TOTAL) {
+                break;
+            }
+        }
+        let _ = ws.close(None).await;
+        reconnects += 1;
+    }
+    publisher.await.unwrap();
+    // Every message once, in order: the first that is not says how.
+    let wrong = (1..=u64::from(TOTAL))
+        .zip(&seen)
+        .find(|(want, got)| want != *got);
+    assert_eq!(wrong, None, "(expected, got) at the first difference");
+    assert_eq!(seen.len(), TOTAL as usize);
+    assert!(reconnects > 100, "{reconnects} reconnects");
+}
+
+#[tokio::test]
+async fn a_shared_child_s_lines_are_kept_for_clients_that_come_back() {
+    let server = Server::start(&["--shared", "--history", "10", "--history-ids", "cat"]);
+    let url = server.url("/");
+    let mut talker = connect(&url).await;
+    let epoch = notice(&next_text(&mut talker).await, "epoch");
+    let mut listener = connect(&url).await;
+    notice(&next_text(&mut listener).await, "epoch");
+    send_text(&mut talker, "one").await;
+    assert_eq!(next_text(&mut listener).await, "1\tone");
+    listener.close(None).await.unwrap();
+    for line in ["two", "three"] {
+        send_text(&mut talker, line).await;
+    }
+    assert_eq!(next_text(&mut talker).await, "1\tone");
+    assert_eq!(next_text(&mut talker).await, "2\ttwo");
+    assert_eq!(next_text(&mut talker).await, "3\tthree");
+    let mut back = connect(&server.url(&format!("/?since=1&epoch={epoch}"))).await;
+    notice(&next_text(&mut back).await, "epoch");
+    assert_eq!(next_text(&mut back).await, "2\ttwo");
+    assert_eq!(next_text(&mut back).await, "3\tthree");
+}
+
+#[tokio::test]
+async fn without_ids_a_resume_replays_plain_messages_and_a_bad_position_is_400() {
+    let server = Server::start(&["--pubsub", "--history", "5"]);
+    let room = server.url("/room");
+    let mut publisher = connect(&room).await;
+    for text in ["a", "b"] {
+        send_text(&mut publisher, text).await;
+        assert_eq!(next_text(&mut publisher).await, text);
+    }
+    let mut back = connect(&server.url("/room?since=1")).await;
+    assert_eq!(next_text(&mut back).await, "b");
+    for bad in ["/room?since=x", "/room?since=1&epoch=a-b", "/room?epoch=ab"] {
+        assert_eq!(handshake_status(&server.url(bad), &[]).await, 400, "{bad}");
+    }
+    assert_eq!(
+        handshake_status(&room, &[("Last-Event-ID", "soon")]).await,
+        400
+    );
+    // Without --history, ?since= is the application's business.
+    let plain = Server::start(&["--pubsub"]);
+    assert_eq!(
+        handshake_status(&plain.url("/room?since=x"), &[]).await,
+        101
+    );
+}
+
+#[test]
+fn bad_history_flags_exit_2_with_one_line() {
+    for (args, needle) in [
+        (vec!["--pubsub", "--history", "0"], "1 to 1000"),
+        (vec!["--pubsub", "--history", "1001"], "1 to 1000"),
+        (
+            vec!["--pubsub", "--history-ids"],
+            "--history-ids needs --history",
+        ),
+        (
+            vec!["--pubsub", "--history", "5", "--history-ttl", "0"],
+            "at least 1 second",
+        ),
+        (
+            vec![
+                "--pubsub",
+                "--history",
+                "5",
+                "--redis",
+                "redis://127.0.0.1:1/",
+            ],
+            "not built yet",
+        ),
+    ] {
+        assert_usage_error(&args, needle);
+    }
+}
