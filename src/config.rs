@@ -162,7 +162,7 @@ pub struct Config {
     /// `--channel-overflow`: what a full channel queue does.
     pub overflow: Overflow,
     /// `--history`, `--history-ttl`, `--history-ids`; `None`: no history.
-    pub history: Option<crate::history::Settings>,
+    pub history: Option<HistoryFlags>,
     /// `--shared`: one child per endpoint, shared by its clients; `None`
     /// when each connection has its own.
     pub shared: Option<SharedFlags>,
@@ -180,6 +180,23 @@ pub struct ReloadSource {
     pub args: Vec<OsString>,
     /// The effective keys at start, to tell what a reload changes.
     pub effective: toml::Table,
+}
+
+/// Largest `--history`: a whole replay, and the notice before it, fit in
+/// one member's queue (the hub's `MEMBER_QUEUE`, checked there), so
+/// catching up never drops.
+pub const MAX_HISTORY: usize = 1000;
+
+/// `--history`, `--history-ttl`, `--history-ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryFlags {
+    /// Messages kept per channel, 1 to [`MAX_HISTORY`].
+    pub depth: usize,
+    /// How long an idle channel's history is kept.
+    pub ttl: Duration,
+    /// Whether clients get `SEQ<TAB>` before each message and the epoch
+    /// notice when they join.
+    pub ids: bool,
 }
 
 /// How shared children (`--shared`) behave.
@@ -406,10 +423,9 @@ fn endpoint(cli: &Cli, serves_http: bool) -> Result<Option<Endpoint>, ConfigErro
     })))
 }
 
-/// `--history N` (1 to [`crate::history::MAX_DEPTH`]), with its TTL and
-/// `--history-ids`.
-fn history(cli: &Cli) -> Result<Option<crate::history::Settings>, ConfigError> {
-    use crate::history::MAX_DEPTH;
+/// `--history N` (1 to [`MAX_HISTORY`]), with its TTL and `--history-ids`.
+fn history(cli: &Cli) -> Result<Option<HistoryFlags>, ConfigError> {
+    const MAX_DEPTH: usize = MAX_HISTORY;
     let Some(depth) = cli.history else {
         if cli.history_ids {
             return Err(bad("--history-ids needs --history"));
@@ -429,7 +445,7 @@ fn history(cli: &Cli) -> Result<Option<crate::history::Settings>, ConfigError> {
     if cli.history_ttl == 0 {
         return Err(bad("--history-ttl must be at least 1 second"));
     }
-    Ok(Some(crate::history::Settings {
+    Ok(Some(HistoryFlags {
         depth,
         ttl: Duration::from_secs(cli.history_ttl),
         ids: cli.history_ids,

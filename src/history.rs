@@ -23,11 +23,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Uri};
 use tokio_tungstenite::tungstenite::Message;
 
+pub use crate::config::{HistoryFlags as Settings, MAX_HISTORY as MAX_DEPTH};
 use crate::hub::{ChannelName, MEMBER_QUEUE};
-
-/// Largest `--history`: a whole replay, and the notice before it, fit in
-/// one member's queue ([`MEMBER_QUEUE`]), so catching up never drops.
-pub const MAX_DEPTH: usize = 1000;
 
 /// Most bytes one channel's history holds, for the same reason: a replay
 /// fits the queue's byte bound, with room for the notice.
@@ -36,18 +33,6 @@ const CHANNEL_BYTES: usize = MEMBER_QUEUE.bytes - 4096;
 /// Most bytes all histories hold together; past it, the channels
 /// published to least recently lose theirs (their epoch ends).
 pub const MEMORY: usize = 64 << 20;
-
-/// `--history`, `--history-ttl`, `--history-ids`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// Messages kept per channel, 1 to [`MAX_DEPTH`].
-    pub depth: usize,
-    /// How long an idle channel's history is kept.
-    pub ttl: Duration,
-    /// Whether clients get `SEQ<TAB>` before each message and the epoch
-    /// notice when they join.
-    pub ids: bool,
-}
 
 /// The name of one run of a channel's sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -356,6 +341,10 @@ fn with_id(seq: u64, message: Message) -> Message {
         other => other,
     }
 }
+
+// A whole replay, and the notice before it, fit in one member's queue, so
+// catching up never drops.
+const _: () = assert!(MAX_DEPTH < MEMBER_QUEUE.items);
 
 #[cfg(test)]
 mod tests {
