@@ -124,6 +124,11 @@ impl Bus {
         self.0.history.is_some()
     }
 
+    /// What the histories hold, with `--history`.
+    pub fn history_stats(&self) -> Option<crate::history::Stats> {
+        self.0.history.as_ref().map(History::stats)
+    }
+
     pub fn hub(&self) -> &Arc<Hub> {
         &self.0.hub
     }

@@ -129,6 +129,16 @@ pub struct Catchup {
     pub recovered: bool,
 }
 
+/// What the histories hold (`ctl stats`, `--metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Channels with a history (an epoch), messages held or not.
+    pub channels: u64,
+    pub messages: u64,
+    /// Payload bytes held, ids included.
+    pub bytes: u64,
+}
+
 /// The histories of all channels.
 #[derive(Debug)]
 pub struct History {
@@ -167,6 +177,20 @@ impl History {
 
     pub fn settings(&self) -> Settings {
         self.settings
+    }
+
+    /// What is held now.
+    pub fn stats(&self) -> Stats {
+        let store = self.lock();
+        Stats {
+            channels: store.channels.len() as u64,
+            messages: store
+                .channels
+                .values()
+                .map(|r| r.entries.len() as u64)
+                .sum(),
+            bytes: store.bytes as u64,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -492,6 +516,7 @@ mod tests {
                 h.publish(&channel, Message::text(big.clone()), |_| ());
             }
         }
+        assert!(h.stats().bytes <= MEMORY as u64);
         let store = h.lock();
         assert!(store.bytes <= MEMORY, "{}", store.bytes);
         let held: usize = store.channels.values().map(|r| r.bytes).sum();
