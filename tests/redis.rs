@@ -590,6 +590,27 @@ async fn ctl_stats_and_metrics_show_the_redis_counters() {
     let text = ctl(&a.ctl, &["stats"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("redis_dropped_total: 0"), "{text}");
+    assert!(text.contains("redis_instance: a\n"), "{text}");
+    assert_eq!(a.stats()["redis_instance"], "a");
+    // Without --instance: the host name and the port given.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("d.sock");
+    let url = redis.url();
+    let named = Server::start(&[
+        "--pubsub",
+        "--redis",
+        &url,
+        "--control",
+        sock.to_str().unwrap(),
+    ]);
+    named.wait_log("control socket at");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let stats = ctl_stats(sock.to_str().unwrap());
+    assert_eq!(
+        stats["redis_instance"],
+        format!("{}:0", host.trim()),
+        "{stats}"
+    );
     // Without --redis, no redis fields at all.
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("c.sock");

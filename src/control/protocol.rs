@@ -184,6 +184,9 @@ pub struct Stats {
     /// since start.
     #[serde(default)]
     pub shared_restarts_total: u64,
+    /// With `--redis`: this instance's name (`--instance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_instance: Option<String>,
     /// With `--redis`: both connections to Redis are up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_connected: Option<bool>,
