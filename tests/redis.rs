@@ -891,3 +891,40 @@ async fn an_instance_shuts_down_promptly_whatever_redis_does() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere() {
+    if !redis_installed("concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut here = connect(&a.server.url("/race")).await;
+    let mut there = connect(&b.server.url("/race")).await;
+    // Two clients of a publish at once (their sessions run on different
+    // threads): a's members and b's must see one interleaving.
+    let n = 300;
+    let mut senders = Vec::new();
+    for who in ["x", "y"] {
+        let mut ws = connect(&a.server.url("/race")).await;
+        senders.push(tokio::spawn(async move {
+            for i in 0..n {
+                ws.send(Message::text(format!("{who}{i}"))).await.unwrap();
+            }
+            ws
+        }));
+    }
+    let seen_here = texts(&mut here, 2 * n).await;
+    let seen_there = texts(&mut there, 2 * n).await;
+    for s in senders {
+        drop(s.await.unwrap());
+    }
+    assert_eq!(seen_here, seen_there, "one order on both instances");
+    for who in ["x", "y"] {
+        let mine: Vec<&String> = seen_here.iter().filter(|m| m.starts_with(who)).collect();
+        let want: Vec<String> = (0..n).map(|i| format!("{who}{i}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "{who} in its order");
+    }
+}
