@@ -928,3 +928,31 @@ async fn concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere(
         assert_eq!(mine, want.iter().collect::<Vec<_>>(), "{who} in its order");
     }
 }
+
+#[tokio::test]
+async fn a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted() {
+    if !redis_installed("a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let big = ["--pubsub", "--maxframesize", "3000000"];
+    let a = Instance::start(&redis.url(), "a", &big);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/big")).await;
+    let mut on_b = connect(&b.server.url("/big")).await;
+    let huge = "x".repeat(2_000_000);
+    send_text(&mut on_a, &huge).await;
+    assert_eq!(next_text(&mut on_a).await.len(), huge.len(), "a takes it");
+    send_text(&mut on_a, "small").await;
+    assert_eq!(next_text(&mut on_a).await, "small");
+    assert_eq!(
+        next_text(&mut on_b).await,
+        "small",
+        "b drops only the big one"
+    );
+    assert_eq!(b.stat("redis_dropped_total"), 1, "{}", b.stats());
+    b.server
+        .wait_log_async("dropped a message of 2000000 bytes from instance \"a\"")
+        .await;
+}
