@@ -956,3 +956,25 @@ async fn a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted() 
         .wait_log_async("dropped a message of 2000000 bytes from instance \"a\"")
         .await;
 }
+
+#[tokio::test]
+async fn a_redis_on_a_unix_socket_carries_channels() {
+    if !redis_installed("a_redis_on_a_unix_socket_carries_channels") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("redis.sock");
+    let sock_arg = sock.to_str().unwrap();
+    // (Its TCP port stays, for the readiness check.)
+    let _redis = Redis::start(&["--unixsocket", sock_arg, "--unixsocketperm", "700"]);
+    assert!(wait_until(TIMEOUT, || sock.exists()), "no {sock:?}");
+    let url = format!("unix://{sock_arg}");
+    let a = Instance::start(&url, "a", &["--pubsub"]);
+    let b = Instance::start(&url, "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/u")).await;
+    let mut on_b = connect(&b.server.url("/u")).await;
+    send_text(&mut on_a, "over a unix socket").await;
+    assert_eq!(next_text(&mut on_a).await, "over a unix socket");
+    assert_eq!(next_text(&mut on_b).await, "over a unix socket");
+}
