@@ -104,7 +104,8 @@ struct Counters {
     /// Messages of other instances handed to local members.
     received: AtomicU64,
     /// Cross-instance messages lost: evicted from a full outbox, in a
-    /// batch whose sending failed, or received in a form we cannot read.
+    /// batch whose sending failed, or received in a form we cannot read
+    /// or longer than we take.
     dropped: AtomicU64,
 }
 

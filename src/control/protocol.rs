@@ -197,7 +197,8 @@ pub struct Stats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_received_total: Option<u64>,
     /// With `--redis`: cross-instance messages lost (the outbox was full
-    /// during an outage, a send failed, or a payload was unreadable).
+    /// during an outage, a send failed, or a payload was unreadable or too
+    /// long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_dropped_total: Option<u64>,
 }
