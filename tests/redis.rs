@@ -978,3 +978,26 @@ async fn a_redis_on_a_unix_socket_carries_channels() {
     assert_eq!(next_text(&mut on_a).await, "over a unix socket");
     assert_eq!(next_text(&mut on_b).await, "over a unix socket");
 }
+
+#[tokio::test]
+async fn a_new_reason_for_failing_to_connect_is_logged_as_an_error_again() {
+    if !redis_installed("a_new_reason_for_failing_to_connect_is_logged_as_an_error_again") {
+        return;
+    }
+    let mut redis = Redis::not_started();
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    a.server
+        .wait_log_async("redis: cannot connect (publish)")
+        .await;
+    // Redis comes, but wants a password: a new reason, a new error line.
+    redis.extra = vec!["--requirepass".into(), "sesame".into()];
+    redis.spawn();
+    let line = a.server.wait_log_async("Redis requires a password").await;
+    assert!(line.contains("ERROR"), "{line}");
+    assert_eq!(
+        a.server.log.count("redis: cannot connect (publish)"),
+        2,
+        "once per reason: {:?}",
+        a.server.log.lines()
+    );
+}
