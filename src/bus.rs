@@ -67,9 +67,15 @@ impl Bus {
     }
 
     /// A bus shared with the other instances on `settings`' Redis; starts
-    /// its tasks (so needs a tokio runtime).
-    pub fn clustered(hub: Arc<Hub>, settings: &cluster::Settings, shutdown: &Shutdown) -> Self {
-        let cluster = Cluster::start(settings, Arc::new(ToHub(hub.clone())), shutdown);
+    /// its tasks (so needs a tokio runtime). Messages of other instances
+    /// longer than `largest` bytes are dropped (and counted).
+    pub fn clustered(
+        hub: Arc<Hub>,
+        settings: &cluster::Settings,
+        largest: usize,
+        shutdown: &Shutdown,
+    ) -> Self {
+        let cluster = Cluster::start(settings, largest, Arc::new(ToHub(hub.clone())), shutdown);
         Bus(Arc::new(Inner {
             hub,
             cluster: Some(cluster),

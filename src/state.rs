@@ -98,6 +98,15 @@ impl Reloadable {
     }
 }
 
+/// The longest message any publish path here takes: a client message
+/// (`--maxframesize`), a child's line (`--maxlinesize`), a control request.
+fn largest_publish(config: &Config) -> usize {
+    config
+        .max_message
+        .max(config.max_line)
+        .max(crate::control::protocol::MAX_REQUEST)
+}
+
 impl State {
     pub fn new(config: Config) -> Self {
         let ws_config = WebSocketConfig::default()
@@ -116,7 +125,7 @@ impl State {
         let hub = Arc::new(Hub::new(config.overflow, events.clone()));
         let shutdown = Shutdown::new();
         let bus = match &config.cluster {
-            Some(settings) => Bus::clustered(hub, settings, &shutdown),
+            Some(settings) => Bus::clustered(hub, settings, largest_publish(&config), &shutdown),
             None => Bus::local_with_history(hub, config.history.map(History::new)),
         };
         let shared = Shared::new(

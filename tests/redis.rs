@@ -590,6 +590,27 @@ async fn ctl_stats_and_metrics_show_the_redis_counters() {
     let text = ctl(&a.ctl, &["stats"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("redis_dropped_total: 0"), "{text}");
+    assert!(text.contains("redis_instance: a\n"), "{text}");
+    assert_eq!(a.stats()["redis_instance"], "a");
+    // Without --instance: the host name and the port given.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("d.sock");
+    let url = redis.url();
+    let named = Server::start(&[
+        "--pubsub",
+        "--redis",
+        &url,
+        "--control",
+        sock.to_str().unwrap(),
+    ]);
+    named.wait_log("control socket at");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let stats = ctl_stats(sock.to_str().unwrap());
+    assert_eq!(
+        stats["redis_instance"],
+        format!("{}:0", host.trim()),
+        "{stats}"
+    );
     // Without --redis, no redis fields at all.
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("c.sock");
@@ -699,34 +720,18 @@ async fn figures_local_vs_cross_instance() {
         pct(&mut to_remote, 0.5),
         pct(&mut to_remote, 0.99)
     );
-    let burst = 20_000;
-    let lines: String = (1..=burst).map(|i| format!("b{i}\n")).collect();
-    let start = std::time::Instant::now();
-    let mut pipe = Command::new(bin())
-        .args(["ctl", "--socket", &a.ctl, "publish", "/f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = pipe.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
-    let last = format!("b{burst}");
-    let mut got = 0;
-    loop {
-        got += 1;
-        if next_text(&mut remote).await == last {
-            break;
-        }
+    for (name, ws) in [
+        ("this instance", &mut local),
+        ("the other instance", &mut remote),
+    ] {
+        let (burst, took) = pipelined_burst(&a.ctl, "/f", ws).await;
+        eprintln!(
+            "pipelined burst of {burst} (ctl publish -): a client on {name} had the last after \
+             {took:?}: {:.0} messages/s",
+            burst as f64 / took.as_secs_f64()
+        );
     }
-    let took = start.elapsed();
-    writer.join().unwrap().unwrap();
-    assert!(pipe.wait().unwrap().success());
-    eprintln!(
-        "pipelined burst of {burst}: the other instance's client had the last after {took:?} \
-         ({:.0} messages/s; it got {got}, its queue of 1024 may drop the oldest); {}",
-        burst as f64 / took.as_secs_f64(),
-        b.stats()
-    );
+    eprintln!("{}", b.stats());
 }
 
 /// A CA and a certificate for localhost and 127.0.0.1, as PEM files.
@@ -833,4 +838,166 @@ async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
     let mut seen = std::collections::HashSet::new();
     assert!(got.iter().all(|m| seen.insert(m.clone())), "once: {got:?}");
     assert!(a.stat("redis_dropped_total") > 0, "{}", a.stats());
+}
+
+/// Publishes 20,000 lines through one `ctl publish CHANNEL -` on `ctl`;
+/// returns the count and how long until `ws` had the last one (its own
+/// queue of 1024 may lose older ones on the way).
+async fn pipelined_burst(ctl: &str, channel: &str, ws: &mut Ws) -> (usize, Duration) {
+    let burst = 20_000;
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let lines: String = (1..=burst).map(|i| format!("{tag}-{i}\n")).collect();
+    let start = std::time::Instant::now();
+    let mut pipe = Command::new(bin())
+        .args(["ctl", "--socket", ctl, "publish", channel, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = pipe.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let last = format!("{tag}-{burst}");
+    while next_text(ws).await != last {}
+    let took = start.elapsed();
+    writer.join().unwrap().unwrap();
+    assert!(pipe.wait().unwrap().success());
+    (burst, took)
+}
+
+#[tokio::test]
+async fn an_instance_shuts_down_promptly_whatever_redis_does() {
+    if !redis_installed("an_instance_shuts_down_promptly_whatever_redis_does") {
+        return;
+    }
+    // Redis never came: the tasks are waiting out a backoff.
+    let absent = Redis::not_started();
+    let mut a = Instance::start(&absent.url(), "a", &["--pubsub"]);
+    a.server.wait_log_async("redis: cannot connect").await;
+    // Redis up: the tasks are connected.
+    let redis = Redis::start(&[]);
+    let mut b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&b]).await;
+    b.publish("/x", "last words");
+    for i in [&mut a, &mut b] {
+        let start = std::time::Instant::now();
+        assert!(i.server.terminate().success());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere() {
+    if !redis_installed("concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut here = connect(&a.server.url("/race")).await;
+    let mut there = connect(&b.server.url("/race")).await;
+    // Two clients of a publish at once (their sessions run on different
+    // threads): a's members and b's must see one interleaving.
+    let n = 300;
+    let mut senders = Vec::new();
+    for who in ["x", "y"] {
+        let mut ws = connect(&a.server.url("/race")).await;
+        senders.push(tokio::spawn(async move {
+            for i in 0..n {
+                ws.send(Message::text(format!("{who}{i}"))).await.unwrap();
+            }
+            ws
+        }));
+    }
+    let seen_here = texts(&mut here, 2 * n).await;
+    let seen_there = texts(&mut there, 2 * n).await;
+    for s in senders {
+        drop(s.await.unwrap());
+    }
+    assert_eq!(seen_here, seen_there, "one order on both instances");
+    for who in ["x", "y"] {
+        let mine: Vec<&String> = seen_here.iter().filter(|m| m.starts_with(who)).collect();
+        let want: Vec<String> = (0..n).map(|i| format!("{who}{i}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "{who} in its order");
+    }
+}
+
+#[tokio::test]
+async fn a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted() {
+    if !redis_installed("a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let big = ["--pubsub", "--maxframesize", "3000000"];
+    let a = Instance::start(&redis.url(), "a", &big);
+    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/big")).await;
+    let mut on_b = connect(&b.server.url("/big")).await;
+    let huge = "x".repeat(2_000_000);
+    send_text(&mut on_a, &huge).await;
+    assert_eq!(next_text(&mut on_a).await.len(), huge.len(), "a takes it");
+    send_text(&mut on_a, "small").await;
+    assert_eq!(next_text(&mut on_a).await, "small");
+    assert_eq!(
+        next_text(&mut on_b).await,
+        "small",
+        "b drops only the big one"
+    );
+    assert_eq!(b.stat("redis_dropped_total"), 1, "{}", b.stats());
+    b.server
+        .wait_log_async("dropped a message of 2000000 bytes from instance \"a\"")
+        .await;
+}
+
+#[tokio::test]
+async fn a_redis_on_a_unix_socket_carries_channels() {
+    if !redis_installed("a_redis_on_a_unix_socket_carries_channels") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("redis.sock");
+    let sock_arg = sock.to_str().unwrap();
+    // (Its TCP port stays, for the readiness check.)
+    let _redis = Redis::start(&["--unixsocket", sock_arg, "--unixsocketperm", "700"]);
+    assert!(wait_until(TIMEOUT, || sock.exists()), "no {sock:?}");
+    let url = format!("unix://{sock_arg}");
+    let a = Instance::start(&url, "a", &["--pubsub"]);
+    let b = Instance::start(&url, "b", &["--pubsub"]);
+    all_connected(&[&a, &b]).await;
+    let mut on_a = connect(&a.server.url("/u")).await;
+    let mut on_b = connect(&b.server.url("/u")).await;
+    send_text(&mut on_a, "over a unix socket").await;
+    assert_eq!(next_text(&mut on_a).await, "over a unix socket");
+    assert_eq!(next_text(&mut on_b).await, "over a unix socket");
+}
+
+#[tokio::test]
+async fn a_new_reason_for_failing_to_connect_is_logged_as_an_error_again() {
+    if !redis_installed("a_new_reason_for_failing_to_connect_is_logged_as_an_error_again") {
+        return;
+    }
+    let mut redis = Redis::not_started();
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    a.server
+        .wait_log_async("redis: cannot connect (publish)")
+        .await;
+    // Redis comes, but wants a password: a new reason, a new error line.
+    redis.extra = vec!["--requirepass".into(), "sesame".into()];
+    redis.spawn();
+    let line = a.server.wait_log_async("Redis requires a password").await;
+    assert!(line.contains("ERROR"), "{line}");
+    assert_eq!(
+        a.server.log.count("redis: cannot connect (publish)"),
+        2,
+        "once per reason: {:?}",
+        a.server.log.lines()
+    );
 }

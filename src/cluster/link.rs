@@ -1,8 +1,8 @@
 //! The health of one connection to Redis (the publisher's or the
 //! subscriber's) and the log lines that tell an operator about it: one
-//! line when it is lost, one when it is back, and for a Redis that cannot
-//! be reached at all one error line per outage (repeats go to debug), so
-//! that a long outage does not flood the log.
+//! line when it is lost, one when it is back, and for attempts to connect
+//! that fail one error line per reason (repeats go to debug), so that a
+//! long outage does not flood the log.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub(super) struct Link {
     /// Failed attempts since it was last up; the first is logged as an
     /// error, the others at debug.
     failures: AtomicU64,
+    /// Why the last attempt failed, to tell a new reason from a repeat.
+    last_reason: std::sync::Mutex<String>,
     /// When it went down (or started), for the recovery line.
     down_since: std::sync::Mutex<Instant>,
     counters: Arc<Counters>,
@@ -51,6 +53,7 @@ impl Link {
             up: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            last_reason: std::sync::Mutex::default(),
             down_since: std::sync::Mutex::new(Instant::now()),
             counters,
         }
@@ -67,14 +70,23 @@ impl Link {
             .elapsed()
     }
 
-    /// An attempt to connect failed.
+    /// An attempt to connect failed: an error line for the first failure
+    /// of an outage, and for one whose reason differs from the last one's
+    /// (Redis came back wanting a password); repeats at debug.
     pub(super) fn failed(&self, why: &redis::RedisError) {
         let role = self.role.as_str();
-        if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+        let why = describe(why);
+        let first = self.failures.fetch_add(1, Ordering::Relaxed) == 0;
+        let changed = {
+            let mut last = self.last_reason.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = *last != why;
+            last.clone_from(&why);
+            changed
+        };
+        if first || changed {
             tracing::error!(
-                "redis: cannot connect ({role}) to {}: {}; serving local members only, retrying with backoff",
+                "redis: cannot connect ({role}) to {}: {why}; serving local members only, retrying with backoff",
                 self.target,
-                describe(why)
             );
         } else {
             tracing::debug!("redis: still cannot connect ({role}): {why}");
@@ -106,9 +118,12 @@ impl Link {
     pub(super) fn lost(&self, why: &redis::RedisError) {
         self.up.store(false, Ordering::Relaxed);
         *self.down_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        // This failure is the first of the outage: the next attempt's
-        // failure is a repeat, logged at debug.
+        // The first failed attempt to connect again says why, once.
         self.failures.store(1, Ordering::Relaxed);
+        self.last_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         tracing::warn!(
             "redis connection lost ({}): {}; local delivery goes on, cross-instance messages are buffered (bounded), then dropped",
             self.role.as_str(),

@@ -104,7 +104,8 @@ struct Counters {
     /// Messages of other instances handed to local members.
     received: AtomicU64,
     /// Cross-instance messages lost: evicted from a full outbox, in a
-    /// batch whose sending failed, or received in a form we cannot read.
+    /// batch whose sending failed, or received in a form we cannot read
+    /// or longer than we take.
     dropped: AtomicU64,
 }
 
@@ -123,7 +124,16 @@ impl Cluster {
     /// ending with it); messages from other instances go to `deliver`.
     /// Needs a tokio runtime. Connecting happens in the background: a
     /// Redis that is down delays nothing.
-    pub fn start(settings: &Settings, deliver: Arc<dyn Deliver>, shutdown: &Shutdown) -> Self {
+    ///
+    /// A message from another instance longer than `largest` bytes (more
+    /// than any publish path here takes) is dropped and counted: it comes
+    /// from a peer configured for bigger messages, or from a stranger.
+    pub fn start(
+        settings: &Settings,
+        largest: usize,
+        deliver: Arc<dyn Deliver>,
+        shutdown: &Shutdown,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let shown = settings.target.to_string();
         let publish = Arc::new(Link::new(Role::Publish, shown.clone(), counters.clone()));
@@ -145,10 +155,12 @@ impl Cluster {
             subscriber::Task {
                 client,
                 origin: origin.clone(),
+                largest,
                 deliver,
                 link: subscribe.clone(),
                 counters: counters.clone(),
                 garbled: AtomicBool::new(false),
+                oversized: AtomicBool::new(false),
             },
             shutdown.clone(),
         ));

@@ -28,11 +28,15 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 pub(super) struct Task {
     pub client: redis::Client,
     pub origin: Origin,
+    /// Longest message handed on, in bytes.
+    pub largest: usize,
     pub deliver: Arc<dyn Deliver>,
     pub link: Arc<Link>,
     pub counters: Arc<Counters>,
     /// A message we could not read was logged already.
     pub garbled: AtomicBool,
+    /// A message too big was logged already.
+    pub oversized: AtomicBool,
 }
 
 /// Runs until shutdown.
@@ -148,6 +152,19 @@ impl Task {
             }
         };
         if decoded.nonce == self.origin.nonce {
+            return;
+        }
+        if decoded.message.len() > self.largest {
+            self.counters.lost(1);
+            if !self.oversized.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "redis: dropped a message of {} bytes from instance {:?} on {channel:?}: \
+                     this instance takes at most {} (--maxframesize, --maxlinesize); further ones are only counted",
+                    decoded.message.len(),
+                    decoded.name,
+                    self.largest
+                );
+            }
             return;
         }
         if decoded.name == self.origin.name.as_str() && !warned.swap(true, Ordering::Relaxed) {

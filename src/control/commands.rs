@@ -260,6 +260,7 @@ fn stats(registry: &Registry, bus: &Bus, shared: &Shared) -> Response {
             shared_input_dropped_total: shared.dropped(),
             shared_unaddressed_dropped_total: shared.unaddressed(),
             shared_restarts_total: shared.restarts(),
+            redis_instance: bus.instance().map(|i| i.to_string()),
             redis_connected: redis.map(|r| r.connected),
             redis_published_total: redis.map(|r| r.published),
             redis_received_total: redis.map(|r| r.received),

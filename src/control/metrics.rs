@@ -124,7 +124,7 @@ pub fn render(registry: &Registry, bus: &Bus, shared: &Shared) -> String {
             "Messages of other instances handed to members here",
             r.received,
         );
-        counter(&mut m, "redis_dropped", "Cross-instance messages lost: outbox full during an outage, a failed send, an unreadable payload", r.dropped);
+        counter(&mut m, "redis_dropped", "Cross-instance messages lost: outbox full during an outage, a failed send, an unreadable or too long payload", r.dropped);
     }
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -184,6 +184,9 @@ pub struct Stats {
     /// since start.
     #[serde(default)]
     pub shared_restarts_total: u64,
+    /// With `--redis`: this instance's name (`--instance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_instance: Option<String>,
     /// With `--redis`: both connections to Redis are up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_connected: Option<bool>,
@@ -194,7 +197,8 @@ pub struct Stats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_received_total: Option<u64>,
     /// With `--redis`: cross-instance messages lost (the outbox was full
-    /// during an outage, a send failed, or a payload was unreadable).
+    /// during an outage, a send failed, or a payload was unreadable or too
+    /// long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_dropped_total: Option<u64>,
 }

@@ -124,6 +124,9 @@ pub fn stats_text(s: &Stats) -> String {
         ("shared_restarts_total", s.shared_restarts_total),
     ];
     let mut text: String = rows.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    if let Some(name) = &s.redis_instance {
+        text.push_str(&format!("redis_instance: {name}\n"));
+    }
     if let Some(up) = s.redis_connected {
         text.push_str(&format!("redis_connected: {up}\n"));
     }
