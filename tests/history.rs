@@ -191,6 +191,38 @@ async fn without_ids_a_resume_replays_plain_messages_and_a_bad_position_is_400()
     );
 }
 
+#[tokio::test]
+async fn ctl_stats_counts_what_history_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let ctl = socket.to_str().unwrap();
+    let server = Server::start(&["--pubsub", "--history", "2", "--control", ctl]);
+    server.wait_log_async("control socket at").await;
+    let stats = common::shared::ctl_stats(ctl);
+    assert_eq!(stats["history_messages"], 0, "{stats}");
+    let room = server.url("/room");
+    let mut publisher = connect(&room).await;
+    for text in ["a", "b", "c"] {
+        send_text(&mut publisher, text).await;
+        assert_eq!(next_text(&mut publisher).await, text);
+    }
+    let stats = common::shared::ctl_stats(ctl);
+    assert_eq!(stats["history_channels"], 1, "{stats}");
+    assert_eq!(
+        stats["history_messages"], 2,
+        "--history 2 keeps two: {stats}"
+    );
+    assert_eq!(stats["history_bytes"], 2, "{stats}");
+    // Without --history, no such fields.
+    let plain_socket = dir.path().join("plain.sock");
+    let plain_ctl = plain_socket.to_str().unwrap();
+    let plain = Server::start(&["--pubsub", "--control", plain_ctl]);
+    plain.wait_log_async("control socket at").await;
+    assert!(common::shared::ctl_stats(plain_ctl)
+        .get("history_messages")
+        .is_none());
+}
+
 #[test]
 fn bad_history_flags_exit_2_with_one_line() {
     for (args, needle) in [

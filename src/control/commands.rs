@@ -240,6 +240,7 @@ fn stats(registry: &Registry, bus: &Bus, shared: &Shared) -> Response {
     let t = snap.traffic;
     let h = bus.hub().totals();
     let redis = bus.cluster_stats();
+    let history = bus.history_stats();
     Response {
         stats: Some(Stats {
             connections: snap.live,
@@ -261,6 +262,9 @@ fn stats(registry: &Registry, bus: &Bus, shared: &Shared) -> Response {
             shared_unaddressed_dropped_total: shared.unaddressed(),
             shared_restarts_total: shared.restarts(),
             redis_instance: bus.instance().map(|i| i.to_string()),
+            history_channels: history.map(|h| h.channels),
+            history_messages: history.map(|h| h.messages),
+            history_bytes: history.map(|h| h.bytes),
             redis_connected: redis.map(|r| r.connected),
             redis_published_total: redis.map(|r| r.published),
             redis_received_total: redis.map(|r| r.received),

@@ -126,6 +126,28 @@ pub fn render(registry: &Registry, bus: &Bus, shared: &Shared) -> String {
         );
         counter(&mut m, "redis_dropped", "Cross-instance messages lost: outbox full during an outage, a failed send, an unreadable or too long payload", r.dropped);
     }
+    if let Some(h) = bus.history_stats() {
+        let held = [
+            (
+                "history_channels",
+                "Channels with a history (--history)",
+                h.channels,
+            ),
+            (
+                "history_messages",
+                "Messages held in channel histories",
+                h.messages,
+            ),
+            (
+                "history_bytes",
+                "Bytes held in channel histories, ids included",
+                h.bytes,
+            ),
+        ];
+        for (name, help, value) in held {
+            gauge(&mut m, name, help, value);
+        }
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m);

@@ -187,6 +187,14 @@ pub struct Stats {
     /// With `--redis`: this instance's name (`--instance`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_instance: Option<String>,
+    /// With `--history`: channels with a history, the messages and bytes
+    /// they hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_channels: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_messages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_bytes: Option<u64>,
     /// With `--redis`: both connections to Redis are up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_connected: Option<bool>,
