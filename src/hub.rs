@@ -331,22 +331,7 @@ impl Hub {
     /// one client's). `None`, with nothing counted, when `id` is not a
     /// member of `channel`.
     pub fn publish_to(&self, channel: &ChannelName, id: u64, message: Message) -> Option<Delivery> {
-        let mut guard = self.lock();
-        let Inner {
-            channels,
-            members,
-            totals,
-        } = &mut *guard;
-        let ch = channels
-            .get_mut(channel)
-            .filter(|ch| ch.members.contains(&id))?;
-        let member = members.get_mut(&id)?;
-        let mut delivery = Delivery::default();
-        delivery.count(self.offer(member, &message));
-        ch.published += 1;
-        ch.dropped += delivery.dropped;
-        totals.add(delivery);
-        Some(delivery)
+        self.deliver_to(channel, id, [message], true)
     }
 
     /// Queues `messages` for member `id` of `channel` alone, in order, as
@@ -359,29 +344,41 @@ impl Hub {
         id: u64,
         messages: impl IntoIterator<Item = Message>,
     ) -> bool {
+        self.deliver_to(channel, id, messages, false).is_some()
+    }
+
+    /// Offers `messages` to member `id` of `channel`; with `published`,
+    /// they count as one published message.
+    fn deliver_to(
+        &self,
+        channel: &ChannelName,
+        id: u64,
+        messages: impl IntoIterator<Item = Message>,
+        published: bool,
+    ) -> Option<Delivery> {
         let mut guard = self.lock();
         let Inner {
             channels,
             members,
             totals,
         } = &mut *guard;
-        let Some(ch) = channels
+        let ch = channels
             .get_mut(channel)
-            .filter(|ch| ch.members.contains(&id))
-        else {
-            return false;
-        };
-        let Some(member) = members.get_mut(&id) else {
-            return false;
-        };
+            .filter(|ch| ch.members.contains(&id))?;
+        let member = members.get_mut(&id)?;
         let mut delivery = Delivery::default();
         for message in messages {
             delivery.count(self.offer(member, &message));
         }
         ch.dropped += delivery.dropped;
-        totals.delivered += delivery.delivered;
-        totals.dropped += delivery.dropped;
-        true
+        if published {
+            ch.published += 1;
+            totals.add(delivery);
+        } else {
+            totals.delivered += delivery.delivered;
+            totals.dropped += delivery.dropped;
+        }
+        Some(delivery)
     }
 
     /// Offers one member the message, as the overflow policy says.

@@ -127,25 +127,19 @@ pub fn stats_text(s: &Stats) -> String {
     if let Some(name) = &s.redis_instance {
         text.push_str(&format!("redis_instance: {name}\n"));
     }
-    let history = [
-        ("history_channels", s.history_channels),
-        ("history_messages", s.history_messages),
-        ("history_bytes", s.history_bytes),
-    ];
-    for (k, v) in history {
-        if let Some(v) = v {
-            text.push_str(&format!("{k}: {v}\n"));
-        }
-    }
     if let Some(up) = s.redis_connected {
         text.push_str(&format!("redis_connected: {up}\n"));
     }
-    let redis = [
+    // Shown only with the flag that makes them mean something.
+    let optional = [
+        ("history_channels", s.history_channels),
+        ("history_messages", s.history_messages),
+        ("history_bytes", s.history_bytes),
         ("redis_published_total", s.redis_published_total),
         ("redis_received_total", s.redis_received_total),
         ("redis_dropped_total", s.redis_dropped_total),
     ];
-    for (k, v) in redis {
+    for (k, v) in optional {
         if let Some(v) = v {
             text.push_str(&format!("{k}: {v}\n"));
         }
