@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
+use super::across::{self, ConnId};
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST};
 use super::render;
 
@@ -50,13 +51,17 @@ pub enum CtlCommand {
         /// Only the shared children.
         #[arg(long)]
         shared: bool,
+        /// With --redis: from every live instance (says which answered).
+        #[arg(long)]
+        all: bool,
         /// Print JSON instead of a table (the connections, or with
         /// --shared the shared children).
         #[arg(long)]
         json: bool,
     },
     /// Send a message to one connection's client ("-" reads it from stdin).
-    Send { id: u64, message: String },
+    /// ID is 42 or, with --redis, INSTANCE:42.
+    Send { id: ConnId, message: String },
     /// Send a message to every connection's client ("-" reads stdin).
     Broadcast {
         /// Only connections on this URL path.
@@ -66,7 +71,7 @@ pub enum CtlCommand {
     },
     /// Close one connection (its child is ended).
     Close {
-        id: u64,
+        id: ConnId,
         /// Close code (1000, 1001, 1008, 3000-4999...).
         #[arg(long, default_value_t = 1000)]
         code: u16,
@@ -86,14 +91,24 @@ pub enum CtlCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// With --redis: from every live instance (says which answered).
+        #[arg(long)]
+        all: bool,
+    },
+    /// With --redis: the live instances (name, addresses, age,
+    /// connections).
+    Instances {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a message to every member of a channel ("-" reads stdin: each
     /// line is one message, all over one connection).
     Publish { channel: String, message: String },
     /// Make a connection a member of a channel.
-    Subscribe { id: u64, channel: String },
+    Subscribe { id: ConnId, channel: String },
     /// Take a connection out of a channel.
-    Unsubscribe { id: u64, channel: String },
+    Unsubscribe { id: ConnId, channel: String },
     /// Print events as they happen, one JSON object per line, until
     /// interrupted: connections opening and closing, channels joined and
     /// left.
@@ -119,6 +134,9 @@ pub enum CtlCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// With --redis: from every live instance (says which answered).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -220,25 +238,57 @@ enum Output {
     Nothing,
     Table,
     Json,
-    Shared { json: bool },
-    Stats { json: bool },
+    Shared {
+        json: bool,
+    },
+    Stats {
+        json: bool,
+    },
     Broadcast,
-    Channels { json: bool },
+    Channels {
+        json: bool,
+    },
+    /// `--all --json`: the whole answer (entries and who answered).
+    AllJson,
+    /// `--all` for people: `inner`, then who answered.
+    All(Box<Output>),
+    Instances {
+        json: bool,
+    },
+}
+
+/// `--all`: the whole answer as JSON, or `output` and who answered.
+fn gathered(all: bool, json: bool, output: Output) -> Output {
+    match (all, json) {
+        (false, _) => output,
+        (true, true) => Output::AllJson,
+        (true, false) => Output::All(Box::new(output)),
+    }
 }
 
 fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
     Ok(match command {
-        CtlCommand::List { path, shared, json } => (
-            Request::List { path },
-            match (shared, json) {
-                (true, json) => Output::Shared { json },
-                (false, true) => Output::Json,
-                (false, false) => Output::Table,
-            },
+        CtlCommand::List {
+            path,
+            shared,
+            json,
+            all,
+        } => (
+            Request::List { path, all },
+            gathered(
+                all,
+                json,
+                match (shared, json) {
+                    (true, json) => Output::Shared { json },
+                    (false, true) => Output::Json,
+                    (false, false) => Output::Table,
+                },
+            ),
         ),
         CtlCommand::Send { id, message } => (
             Request::Send {
-                id,
+                id: id.id,
+                instance: id.instance,
                 message: message_arg(message)?,
             },
             Output::Nothing,
@@ -252,24 +302,48 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
         ),
         CtlCommand::Close { id, code, reason } => (
             Request::Close {
-                id,
+                id: id.id,
+                instance: id.instance,
                 code: Some(code),
                 reason: Some(reason),
             },
             Output::Nothing,
         ),
         CtlCommand::Kill { target } => (kill_request(&target)?, Output::Nothing),
-        CtlCommand::Stats { json } => (Request::Stats {}, Output::Stats { json }),
+        CtlCommand::Stats { json, all } => (
+            Request::Stats { all },
+            gathered(all, json, Output::Stats { json }),
+        ),
+        CtlCommand::Instances { json } => (Request::Instances {}, Output::Instances { json }),
         CtlCommand::Publish { channel, message } => {
             (Request::Publish { channel, message }, Output::Broadcast)
         }
         CtlCommand::Subscribe { id, channel } => {
-            (Request::Subscribe { id, channel }, Output::Nothing)
+            let (id, instance) = (id.id, id.instance);
+            (
+                Request::Subscribe {
+                    id,
+                    channel,
+                    instance,
+                },
+                Output::Nothing,
+            )
         }
         CtlCommand::Unsubscribe { id, channel } => {
-            (Request::Unsubscribe { id, channel }, Output::Nothing)
+            let (id, instance) = (id.id, id.instance);
+            (
+                Request::Unsubscribe {
+                    id,
+                    channel,
+                    instance,
+                },
+                Output::Nothing,
+            )
         }
-        CtlCommand::Channels { json } => (Request::Channels {}, Output::Channels { json }),
+        CtlCommand::Channels { json, all } => (
+            Request::Channels { all },
+            gathered(all, json, Output::Channels { json }),
+        ),
         CtlCommand::Drain { timeout, .. } => (
             Request::Drain {
                 timeout: Some(timeout),
@@ -286,12 +360,14 @@ fn kill_request(target: &str) -> Result<Request, Failure> {
         return Ok(Request::Kill {
             id: None,
             endpoint: Some(target.to_owned()),
+            instance: None,
         });
     }
-    match target.parse() {
+    match target.parse::<ConnId>() {
         Ok(id) => Ok(Request::Kill {
-            id: Some(id),
+            id: Some(id.id),
             endpoint: None,
+            instance: id.instance,
         }),
         Err(_) => Err(fail(
             2,
@@ -529,6 +605,32 @@ impl Output {
                     );
                 } else {
                     print!("{}", render::channels_table(channels));
+                }
+            }
+            Output::AllJson => println!(
+                "{}",
+                serde_json::to_string_pretty(response).unwrap_or_default()
+            ),
+            Output::All(inner) => {
+                match &**inner {
+                    Output::Stats { .. } => print!("{}", across::stats_text(response)),
+                    Output::Channels { .. } => {
+                        let channels = response.channels.as_deref().unwrap_or_default();
+                        print!("{}", across::channels_table(channels));
+                    }
+                    other => other.print(response)?,
+                }
+                print!("{}", across::answered_text(response));
+            }
+            Output::Instances { json } => {
+                let instances = response.instances.as_deref().unwrap_or_default();
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(instances).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", across::instances_table(instances, now()));
                 }
             }
             Output::Broadcast => {
