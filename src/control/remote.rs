@@ -208,6 +208,12 @@ async fn gather(req: Request, control: &Control, rpc: &Rpc) -> Response {
             _ => merged.unanswered.get_or_insert_with(Vec::new).push(name),
         }
     }
+    // In name order, whichever answered first.
+    for names in [&mut merged.answered, &mut merged.unanswered] {
+        if let Some(names) = names {
+            names.sort();
+        }
+    }
     merged
 }
 
