@@ -209,10 +209,11 @@ async fn gather(req: Request, control: &Control, rpc: &Rpc) -> Response {
         }
     }
     // In name order, whichever answered first.
-    for names in [&mut merged.answered, &mut merged.unanswered] {
-        if let Some(names) = names {
-            names.sort();
-        }
+    for names in [&mut merged.answered, &mut merged.unanswered]
+        .into_iter()
+        .flatten()
+    {
+        names.sort();
     }
     merged
 }
