@@ -9,14 +9,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::redis::*;
-use common::shared::ctl;
+use common::shared::{ctl, ctl_stats};
 use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
