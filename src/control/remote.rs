@@ -23,7 +23,7 @@ use super::commands::{local, not_found};
 use super::protocol::{ErrorKind, InstanceInfo, InstanceStats, Request, Response};
 use super::Control;
 use crate::cluster::presence;
-use crate::cluster::rpc::{Answer, Rpc};
+use crate::cluster::rpc::{Answer, AskError, Rpc};
 
 /// How long one step of a request to other instances may take.
 pub const WAIT: Duration = Duration::from_millis(1500);
@@ -121,9 +121,10 @@ async fn forward(rpc: &Rpc, name: &str, req: Request, id: u64) -> Response {
     };
     match ask(rpc, name, &body).await {
         Ok(response) => response,
-        Err(e) => Response::error(
+        Err(Failed::Busy(e)) => Response::error(ErrorKind::Busy, e),
+        Err(Failed::Other(e)) => Response::error(
             ErrorKind::NotFound,
-            format!("no session {name}:{id}: instance {name} {e}"),
+            format!("no session {name}:{id}: instance {name}: {e}"),
         ),
     }
 }
@@ -165,11 +166,23 @@ async fn find_and_forward(rpc: &Rpc, req: Request, id: u64) -> Response {
     }
 }
 
+/// Why an ask brought no answer.
+enum Failed {
+    /// Too many asks of ours in flight: try again.
+    Busy(String),
+    /// No answer in time, Redis away, or an answer we cannot read.
+    Other(String),
+}
+
 /// One ask, its answer read as a [`Response`].
-async fn ask(rpc: &Rpc, name: &str, body: &Body) -> Result<Response, String> {
-    let body = serde_json::to_string(body).map_err(|e| e.to_string())?;
-    let answer = rpc.ask(name, body, WAIT).await.map_err(|e| e.to_string())?;
-    serde_json::from_str(&answer).map_err(|_| "answered something that is not wspipe's".into())
+async fn ask(rpc: &Rpc, name: &str, body: &Body) -> Result<Response, Failed> {
+    let body = serde_json::to_string(body).map_err(|e| Failed::Other(e.to_string()))?;
+    let answer = rpc.ask(name, body, WAIT).await.map_err(|e| match e {
+        AskError::Busy => Failed::Busy(e.to_string()),
+        other => Failed::Other(other.to_string()),
+    })?;
+    serde_json::from_str(&answer)
+        .map_err(|_| Failed::Other("answered something that is not wspipe's".into()))
 }
 
 /// `list`, `stats` or `channels` with `--all`: this instance's answer and
