@@ -303,3 +303,116 @@ fn without_redis_ids_stay_plain_and_instances_is_refused() {
     let all = json(&ctl(sock, &["list", "--all", "--json"]));
     assert!(all["sessions"].as_array().unwrap().is_empty(), "{all}");
 }
+
+const CLUSTER_CONF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/nginx/wspipe-cluster.conf"
+);
+
+/// Clients behind nginx: 300 clients spread by deploy/nginx/wspipe-cluster.conf
+/// across three instances; one publish reaches each exactly once, `ctl list
+/// --all` sees them all, and `ctl send` reaches one on another instance.
+#[tokio::test]
+async fn three_instances_behind_nginx_serve_300_clients_as_one() {
+    use common::proxies::{nginx_main, site_dir, substitute, Kind, Proxy};
+    const TEST: &str = "three_instances_behind_nginx_serve_300_clients_as_one";
+    if !redis_installed(TEST) {
+        return;
+    }
+    let Some(nginx) = Kind::Nginx.find(TEST) else {
+        return;
+    };
+    let redis = Redis::start(&[]);
+    let instances: Vec<Instance> = ["a", "b", "c"]
+        .iter()
+        .map(|name| start(&redis, name, &["--pubsub"]))
+        .collect();
+    wait_live(&instances[0], &["a", "b", "c"]).await;
+    let site = site_dir();
+    let proxy = Proxy::start_with(Kind::Nginx, &nginx, site.path(), |dir, port| {
+        let upstreams: Vec<String> = instances
+            .iter()
+            .map(|i| format!("server {};", i.server.addr))
+            .collect();
+        let text = substitute(
+            &std::fs::read_to_string(CLUSTER_CONF).unwrap(),
+            CLUSTER_CONF,
+            &[
+                ("server 127.0.0.1:8082;", &upstreams[0]),
+                ("server 127.0.0.1:8083;", &upstreams[1]),
+                ("server 127.0.0.1:8084;", &upstreams[2]),
+                ("listen 8081;", &format!("listen 127.0.0.1:{port};")),
+            ],
+        );
+        let (cmd, log) = nginx_main(&nginx, dir, &text);
+        // The test's main config allows 256 connections per worker; 300
+        // clients take 600 (each one and its upstream).
+        let main = dir.join("nginx.conf");
+        let conf = std::fs::read_to_string(&main).unwrap();
+        let conf = substitute(
+            &conf,
+            "nginx.conf",
+            &[("worker_connections 256;", "worker_connections 1024;")],
+        );
+        std::fs::write(&main, conf).unwrap();
+        (cmd, log)
+    });
+
+    let mut clients = Vec::with_capacity(300);
+    for _ in 0..300 {
+        clients.push(connect(&proxy.url("/room")).await);
+    }
+    let a = &instances[0];
+    let gathered = || json(&ctl(&a.ctl, &["list", "--all", "--json"]));
+    let all_in = wait_until_async(TIMEOUT, || {
+        gathered()["sessions"].as_array().map_or(0, Vec::len) == 300
+    })
+    .await;
+    let all = gathered();
+    assert!(all_in, "list --all: {all}");
+    assert_eq!(names(&all["answered"]), ["a", "b", "c"]);
+    let sessions = all["sessions"].as_array().unwrap();
+    for name in ["a", "b", "c"] {
+        let on = sessions.iter().filter(|s| s["instance"] == name).count();
+        assert!(on >= 50, "nginx gave {name} only {on} of 300 clients");
+    }
+    // Every client is a member of /room on its own instance.
+    for (i, name) in instances.iter().zip(["a", "b", "c"]) {
+        let channels = json(&ctl(&i.ctl, &["channels", "--json"]));
+        let members = channels
+            .as_array()
+            .and_then(|c| c.iter().find(|ch| ch["name"] == "/room"))
+            .and_then(|ch| ch["members"].as_u64());
+        let on = sessions.iter().filter(|s| s["instance"] == name).count() as u64;
+        assert_eq!(members, Some(on), "members of /room on {name}");
+    }
+
+    // One publish, then a marker from the same instance: in order, so a
+    // duplicate of the first would show before the marker.
+    a.publish("/room", "to everyone");
+    a.publish("/room", "marker");
+    for (n, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(next_text(ws).await, "to everyone", "client {n}");
+        assert_eq!(next_text(ws).await, "marker", "client {n}: a duplicate?");
+    }
+
+    // ctl send on a to a client on c.
+    let on_c = sessions
+        .iter()
+        .find(|s| s["instance"] == "c")
+        .and_then(|s| s["id"].as_u64())
+        .unwrap();
+    let out = ctl(&a.ctl, &["send", &format!("c:{on_c}"), "just you"]);
+    assert!(out.status.success(), "{out:?}");
+    let reads = clients.iter_mut().map(|ws| async move {
+        tokio::time::timeout(Duration::from_millis(1500), next_text(ws))
+            .await
+            .ok()
+    });
+    let got: Vec<String> = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(got, ["just you"], "ctl send across instances through nginx");
+}
