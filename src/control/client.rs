@@ -8,13 +8,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use super::across::{self, ConnId};
+use super::across::ConnId;
+use super::output::{gathered, Output};
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST};
-use super::render;
 
 /// `wspipe ctl`'s exit statuses and what they mean (the man page prints
 /// this table; docs/control.md says the same).
@@ -141,12 +141,12 @@ pub enum CtlCommand {
 }
 
 /// Why the client failed, with its exit code.
-struct Failure {
+pub(super) struct Failure {
     code: u8,
     message: String,
 }
 
-fn fail(code: u8, message: impl Into<String>) -> Failure {
+pub(super) fn fail(code: u8, message: impl Into<String>) -> Failure {
     Failure {
         code,
         message: message.into(),
@@ -231,39 +231,6 @@ fn wait_for_exit(
             format!("{} still serving after {timeout} s: {e}", socket.display()),
         )
     })
-}
-
-/// How to show a successful response.
-enum Output {
-    Nothing,
-    Table,
-    Json,
-    Shared {
-        json: bool,
-    },
-    Stats {
-        json: bool,
-    },
-    Broadcast,
-    Channels {
-        json: bool,
-    },
-    /// `--all --json`: the whole answer (entries and who answered).
-    AllJson,
-    /// `--all` for people: `inner`, then who answered.
-    All(Box<Output>),
-    Instances {
-        json: bool,
-    },
-}
-
-/// `--all`: the whole answer as JSON, or `output` and who answered.
-fn gathered(all: bool, json: bool, output: Output) -> Output {
-    match (all, json) {
-        (false, _) => output,
-        (true, true) => Output::AllJson,
-        (true, false) => Output::All(Box::new(output)),
-    }
 }
 
 fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
@@ -556,102 +523,4 @@ fn call_keeping(
     let response = serde_json::from_str(&reply)
         .map_err(|_| fail(3, format!("no valid reply from {}", socket.display())))?;
     Ok((response, reader))
-}
-
-impl Output {
-    fn print(&self, response: &Response) -> Result<(), Failure> {
-        let sessions = response.sessions.as_deref().unwrap_or_default();
-        match self {
-            Output::Nothing => {}
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(sessions).unwrap_or_default()
-            ),
-            Output::Table => {
-                print!("{}", render::table(sessions, now()));
-                if let Some(children) = response.shared.as_deref().filter(|c| !c.is_empty()) {
-                    print!("\n{}", render::shared_table(children, now()));
-                }
-            }
-            Output::Shared { json } => {
-                let children = response.shared.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(children).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", render::shared_table(children, now()));
-                }
-            }
-            Output::Stats { json } => {
-                if let Some(stats) = &response.stats {
-                    if *json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(stats).unwrap_or_default()
-                        );
-                    } else {
-                        print!("{}", render::stats_text(stats));
-                    }
-                }
-            }
-            Output::Channels { json } => {
-                let channels = response.channels.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(channels).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", render::channels_table(channels));
-                }
-            }
-            Output::AllJson => println!(
-                "{}",
-                serde_json::to_string_pretty(response).unwrap_or_default()
-            ),
-            Output::All(inner) => {
-                match &**inner {
-                    Output::Stats { .. } => print!("{}", across::stats_text(response)),
-                    Output::Channels { .. } => {
-                        let channels = response.channels.as_deref().unwrap_or_default();
-                        print!("{}", across::channels_table(channels));
-                    }
-                    other => other.print(response)?,
-                }
-                print!("{}", across::answered_text(response));
-            }
-            Output::Instances { json } => {
-                let instances = response.instances.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(instances).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", across::instances_table(instances, now()));
-                }
-            }
-            Output::Broadcast => {
-                let delivered = response.delivered.unwrap_or(0);
-                let failed = response.failed.unwrap_or(0);
-                println!("delivered to {delivered} client(s)");
-                if failed > 0 {
-                    return Err(fail(
-                        1,
-                        format!("{failed} client(s) did not take the message in time"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -22,6 +22,7 @@ pub mod client;
 pub mod commands;
 pub mod listener;
 pub mod metrics;
+mod output;
 pub mod protocol;
 pub mod remote;
 mod render;
