@@ -416,3 +416,30 @@ async fn three_instances_behind_nginx_serve_300_clients_as_one() {
         .collect();
     assert_eq!(got, ["just you"], "ctl send across instances through nginx");
 }
+
+#[tokio::test]
+async fn a_plain_id_on_two_other_instances_is_refused_with_both_names() {
+    if !redis_installed("a_plain_id_on_two_other_instances_is_refused_with_both_names") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let a = start(&redis, "a", &["cat"]);
+    let b = start(&redis, "b", &["cat"]);
+    let c = start(&redis, "c", &["cat"]);
+    wait_live(&a, &["a", "b", "c"]).await;
+    let mut on_b = connect(&b.server.url("/")).await;
+    let _on_c = connect(&c.server.url("/")).await;
+    let id = ids(&b, 1).await[0];
+    assert_eq!(ids(&c, 1).await, [id], "both count from the same start");
+    let out = ctl(&a.ctl, &["send", &id.to_string(), "which?"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("b:{id}")) && err.contains(&format!("c:{id}")),
+        "{err}"
+    );
+    // Qualified, it is one of them.
+    let out = ctl(&a.ctl, &["send", &format!("b:{id}"), "you"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(next_text(&mut on_b).await, "you");
+}

@@ -353,3 +353,89 @@ pub fn serve(control: &Control) {
         rpc.answer_with(Arc::new(Answerer(control.clone())));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::{ChannelEntry, SessionInfo, SessionKind};
+
+    #[test]
+    fn a_request_sent_on_is_bound_to_its_instance_and_never_gathers_again() {
+        let send = Request::Send {
+            id: 7,
+            message: "hi".into(),
+            instance: None,
+        };
+        assert_eq!(target(&send), Some((7, None)));
+        let sent = pinned(send, "b");
+        assert_eq!(target(&sent), Some((7, Some("b"))));
+        let list = pinned(
+            Request::List {
+                path: None,
+                all: true,
+            },
+            "b",
+        );
+        assert!(!gathers(&list));
+        // kill /ENDPOINT, drain and publish are never served for others.
+        let endpoint = Request::Kill {
+            id: None,
+            endpoint: Some("/x".into()),
+            instance: None,
+        };
+        assert!(!servable(&endpoint));
+        assert!(!servable(&Request::Drain { timeout: None }));
+        assert!(!servable(&Request::Publish {
+            channel: "/a".into(),
+            message: "m".into()
+        }));
+    }
+
+    #[test]
+    fn merged_answers_mark_each_entry_with_its_instance() {
+        let session = SessionInfo {
+            id: 1,
+            remote: "127.0.0.1:1".into(),
+            path: "/".into(),
+            kind: SessionKind::Pubsub,
+            pid: None,
+            started: 0,
+            messages_in: 0,
+            messages_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            channels: Vec::new(),
+            dropped: 0,
+            instance: None,
+        };
+        let channel = ChannelEntry {
+            name: "/room".into(),
+            members: 2,
+            published: 0,
+            dropped: 0,
+            instance: None,
+        };
+        let answer = || Response {
+            sessions: Some(vec![session.clone()]),
+            channels: Some(vec![channel.clone()]),
+            ..Response::ok()
+        };
+        let mut merged = Response::ok();
+        absorb(&mut merged, "a", answer());
+        absorb(&mut merged, "b", answer());
+        let on: Vec<_> = merged
+            .sessions
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.instance, s.id))
+            .collect();
+        assert_eq!(on, [(Some("a".into()), 1), (Some("b".into()), 1)]);
+        let rooms: Vec<_> = merged
+            .channels
+            .unwrap()
+            .into_iter()
+            .map(|c| c.instance)
+            .collect();
+        assert_eq!(rooms, [Some("a".into()), Some("b".into())]);
+    }
+}
