@@ -258,8 +258,9 @@ async fn an_instance_that_shuts_down_leaves_the_list_at_once() {
 }
 
 #[tokio::test]
-async fn with_redis_down_local_ctl_works_and_all_says_who_answered() {
-    if !redis_installed("with_redis_down_local_ctl_works_and_all_says_who_answered") {
+async fn with_redis_down_local_ctl_works_all_says_who_answered_and_routing_resumes() {
+    if !redis_installed("with_redis_down_local_ctl_works_all_says_who_answered_and_routing_resumes")
+    {
         return;
     }
     let mut redis = Redis::start(&[]);
@@ -285,7 +286,16 @@ async fn with_redis_down_local_ctl_works_and_all_says_who_answered() {
     // Listing the instances needs Redis: refused, with the reason.
     let out = ctl(&a.ctl, &["instances"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    drop(b);
+
+    // Redis back: both register again and answer each other.
+    redis.spawn();
+    wait_live(&b, &["a", "b"]).await;
+    let answered = || names(&json(&ctl(&b.ctl, &["list", "--all", "--json"]))["answered"]);
+    let ok = wait_until_async(TIMEOUT, || answered() == ["a", "b"]).await;
+    assert!(ok, "answered after the restart: {:?}", answered());
+    let out = ctl(&b.ctl, &["send", &on_a[0].to_string(), "through again"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(next_text(&mut ws).await, "through again");
 }
 
 #[test]
