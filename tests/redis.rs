@@ -801,7 +801,12 @@ async fn a_new_reason_for_failing_to_connect_is_logged_as_an_error_again() {
     // Redis comes, but wants a password: a new reason, a new error line.
     redis.extra = vec!["--requirepass".into(), "sesame".into()];
     redis.spawn();
-    let line = a.server.wait_log_async("Redis requires a password").await;
+    // Both links log it; wait for the publishing one, which is counted.
+    let needle = format!(
+        "cannot connect (publish) to {}: Redis requires a password",
+        redis.url()
+    );
+    let line = a.server.wait_log_async(&needle).await;
     assert!(line.contains("ERROR"), "{line}");
     assert_eq!(
         a.server.log.count("redis: cannot connect (publish)"),
