@@ -69,7 +69,7 @@ pub enum CtlCommand {
         path: Option<String>,
         message: String,
     },
-    /// Close one connection (its child is ended).
+    /// Close one connection (its child is ended). ID: 42 or INSTANCE:42.
     Close {
         id: ConnId,
         /// Close code (1000, 1001, 1008, 3000-4999...).
@@ -81,7 +81,7 @@ pub enum CtlCommand {
     },
     /// End one connection's child, or an endpoint's shared child (TARGET
     /// starting with "/": its SCRIPT_NAME, as `list` shows it), with
-    /// SIGINT, SIGTERM, SIGKILL.
+    /// SIGINT, SIGTERM, SIGKILL. ID: 42 or INSTANCE:42.
     Kill {
         #[arg(value_name = "ID|ENDPOINT")]
         target: String,
@@ -105,9 +105,9 @@ pub enum CtlCommand {
     /// Send a message to every member of a channel ("-" reads stdin: each
     /// line is one message, all over one connection).
     Publish { channel: String, message: String },
-    /// Make a connection a member of a channel.
+    /// Make a connection (42 or INSTANCE:42) a member of a channel.
     Subscribe { id: ConnId, channel: String },
-    /// Take a connection out of a channel.
+    /// Take a connection (42 or INSTANCE:42) out of a channel.
     Unsubscribe { id: ConnId, channel: String },
     /// Print events as they happen, one JSON object per line, until
     /// interrupted: connections opening and closing, channels joined and
