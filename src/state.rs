@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::bridge::BridgeOptions;
 use crate::bus::Bus;
+use crate::cluster::rpc::Rpc;
 use crate::config::{Config, ExtraHeaders};
 use crate::control::Control;
 use crate::events::Events;
@@ -69,6 +70,8 @@ struct Inner {
     events: Events,
     /// Every task, and the signal to stop.
     shutdown: Shutdown,
+    /// With `--redis`: control requests to and from the other instances.
+    remote: Option<Rpc>,
 }
 
 /// The settings a SIGHUP with `--config` applies to new connections (live
@@ -138,7 +141,11 @@ impl State {
                 flags: config.shared.unwrap_or_default(),
             },
         );
-        State(Arc::new(Inner {
+        let remote = config
+            .cluster
+            .as_ref()
+            .map(|settings| Rpc::start(settings, &shutdown));
+        let state = State(Arc::new(Inner {
             forks: Forks::new(config.max_forks),
             reloadable: RwLock::new(Arc::new(Reloadable::from_config(&config))),
             bridge,
@@ -148,8 +155,15 @@ impl State {
             shared,
             events,
             shutdown,
+            remote,
             config,
-        }))
+        }));
+        // Other instances are answered (and this one registered) whether
+        // or not a control socket is open here.
+        if state.0.remote.is_some() {
+            let _ = state.control();
+        }
+        state
     }
 
     pub fn config(&self) -> &Config {
@@ -232,6 +246,20 @@ impl State {
             self.0.config.mode,
             self.0.shutdown.clone(),
         )
+        .with_remote(self.0.remote.clone(), self.listen_text())
+    }
+
+    /// The listening addresses as `ctl instances` shows them.
+    fn listen_text(&self) -> Vec<String> {
+        self.0
+            .config
+            .listen
+            .iter()
+            .map(|l| match l {
+                crate::config::Listen::Tcp(addr) => addr.to_string(),
+                crate::config::Listen::Unix(path) => format!("unix:{}", path.display()),
+            })
+            .collect()
     }
 
     /// A slot under `--maxforks` for one child, held until it is reaped.

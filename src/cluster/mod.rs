@@ -21,11 +21,15 @@
 //!
 //! One job per file: [`target`] checks `--redis` and `--instance`,
 //! [`codec`] is the payload format, `link` a connection's health and its
-//! log lines, `publisher` and `subscriber` the two tasks.
+//! log lines, `publisher` and `subscriber` the two tasks; [`rpc`] carries
+//! control requests between instances and [`presence`] registers the live
+//! ones (docs/scale-out.md, "Control across instances").
 
 pub mod codec;
 mod link;
+pub mod presence;
 mod publisher;
+pub mod rpc;
 mod subscriber;
 pub mod target;
 

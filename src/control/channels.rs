@@ -69,6 +69,7 @@ pub fn list(hub: &Hub) -> Response {
             members: c.members,
             published: c.published,
             dropped: c.dropped,
+            instance: None,
         })
         .collect();
     Response {

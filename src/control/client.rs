@@ -8,12 +8,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use super::across::ConnId;
+use super::output::{gathered, Output};
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST};
-use super::render;
 
 /// `wspipe ctl`'s exit statuses and what they mean (the man page prints
 /// this table; docs/control.md says the same).
@@ -50,13 +51,17 @@ pub enum CtlCommand {
         /// Only the shared children.
         #[arg(long)]
         shared: bool,
+        /// With --redis: from every live instance (says which answered).
+        #[arg(long)]
+        all: bool,
         /// Print JSON instead of a table (the connections, or with
         /// --shared the shared children).
         #[arg(long)]
         json: bool,
     },
     /// Send a message to one connection's client ("-" reads it from stdin).
-    Send { id: u64, message: String },
+    /// ID is 42 or, with --redis, INSTANCE:42.
+    Send { id: ConnId, message: String },
     /// Send a message to every connection's client ("-" reads stdin).
     Broadcast {
         /// Only connections on this URL path.
@@ -64,9 +69,9 @@ pub enum CtlCommand {
         path: Option<String>,
         message: String,
     },
-    /// Close one connection (its child is ended).
+    /// Close one connection (its child is ended). ID: 42 or INSTANCE:42.
     Close {
-        id: u64,
+        id: ConnId,
         /// Close code (1000, 1001, 1008, 3000-4999...).
         #[arg(long, default_value_t = 1000)]
         code: u16,
@@ -76,7 +81,7 @@ pub enum CtlCommand {
     },
     /// End one connection's child, or an endpoint's shared child (TARGET
     /// starting with "/": its SCRIPT_NAME, as `list` shows it), with
-    /// SIGINT, SIGTERM, SIGKILL.
+    /// SIGINT, SIGTERM, SIGKILL. ID: 42 or INSTANCE:42.
     Kill {
         #[arg(value_name = "ID|ENDPOINT")]
         target: String,
@@ -86,14 +91,24 @@ pub enum CtlCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// With --redis: from every live instance (says which answered).
+        #[arg(long)]
+        all: bool,
+    },
+    /// With --redis: the live instances (name, addresses, age,
+    /// connections).
+    Instances {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a message to every member of a channel ("-" reads stdin: each
     /// line is one message, all over one connection).
     Publish { channel: String, message: String },
-    /// Make a connection a member of a channel.
-    Subscribe { id: u64, channel: String },
-    /// Take a connection out of a channel.
-    Unsubscribe { id: u64, channel: String },
+    /// Make a connection (42 or INSTANCE:42) a member of a channel.
+    Subscribe { id: ConnId, channel: String },
+    /// Take a connection (42 or INSTANCE:42) out of a channel.
+    Unsubscribe { id: ConnId, channel: String },
     /// Print events as they happen, one JSON object per line, until
     /// interrupted: connections opening and closing, channels joined and
     /// left.
@@ -119,16 +134,19 @@ pub enum CtlCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// With --redis: from every live instance (says which answered).
+        #[arg(long)]
+        all: bool,
     },
 }
 
 /// Why the client failed, with its exit code.
-struct Failure {
+pub(super) struct Failure {
     code: u8,
     message: String,
 }
 
-fn fail(code: u8, message: impl Into<String>) -> Failure {
+pub(super) fn fail(code: u8, message: impl Into<String>) -> Failure {
     Failure {
         code,
         message: message.into(),
@@ -215,30 +233,29 @@ fn wait_for_exit(
     })
 }
 
-/// How to show a successful response.
-enum Output {
-    Nothing,
-    Table,
-    Json,
-    Shared { json: bool },
-    Stats { json: bool },
-    Broadcast,
-    Channels { json: bool },
-}
-
 fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
     Ok(match command {
-        CtlCommand::List { path, shared, json } => (
-            Request::List { path },
-            match (shared, json) {
-                (true, json) => Output::Shared { json },
-                (false, true) => Output::Json,
-                (false, false) => Output::Table,
-            },
+        CtlCommand::List {
+            path,
+            shared,
+            json,
+            all,
+        } => (
+            Request::List { path, all },
+            gathered(
+                all,
+                json,
+                match (shared, json) {
+                    (true, json) => Output::Shared { json },
+                    (false, true) => Output::Json,
+                    (false, false) => Output::Table,
+                },
+            ),
         ),
         CtlCommand::Send { id, message } => (
             Request::Send {
-                id,
+                id: id.id,
+                instance: id.instance,
                 message: message_arg(message)?,
             },
             Output::Nothing,
@@ -252,24 +269,48 @@ fn request_for(command: CtlCommand) -> Result<(Request, Output), Failure> {
         ),
         CtlCommand::Close { id, code, reason } => (
             Request::Close {
-                id,
+                id: id.id,
+                instance: id.instance,
                 code: Some(code),
                 reason: Some(reason),
             },
             Output::Nothing,
         ),
         CtlCommand::Kill { target } => (kill_request(&target)?, Output::Nothing),
-        CtlCommand::Stats { json } => (Request::Stats {}, Output::Stats { json }),
+        CtlCommand::Stats { json, all } => (
+            Request::Stats { all },
+            gathered(all, json, Output::Stats { json }),
+        ),
+        CtlCommand::Instances { json } => (Request::Instances {}, Output::Instances { json }),
         CtlCommand::Publish { channel, message } => {
             (Request::Publish { channel, message }, Output::Broadcast)
         }
         CtlCommand::Subscribe { id, channel } => {
-            (Request::Subscribe { id, channel }, Output::Nothing)
+            let (id, instance) = (id.id, id.instance);
+            (
+                Request::Subscribe {
+                    id,
+                    channel,
+                    instance,
+                },
+                Output::Nothing,
+            )
         }
         CtlCommand::Unsubscribe { id, channel } => {
-            (Request::Unsubscribe { id, channel }, Output::Nothing)
+            let (id, instance) = (id.id, id.instance);
+            (
+                Request::Unsubscribe {
+                    id,
+                    channel,
+                    instance,
+                },
+                Output::Nothing,
+            )
         }
-        CtlCommand::Channels { json } => (Request::Channels {}, Output::Channels { json }),
+        CtlCommand::Channels { json, all } => (
+            Request::Channels { all },
+            gathered(all, json, Output::Channels { json }),
+        ),
         CtlCommand::Drain { timeout, .. } => (
             Request::Drain {
                 timeout: Some(timeout),
@@ -286,12 +327,14 @@ fn kill_request(target: &str) -> Result<Request, Failure> {
         return Ok(Request::Kill {
             id: None,
             endpoint: Some(target.to_owned()),
+            instance: None,
         });
     }
-    match target.parse() {
+    match target.parse::<ConnId>() {
         Ok(id) => Ok(Request::Kill {
-            id: Some(id),
+            id: Some(id.id),
             endpoint: None,
+            instance: id.instance,
         }),
         Err(_) => Err(fail(
             2,
@@ -480,76 +523,4 @@ fn call_keeping(
     let response = serde_json::from_str(&reply)
         .map_err(|_| fail(3, format!("no valid reply from {}", socket.display())))?;
     Ok((response, reader))
-}
-
-impl Output {
-    fn print(&self, response: &Response) -> Result<(), Failure> {
-        let sessions = response.sessions.as_deref().unwrap_or_default();
-        match self {
-            Output::Nothing => {}
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(sessions).unwrap_or_default()
-            ),
-            Output::Table => {
-                print!("{}", render::table(sessions, now()));
-                if let Some(children) = response.shared.as_deref().filter(|c| !c.is_empty()) {
-                    print!("\n{}", render::shared_table(children, now()));
-                }
-            }
-            Output::Shared { json } => {
-                let children = response.shared.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(children).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", render::shared_table(children, now()));
-                }
-            }
-            Output::Stats { json } => {
-                if let Some(stats) = &response.stats {
-                    if *json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(stats).unwrap_or_default()
-                        );
-                    } else {
-                        print!("{}", render::stats_text(stats));
-                    }
-                }
-            }
-            Output::Channels { json } => {
-                let channels = response.channels.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(channels).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", render::channels_table(channels));
-                }
-            }
-            Output::Broadcast => {
-                let delivered = response.delivered.unwrap_or(0);
-                let failed = response.failed.unwrap_or(0);
-                println!("delivered to {delivered} client(s)");
-                if failed > 0 {
-                    return Err(fail(
-                        1,
-                        format!("{failed} client(s) did not take the message in time"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

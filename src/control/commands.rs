@@ -24,29 +24,50 @@ use crate::shared::Shared;
 /// (its client reads slowly) before reporting it busy.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Carries out one request.
+/// Carries out one request, here or, with `--redis`, on the instance it
+/// belongs to ([`super::remote`]).
 pub async fn dispatch(req: Request, control: &Control) -> Response {
+    match super::remote::route(req, control).await {
+        Ok(response) => response,
+        Err(req) => local(req, control).await,
+    }
+}
+
+/// Carries out one request here.
+pub(super) async fn local(req: Request, control: &Control) -> Response {
     let (registry, mode) = (&*control.registry, control.mode);
     let bus = &control.bus;
     let hub = &**bus.hub();
     match req {
-        Request::List { path } => list(registry, hub, &control.shared, path.as_deref()),
-        Request::Send { id, message } => send(registry, id, message, mode).await,
+        Request::List { path, .. } => {
+            let mut listed = list(registry, hub, &control.shared, path.as_deref());
+            if let (Some(sessions), Some(me)) = (listed.sessions.as_mut(), bus.instance()) {
+                for s in sessions {
+                    s.instance = Some(me.to_string());
+                }
+            }
+            listed
+        }
+        Request::Send { id, message, .. } => send(registry, id, message, mode).await,
         Request::Broadcast { message, path } => {
             broadcast(registry, message, path.as_deref(), mode).await
         }
-        Request::Close { id, code, reason } => close(registry, id, code, reason),
-        Request::Kill { id, endpoint } => match (id, endpoint) {
+        Request::Close {
+            id, code, reason, ..
+        } => close(registry, id, code, reason),
+        Request::Kill { id, endpoint, .. } => match (id, endpoint) {
             (Some(id), None) => kill(registry, id),
             (None, Some(endpoint)) => kill_shared(&control.shared, &endpoint),
             _ => Response::error(ErrorKind::BadRequest, "kill takes one of id and endpoint"),
         },
-        Request::Stats {} => stats(registry, bus, &control.shared),
+        Request::Stats { .. } => stats(registry, bus, &control.shared),
         Request::Drain { timeout } => drain(control, timeout.unwrap_or(DRAIN_TIMEOUT)),
         Request::Publish { channel, message } => channels::publish(bus, &channel, &message, mode),
-        Request::Subscribe { id, channel } => channels::subscribe(hub, id, &channel),
-        Request::Unsubscribe { id, channel } => channels::unsubscribe(hub, id, &channel),
-        Request::Channels {} => channels::list(hub),
+        Request::Subscribe { id, channel, .. } => channels::subscribe(hub, id, &channel),
+        Request::Unsubscribe { id, channel, .. } => channels::unsubscribe(hub, id, &channel),
+        Request::Channels { .. } => channels::list(hub),
+        // `remote::route` answers it.
+        Request::Instances {} => Response::error(ErrorKind::BadRequest, "instances: not here"),
         // The listener streams it; a request that reaches here is refused.
         Request::Watch { .. } => Response::error(
             ErrorKind::BadRequest,
@@ -129,6 +150,7 @@ fn info(h: &SessionHandle, hub: &Hub) -> SessionInfo {
             .map(|c| c.as_str().to_owned())
             .collect(),
         dropped: h.inject.evicted(),
+        instance: None,
     }
 }
 

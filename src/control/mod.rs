@@ -16,18 +16,22 @@
 //! [`Control`]: the registry, the channel hub, the mode messages are framed
 //! in, and the shutdown to watch.
 
+pub mod across;
 pub mod channels;
 pub mod client;
 pub mod commands;
 pub mod listener;
 pub mod metrics;
+mod output;
 pub mod protocol;
+pub mod remote;
 mod render;
 pub mod watch;
 
 use std::sync::Arc;
 
 use crate::bus::Bus;
+use crate::cluster::rpc::Rpc;
 use crate::config::Mode;
 use crate::events::Events;
 use crate::session::Registry;
@@ -50,6 +54,10 @@ pub struct Control {
     mode: Mode,
     /// Connections end when the server shuts down.
     shutdown: Shutdown,
+    /// With `--redis`: requests to and from the other instances.
+    remote: Option<Rpc>,
+    /// The listening addresses, as `instances` shows them.
+    listen: Vec<String>,
 }
 
 impl Control {
@@ -68,6 +76,17 @@ impl Control {
             events,
             mode,
             shutdown,
+            remote: None,
+            listen: Vec::new(),
         }
+    }
+
+    /// Reaches the other instances through `rpc` (with `--redis`) and
+    /// answers theirs; `listen` is what `instances` shows of this one.
+    pub fn with_remote(mut self, rpc: Option<Rpc>, listen: Vec<String>) -> Self {
+        self.remote = rpc;
+        self.listen = listen;
+        remote::serve(&self);
+        self
     }
 }

@@ -18,9 +18,19 @@ pub enum Request {
     List {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
+        /// With `--redis`: gathered from every live instance.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all: bool,
     },
     /// A message to one session's client.
-    Send { id: u64, message: String },
+    Send {
+        id: u64,
+        message: String,
+        /// With `--redis`: the instance that has it (`NAME` of `NAME:42`);
+        /// without, this one first, then the others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+    },
     /// A message to every session's client (or those on one path).
     Broadcast {
         message: String,
@@ -30,6 +40,11 @@ pub enum Request {
     /// Close one session's socket (and so end its child).
     Close {
         id: u64,
+        /// With `--redis`: the instance that has it (`NAME` of `NAME:42`);
+        /// without, this one first, then the others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<u16>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,15 +58,37 @@ pub enum Request {
         id: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
+        /// With `--redis`: the instance that has it (`NAME` of `NAME:42`);
+        /// without, this one first, then the others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
     },
     /// A message to every member of a channel (never waits for a slow one).
     Publish { channel: String, message: String },
     /// Make a session a member of a channel.
-    Subscribe { id: u64, channel: String },
+    Subscribe {
+        id: u64,
+        channel: String,
+        /// With `--redis`: the instance that has it (`NAME` of `NAME:42`);
+        /// without, this one first, then the others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+    },
     /// Take a session out of a channel.
-    Unsubscribe { id: u64, channel: String },
+    Unsubscribe {
+        id: u64,
+        channel: String,
+        /// With `--redis`: the instance that has it (`NAME` of `NAME:42`);
+        /// without, this one first, then the others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+    },
     /// Every channel with its counters.
-    Channels {},
+    Channels {
+        /// With `--redis`: gathered from every live instance.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all: bool,
+    },
     /// Turn this connection into a stream of events (one JSON object per
     /// line): sessions opening and closing, channels joined and left, and
     /// with `publishes` every publish.
@@ -60,7 +97,13 @@ pub enum Request {
         publishes: bool,
     },
     /// Server-wide counters.
-    Stats {},
+    Stats {
+        /// With `--redis`: gathered from every live instance.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all: bool,
+    },
+    /// With `--redis`: the live instances (registered with a heartbeat).
+    Instances {},
     /// Stop accepting (every listener closes), let live sessions run until
     /// they end or `timeout` seconds pass, then shut down and exit 0.
     Drain {
@@ -110,6 +153,10 @@ pub struct SessionInfo {
     /// Published messages it lost because its client read too slowly.
     #[serde(default)]
     pub dropped: u64,
+    /// With `--redis`: the instance it is on (its id there is `id`; people
+    /// see `instance:id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// What serves a session.
@@ -134,6 +181,29 @@ pub struct ChannelEntry {
     pub published: u64,
     /// Queued messages its members lost to newer ones (slow clients).
     pub dropped: u64,
+    /// With `channels --all`: the instance these counters are of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// One live instance, as `instances` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub name: String,
+    /// Its listening addresses, as configured.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Start time, seconds since the Unix epoch.
+    pub started: u64,
+    /// Live connections at its last heartbeat.
+    pub connections: u64,
+}
+
+/// One instance's counters, in `stats --all`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStats {
+    pub instance: String,
+    pub stats: Stats,
 }
 
 /// Server-wide counters.
@@ -254,6 +324,22 @@ pub struct Response {
     pub failed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// `stats --all`: each instance's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_stats: Option<Vec<InstanceStats>>,
+    /// `instances`: the live ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceInfo>>,
+    /// `--all`: the instances that answered in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<Vec<String>>,
+    /// `--all`: the live instances that did not (or, with Redis away,
+    /// why none could be asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered: Option<Vec<String>>,
+    /// `--all` with Redis away: why no other instance could be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 impl Response {
@@ -302,6 +388,12 @@ mod tests {
             r#"{"cmd":"subscribe","id":3,"channel":"/room"}"#,
             r#"{"cmd":"unsubscribe","id":3,"channel":"/room"}"#,
             r#"{"cmd":"channels"}"#,
+            r#"{"cmd":"channels","all":true}"#,
+            r#"{"cmd":"list","all":true}"#,
+            r#"{"cmd":"stats","all":true}"#,
+            r#"{"cmd":"instances"}"#,
+            r#"{"cmd":"send","id":3,"message":"hi","instance":"web1:8080"}"#,
+            r#"{"cmd":"kill","id":3,"instance":"a"}"#,
             r#"{"cmd":"watch"}"#,
             r#"{"cmd":"watch","publishes":true}"#,
         ];
@@ -347,19 +439,45 @@ mod proptests {
         let text = || any::<String>();
         let opt_text = || prop::option::of(any::<String>());
         prop_oneof![
-            opt_text().prop_map(|path| Request::List { path }),
-            (any::<u64>(), text()).prop_map(|(id, message)| Request::Send { id, message }),
+            (opt_text(), any::<bool>()).prop_map(|(path, all)| Request::List { path, all }),
+            (any::<u64>(), text(), opt_text()).prop_map(|(id, message, instance)| {
+                Request::Send {
+                    id,
+                    message,
+                    instance,
+                }
+            }),
             (text(), opt_text()).prop_map(|(message, path)| Request::Broadcast { message, path }),
-            (any::<u64>(), any::<Option<u16>>(), opt_text())
-                .prop_map(|(id, code, reason)| Request::Close { id, code, reason }),
-            (proptest::option::of(any::<u64>()), opt_text())
-                .prop_map(|(id, endpoint)| Request::Kill { id, endpoint }),
-            Just(Request::Stats {}),
+            (any::<u64>(), any::<Option<u16>>(), opt_text()).prop_map(|(id, code, reason)| {
+                Request::Close {
+                    id,
+                    instance: None,
+                    code,
+                    reason,
+                }
+            }),
+            (proptest::option::of(any::<u64>()), opt_text(), opt_text()).prop_map(
+                |(id, endpoint, instance)| Request::Kill {
+                    id,
+                    endpoint,
+                    instance,
+                }
+            ),
+            any::<bool>().prop_map(|all| Request::Stats { all }),
+            Just(Request::Instances {}),
             proptest::option::of(any::<u64>()).prop_map(|timeout| Request::Drain { timeout }),
             (text(), text()).prop_map(|(channel, message)| Request::Publish { channel, message }),
-            (any::<u64>(), text()).prop_map(|(id, channel)| Request::Subscribe { id, channel }),
-            (any::<u64>(), text()).prop_map(|(id, channel)| Request::Unsubscribe { id, channel }),
-            Just(Request::Channels {}),
+            (any::<u64>(), text()).prop_map(|(id, channel)| Request::Subscribe {
+                id,
+                channel,
+                instance: None
+            }),
+            (any::<u64>(), text()).prop_map(|(id, channel)| Request::Unsubscribe {
+                id,
+                channel,
+                instance: None
+            }),
+            any::<bool>().prop_map(|all| Request::Channels { all }),
             any::<bool>().prop_map(|publishes| Request::Watch { publishes }),
         ]
     }
@@ -379,6 +497,7 @@ mod proptests {
             "unsubscribe",
             "channels",
             "watch",
+            "instances",
             "LIST",
             "",
             "nope",
@@ -392,6 +511,8 @@ mod proptests {
             "reason",
             "channel",
             "publishes",
+            "instance",
+            "all",
             "extra",
         ]);
         let val = prop_oneof![

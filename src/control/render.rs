@@ -26,7 +26,11 @@ pub fn table(sessions: &[SessionInfo], now: u64) -> String {
         .iter()
         .map(|s| {
             [
-                s.id.to_string(),
+                // With --redis, ids are per instance: `NAME:42`.
+                match &s.instance {
+                    Some(name) => format!("{name}:{}", s.id),
+                    None => s.id.to_string(),
+                },
                 s.remote.clone(),
                 s.path.clone(),
                 pid_text(s.pid),
@@ -43,7 +47,7 @@ pub fn table(sessions: &[SessionInfo], now: u64) -> String {
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+pub(super) fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -166,12 +170,23 @@ mod tests {
             bytes_out: 4,
             channels: vec!["/chat".into()],
             dropped: 0,
+            instance: None,
         };
-        let t = table(&[s], 130);
+        let t = table(std::slice::from_ref(&s), 130);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("ID  REMOTE          PATH"));
         assert!(lines[1].starts_with("12  127.0.0.1:5000  /chat  4242  30s"));
+        // With --redis the id names its instance.
+        let named = SessionInfo {
+            instance: Some("web1".into()),
+            ..s
+        };
+        assert!(table(&[named], 130)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("web1:12  "));
     }
 
     #[test]
