@@ -25,7 +25,9 @@
 
 pub mod codec;
 mod link;
+pub mod numbered;
 mod publisher;
+pub mod stream;
 mod subscriber;
 pub mod target;
 
@@ -86,6 +88,8 @@ struct Inner {
     counters: Arc<Counters>,
     publish: Arc<Link>,
     subscribe: Arc<Link>,
+    /// `--history`: numbering and resumes ([`stream`]).
+    history: Option<stream::HistoryLink>,
 }
 
 /// One message on its way to Redis.
@@ -134,6 +138,18 @@ impl Cluster {
         deliver: Arc<dyn Deliver>,
         shutdown: &Shutdown,
     ) -> Self {
+        Self::start_with_history(settings, largest, deliver, None, shutdown)
+    }
+
+    /// [`Cluster::start`], with `--history` kept in Redis when `history`
+    /// is given: numbered messages and fences go to its [`stream::Resumes`].
+    pub fn start_with_history(
+        settings: &Settings,
+        largest: usize,
+        deliver: Arc<dyn Deliver>,
+        history: Option<(stream::Settings, Arc<dyn stream::Resumes>)>,
+        shutdown: &Shutdown,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let shown = settings.target.to_string();
         let publish = Arc::new(Link::new(Role::Publish, shown.clone(), counters.clone()));
@@ -161,6 +177,7 @@ impl Cluster {
                 counters: counters.clone(),
                 garbled: AtomicBool::new(false),
                 oversized: AtomicBool::new(false),
+                resumes: history.as_ref().map(|(_, r)| r.clone()),
             },
             shutdown.clone(),
         ));
@@ -170,12 +187,28 @@ impl Cluster {
             origin.nonce,
             settings.target
         );
+        let history = history.map(|(history, _)| {
+            let link = Arc::new(Link::new(
+                Role::History,
+                settings.target.to_string(),
+                counters.clone(),
+            ));
+            stream::HistoryLink::start(
+                settings.target.publishing_client().clone(),
+                history,
+                origin.clone(),
+                link,
+                counters.clone(),
+                shutdown,
+            )
+        });
         Cluster(Arc::new(Inner {
             outbox,
             origin,
             counters,
             publish,
             subscribe,
+            history,
         }))
     }
 
@@ -195,6 +228,11 @@ impl Cluster {
         }
     }
 
+    /// The history in Redis, with `--history`.
+    pub fn history(&self) -> Option<&stream::HistoryLink> {
+        self.0.history.as_ref()
+    }
+
     pub fn instance(&self) -> &InstanceName {
         &self.0.origin.name
     }
@@ -202,7 +240,9 @@ impl Cluster {
     pub fn stats(&self) -> Stats {
         let c = &self.0.counters;
         Stats {
-            connected: self.0.publish.is_up() && self.0.subscribe.is_up(),
+            connected: self.0.publish.is_up()
+                && self.0.subscribe.is_up()
+                && self.0.history.as_ref().is_none_or(stream::HistoryLink::is_up),
             published: c.published.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
