@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::cluster::{self, Cluster, Deliver, InstanceName};
 use crate::config::HistoryFlags;
 use crate::history::{History, Position};
-use crate::resume::Resumer;
 use crate::hub::{ChannelName, Delivery, Hub};
+use crate::resume::Resumer;
 use crate::shutdown::Shutdown;
 
 /// The channels of this instance, and of its peers with `--redis`; a

@@ -129,12 +129,15 @@ impl Resumer {
     ) {
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let (fence, fenced) = oneshot::channel();
-        self.lock().entry(channel.clone()).or_default().push(Pending {
-            token,
-            fence: Some(fence),
-            buffer: VecDeque::new(),
-            overflowed: false,
-        });
+        self.lock()
+            .entry(channel.clone())
+            .or_default()
+            .push(Pending {
+                token,
+                fence: Some(fence),
+                buffer: VecDeque::new(),
+                overflowed: false,
+            });
         let this = self.clone();
         let link = link.clone();
         let channel = channel.clone();
@@ -145,7 +148,9 @@ impl Resumer {
                 .resume(channel.as_str(), since, epoch.as_deref(), token)
                 .await;
             let fenced = match &read {
-                Ok(_) => tokio::time::timeout(TIMEOUT, fenced).await.is_ok_and(|r| r.is_ok()),
+                Ok(_) => tokio::time::timeout(TIMEOUT, fenced)
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
                 Err(_) => false,
             };
             this.complete(id, token, &channel, read, fenced);

@@ -242,7 +242,11 @@ impl Cluster {
         Stats {
             connected: self.0.publish.is_up()
                 && self.0.subscribe.is_up()
-                && self.0.history.as_ref().is_none_or(stream::HistoryLink::is_up),
+                && self
+                    .0
+                    .history
+                    .as_ref()
+                    .is_none_or(stream::HistoryLink::is_up),
             published: c.published.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),

@@ -302,7 +302,12 @@ impl Shared {
 }
 
 /// Runs until shutdown.
-async fn run(client: redis::Client, mut outbox: Mailbox<Job>, shared: Arc<Shared>, shutdown: Shutdown) {
+async fn run(
+    client: redis::Client,
+    mut outbox: Mailbox<Job>,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
     let mut backoff = Backoff::new(RECONNECT);
     loop {
         let attempt = tokio::select! {
@@ -426,7 +431,10 @@ async fn send_batch(
     }
     match pipe.query_async::<()>(&mut conn.conn).await {
         Ok(()) => {
-            shared.counters.published.fetch_add(count, Ordering::Relaxed);
+            shared
+                .counters
+                .published
+                .fetch_add(count, Ordering::Relaxed);
             Ok(())
         }
         Err(e) => {

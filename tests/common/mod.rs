@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod proxies;
+pub mod redis_server;
 pub mod shared;
 
 use futures_util::{SinkExt, StreamExt};
