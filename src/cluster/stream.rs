@@ -255,7 +255,7 @@ impl HistoryLink {
             )));
         };
         let s = &self.0;
-        let since = since.map_or(-1, |s| i128::from(s));
+        let since = since.map_or(-1, i128::from);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&*resume_sha).arg(4).arg(&keys(channel)[..]);
         cmd.arg(s.new_epoch())
