@@ -992,7 +992,16 @@ async fn a_new_reason_for_failing_to_connect_is_logged_as_an_error_again() {
     // Redis comes, but wants a password: a new reason, a new error line.
     redis.extra = vec!["--requirepass".into(), "sesame".into()];
     redis.spawn();
-    let line = a.server.wait_log_async("Redis requires a password").await;
+    // The publish connection's line: the subscriber's may come first.
+    let line = a
+        .server
+        .log
+        .wait_line_async(
+            |l| l.contains("cannot connect (publish)") && l.contains("Redis requires a password"),
+            TIMEOUT,
+        )
+        .await
+        .expect("the publish connection's error line");
     assert!(line.contains("ERROR"), "{line}");
     assert_eq!(
         a.server.log.count("redis: cannot connect (publish)"),
