@@ -170,12 +170,21 @@ async fn redis_restarted_without_its_data_tells_resumers_reset_with_a_new_epoch(
     }
     redis.kill();
     // While Redis is away: a resume is told reset, with a log line.
-    let ok = wait_until_async(TIMEOUT, || !a.connected()).await;
-    assert!(ok, "a noticed Redis is gone");
+    a.server
+        .wait_log_async("redis connection lost (history)")
+        .await;
     let mut during = connect(&a.server.url(&format!("/room?since=5&epoch={old}"))).await;
-    notice(&next_text(&mut during).await, "reset");
+    assert_eq!(notice(&next_text(&mut during).await, "reset"), "0");
     a.server
         .wait_log_async("cannot read the history of /room")
+        .await;
+    // A publish Redis cannot number reaches local members, as seq 0, and
+    // is counted.
+    a.publish("/room", "meanwhile");
+    assert_eq!(next_text(&mut during).await, "0\tmeanwhile");
+    assert_eq!(a.stats()["history_unnumbered_total"], 1);
+    a.server
+        .wait_log_async("Redis cannot number publishes now")
         .await;
     redis.spawn();
     all_connected(&[&a, &b]).await;
