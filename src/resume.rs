@@ -283,3 +283,102 @@ impl Resumes for Resumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::{mailbox, mailbox_weighed, Mailbox};
+
+    fn room() -> ChannelName {
+        ChannelName::parse("/room").unwrap()
+    }
+
+    /// A resumer whose hub has session 1 present (in no channel yet).
+    fn setup() -> (Arc<Resumer>, Mailbox<Message>, crate::hub::Presence) {
+        let hub = Arc::new(Hub::default());
+        let (poster, rx) = mailbox_weighed(2048, |m: &Message| m.len());
+        let (control, _) = mailbox(1);
+        let presence = hub.enter(1, poster, control);
+        (Arc::new(Resumer::new(hub, true)), rx, presence)
+    }
+
+    fn pending(r: &Resumer, token: u64) -> oneshot::Receiver<()> {
+        let (fence, fenced) = oneshot::channel();
+        r.lock().entry(room()).or_default().push(Pending {
+            token,
+            fence: Some(fence),
+            buffer: VecDeque::new(),
+            overflowed: false,
+        });
+        fenced
+    }
+
+    fn drain(rx: &mut Mailbox<Message>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv())
+            .map(|m| m.to_text().unwrap().to_owned())
+            .collect()
+    }
+
+    fn read(last: u64, from: u64, recovered: bool) -> Resumed {
+        Resumed {
+            epoch: "e1".into(),
+            fresh: false,
+            recovered,
+            last,
+            entries: (from..=last)
+                .map(|s| (s, Message::text(format!("m{s}"))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn before_the_fence_is_the_replay_s_after_it_the_buffer_s_never_both() {
+        let (r, mut rx, _presence) = setup();
+        let mut fenced = pending(&r, 7);
+        // Numbered before the read: not the client's (the replay has them).
+        r.numbered("/room", 3, "e1", Message::text("m3"));
+        r.fenced("/room", 99);
+        assert!(fenced.try_recv().is_err(), "another token's fence");
+        r.fenced("/room", 7);
+        assert!(fenced.try_recv().is_ok());
+        // After the fence: buffered (the read saw up to 4, so 4 is a
+        // duplicate and goes).
+        r.numbered("/room", 4, "e1", Message::text("m4"));
+        r.numbered("/room", 5, "e1", Message::text("m5"));
+        assert!(drain(&mut rx).is_empty(), "not a member yet");
+        r.complete(1, 7, &room(), Ok(read(4, 2, true)), true);
+        assert_eq!(
+            drain(&mut rx),
+            ["epoch\te1", "2\tm2", "3\tm3", "4\tm4", "5\tm5"]
+        );
+        assert!(r.lock().is_empty(), "nothing left pending");
+        // A member now: live.
+        r.numbered("/room", 6, "e1", Message::text("m6"));
+        assert_eq!(drain(&mut rx), ["6\tm6"]);
+    }
+
+    #[test]
+    fn no_fence_or_no_read_or_an_overflow_is_a_reset() {
+        let (r, mut rx, _presence) = setup();
+        let _fenced = pending(&r, 1);
+        r.complete(1, 1, &room(), Ok(read(2, 1, true)), false);
+        assert_eq!(drain(&mut rx), ["reset\te1", "1\tm1", "2\tm2"]);
+
+        let (r, mut rx, _presence) = setup();
+        let _fenced = pending(&r, 1);
+        let down = redis::RedisError::from(std::io::Error::other("down"));
+        r.complete(1, 1, &room(), Err(down), false);
+        assert_eq!(drain(&mut rx), [format!("reset\t{UNKNOWN_EPOCH}")]);
+
+        let (r, mut rx, _presence) = setup();
+        let _fenced = pending(&r, 1);
+        r.fenced("/room", 1);
+        for seq in 1..=(BUFFER as u64 + 5) {
+            r.numbered("/room", seq, "e1", Message::text("x"));
+        }
+        r.complete(1, 1, &room(), Ok(read(0, 1, true)), true);
+        let got = drain(&mut rx);
+        assert_eq!(got[0], "reset\te1");
+        assert!(got.len() <= MEMBER_QUEUE.items, "{}", got.len());
+    }
+}
