@@ -51,7 +51,7 @@ async fn numbers_are_the_same_everywhere_and_a_client_resumes_on_another_instanc
     if !redis_installed("numbers_are_the_same_everywhere") {
         return;
     }
-    let redis = Redis::start();
+    let redis = Redis::start(&[]);
     let a = Instance::start(&redis.url(), "a", HISTORY);
     let b = Instance::start(&redis.url(), "b", HISTORY);
     all_connected(&[&a, &b]).await;
@@ -109,7 +109,7 @@ async fn hopping_between_instances_while_messages_flow_misses_none_and_repeats_n
     if !redis_installed("hopping_between_instances") {
         return;
     }
-    let redis = Redis::start();
+    let redis = Redis::start(&[]);
     let instances: Vec<Instance> = ["a", "b", "c"]
         .iter()
         .map(|name| Instance::start(&redis.url(), name, HISTORY))
@@ -158,7 +158,7 @@ async fn redis_restarted_without_its_data_tells_resumers_reset_with_a_new_epoch(
     if !redis_installed("redis_restarted_without_its_data") {
         return;
     }
-    let mut redis = Redis::start();
+    let mut redis = Redis::start(&[]);
     let a = Instance::start(&redis.url(), "a", HISTORY);
     let b = Instance::start(&redis.url(), "b", HISTORY);
     all_connected(&[&a, &b]).await;
@@ -204,7 +204,7 @@ async fn a_killed_instance_s_clients_resume_on_another_and_miss_nothing() {
     if !redis_installed("a_killed_instance_s_clients") {
         return;
     }
-    let redis = Redis::start();
+    let redis = Redis::start(&[]);
     let mut doomed = Instance::start(&redis.url(), "doomed", HISTORY);
     let other = Instance::start(&redis.url(), "other", HISTORY);
     all_connected(&[&doomed, &other]).await;

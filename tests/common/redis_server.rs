@@ -1,5 +1,11 @@
-//! A redis-server of a test's own on a free loopback port, and wspipe
-//! instances on it (for the `--redis` tests that share them).
+//! A redis-server of a test's own on a free loopback port, with its
+//! configuration on the command line and its files in a temporary
+//! directory, and wspipe instances on it (tests/redis.rs,
+//! tests/redis_history.rs).
+//!
+//! Without /usr/bin/redis-server the tests say so on stderr and return;
+//! with `WSPIPE_REDIS_TESTS=1` (as .ci/run sets) a missing redis-server is
+//! a failure instead.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::shared::{ctl, ctl_stats};
-use super::{bin, wait_until, wait_until_async, Server, TIMEOUT};
+use super::{bin, signal, wait_until, wait_until_async, Server, TIMEOUT};
 
 pub const REDIS_BIN: &str = "/usr/bin/redis-server";
 
@@ -31,30 +37,70 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A redis-server without persistence; killed when dropped.
+/// A redis-server of our own; killed when dropped.
 pub struct Redis {
     pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub extra: Vec<String>,
+    /// Serves TLS only (on `port`).
+    pub tls: bool,
+    pub child: Option<Child>,
 }
 
 impl Redis {
-    pub fn start() -> Redis {
+    pub fn start(extra: &[&str]) -> Redis {
         let mut redis = Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: false,
             child: None,
         };
         redis.spawn();
         redis
     }
 
+    /// A Redis serving TLS only, with `cert`/`key` (PEM).
+    pub fn start_tls(cert: &Path, key: &Path) -> Redis {
+        let port = free_port();
+        let mut redis = Redis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            extra: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert.to_str().unwrap().into(),
+                "--tls-key-file".into(),
+                key.to_str().unwrap().into(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            tls: true,
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// A Redis that is not running yet, on a port of its own.
+    pub fn not_started() -> Redis {
+        Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            tls: false,
+            child: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again, on the same port, with no data) and waits until
-    /// it answers.
+    /// Starts it (again, on the same port) and waits until it answers.
     pub fn spawn(&mut self) {
         let port = self.port.to_string();
         let child = Command::new(REDIS_BIN)
@@ -62,6 +108,7 @@ impl Redis {
             .args(["--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -69,10 +116,21 @@ impl Redis {
             .expect("start redis-server");
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let tls = self.tls;
         assert!(
-            wait_until(TIMEOUT, || answers(addr)),
+            wait_until(TIMEOUT, || if tls {
+                TcpStream::connect(addr).is_ok()
+            } else {
+                answers(addr)
+            }),
             "redis-server on {addr} does not answer"
         );
+    }
+
+    /// Sends `sig` (SIGSTOP, SIGCONT) to the running server.
+    pub fn signal(&self, sig: i32) {
+        let child = self.child.as_ref().expect("running");
+        signal(child.id(), sig);
     }
 
     /// SIGKILL, and reaped.
@@ -90,7 +148,7 @@ impl Drop for Redis {
     }
 }
 
-/// Redis answers a PING.
+/// Redis answers a PING (with PONG, or NOAUTH when it wants a password).
 fn answers(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
@@ -103,7 +161,7 @@ fn answers(addr: SocketAddr) -> bool {
     matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
 }
 
-/// One wspipe instance on a test's Redis, with a control socket.
+/// One wspipe instance on the test's Redis, with a control socket.
 pub struct Instance {
     pub server: Server,
     pub ctl: String,
@@ -114,11 +172,16 @@ impl Instance {
     /// `wspipe --redis URL --instance NAME --control SOCK ARGS...`, once
     /// it has started.
     pub fn start(redis: &str, name: &str, args: &[&str]) -> Instance {
+        Self::start_cmd(Command::new(bin()), redis, name, args)
+    }
+
+    /// Same with a prepared command (its environment).
+    pub fn start_cmd(cmd: Command, redis: &str, name: &str, args: &[&str]) -> Instance {
         let dir = tempfile::tempdir().unwrap();
         let ctl = dir.path().join("ctl.sock").to_str().unwrap().to_owned();
         let mut all = vec!["--redis", redis, "--instance", name, "--control", &ctl];
         all.extend_from_slice(args);
-        let server = Server::start_cmd(Command::new(bin()), &all);
+        let server = Server::start_cmd(cmd, &all);
         server.wait_log("control socket at");
         Instance {
             server,
@@ -131,6 +194,10 @@ impl Instance {
         ctl_stats(&self.ctl)
     }
 
+    pub fn stat(&self, key: &str) -> u64 {
+        self.stats()[key].as_u64().unwrap_or(0)
+    }
+
     pub fn connected(&self) -> bool {
         self.stats()["redis_connected"] == serde_json::Value::Bool(true)
     }
@@ -141,7 +208,7 @@ impl Instance {
     }
 }
 
-/// Waits until every instance has its connections to Redis up.
+/// Waits until every instance has both connections to Redis up.
 pub async fn all_connected(instances: &[&Instance]) {
     let ok = wait_until_async(TIMEOUT, || instances.iter().all(|i| i.connected())).await;
     assert!(ok, "not every instance connected to Redis");
