@@ -254,3 +254,56 @@ async fn a_killed_instance_s_clients_resume_on_another_and_miss_nothing() {
         }
     }
 }
+
+/// Figures (ignored: run with `--ignored --nocapture`): publish-to-delivery
+/// with history in Redis, where the publisher's own members wait one
+/// round trip too, and the time to resume 1,000 messages on another
+/// instance.
+#[tokio::test]
+#[ignore]
+async fn figures_numbered_delivery_and_resume() {
+    if !redis_installed("figures_numbered_delivery_and_resume") {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let args = &["--pubsub", "--history", "1000"];
+    let a = Instance::start(&redis.url(), "a", args);
+    let b = Instance::start(&redis.url(), "b", args);
+    all_connected(&[&a, &b]).await;
+    let mut sender = connect(&a.server.url("/f")).await;
+    let mut local = connect(&a.server.url("/f")).await;
+    let mut remote = connect(&b.server.url("/f")).await;
+    let rounds = 2000;
+    let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let m = format!("r{i}");
+        let start = std::time::Instant::now();
+        send_text(&mut sender, &m).await;
+        assert_eq!(next_text(&mut local).await, m);
+        to_local.push(start.elapsed());
+        assert_eq!(next_text(&mut remote).await, m);
+        to_remote.push(start.elapsed());
+        assert_eq!(next_text(&mut sender).await, m);
+    }
+    let pct = |v: &mut Vec<std::time::Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    eprintln!(
+        "numbered, one at a time, {rounds} rounds: this instance p50 {:?} p99 {:?}; other instance p50 {:?} p99 {:?}",
+        pct(&mut to_local, 0.5),
+        pct(&mut to_local, 0.99),
+        pct(&mut to_remote, 0.5),
+        pct(&mut to_remote, 0.99)
+    );
+    let start = std::time::Instant::now();
+    let since = rounds - 1000;
+    let mut back = connect(&b.server.url(&format!("/f?since={since}"))).await;
+    for i in since..rounds {
+        assert_eq!(next_text(&mut back).await, format!("r{i}"));
+    }
+    eprintln!(
+        "a resume of 1000 messages on the other instance: {:?} from connect to the last",
+        start.elapsed()
+    );
+}
