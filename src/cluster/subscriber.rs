@@ -1,6 +1,8 @@
 //! The subscriber task: one PSUBSCRIBE to every wspipe channel, each
 //! message from another instance handed to the [`Deliver`] in the order
 //! Redis sent it; our own are dropped (our members had them directly).
+//! With `--history`, numbered messages (ours too: nobody had them before
+//! Redis numbered them) and our fences go to the [`Resumes`] instead.
 //!
 //! A subscribed connection that goes quiet may be dead (a Redis that was
 //! stopped, a network that drops packets): it is PINGed every
