@@ -44,6 +44,10 @@ pub struct Resumer {
     /// `--history-ids`.
     ids: bool,
     pending: Mutex<HashMap<ChannelName, Vec<Pending>>>,
+    /// The epoch each channel's numbered messages last came with here, to
+    /// tell live members when it changes (Redis lost its data, or the
+    /// history expired): at most [`EPOCHS`] channels, then forgotten.
+    epochs: Mutex<HashMap<ChannelName, Arc<str>>>,
     tokens: AtomicU64,
     /// Publishes served to local members only, un-numbered, while Redis
     /// could not number them.
@@ -76,6 +80,7 @@ impl Resumer {
             hub,
             ids,
             pending: Mutex::default(),
+            epochs: Mutex::default(),
             tokens: AtomicU64::new(1),
             unnumbered: AtomicU64::new(0),
             told: AtomicBool::new(false),
@@ -179,6 +184,12 @@ impl Resumer {
         }
         let owed = match read {
             Ok(resumed) => {
+                // The read may be the first to see a new run (Redis lost
+                // its data): the members already here are told now.
+                if self.note_epoch(channel, &resumed.epoch) && self.ids {
+                    let notice = format!("reset\t{}", resumed.epoch);
+                    self.hub.publish(channel, Message::text(notice));
+                }
                 if !fenced {
                     tracing::warn!(
                         id,
@@ -242,8 +253,34 @@ impl Resumer {
 /// queue holds.
 const BUFFER: usize = MEMBER_QUEUE.items;
 
+/// Most channels whose epoch is remembered; past it the map starts
+/// afresh (an epoch change right then goes untold to live members; their
+/// next resume is still told).
+const EPOCHS: usize = 65_536;
+
+impl Resumer {
+    /// Remembers `epoch` as `channel`'s; true when it replaces another.
+    fn note_epoch(&self, channel: &ChannelName, epoch: &str) -> bool {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        match epochs.get_mut(channel) {
+            Some(known) if &**known == epoch => false,
+            Some(known) => {
+                *known = epoch.into();
+                true
+            }
+            None => {
+                if epochs.len() >= EPOCHS {
+                    epochs.clear();
+                }
+                epochs.insert(channel.clone(), epoch.into());
+                false
+            }
+        }
+    }
+}
+
 impl Resumes for Resumer {
-    fn numbered(&self, channel: &str, seq: u64, _epoch: &str, message: Message) {
+    fn numbered(&self, channel: &str, seq: u64, epoch: &str, message: Message) {
         // Another instance checked the name; one that did not (or a
         // stranger on Redis) is ignored.
         let Ok(channel) = ChannelName::parse(channel) else {
@@ -263,6 +300,12 @@ impl Resumes for Resumer {
                 }
                 waiter.buffer.push_back((seq, message.clone()));
             }
+        }
+        // A new run of the numbers: live members are told, as resumers
+        // are (with --history-ids), before its first message.
+        if self.note_epoch(&channel, epoch) && self.ids {
+            self.hub
+                .publish(&channel, Message::text(format!("reset\t{epoch}")));
         }
         // Under the lock: a client that completes now is either a member
         // before this or has it in its buffer, never both.

@@ -191,9 +191,12 @@ async fn redis_restarted_without_its_data_tells_resumers_reset_with_a_new_epoch(
     let mut back = connect(&b.server.url(&format!("/room?since=5&epoch={old}"))).await;
     let new = notice(&next_text(&mut back).await, "reset");
     assert_ne!(new, old, "a new epoch");
-    // Numbering starts again at 1 under it.
+    // Numbering starts again at 1 under it; a client that stayed
+    // connected throughout is told too, before the first message.
     a.publish("/room", "fresh");
     assert_eq!(next_text(&mut back).await, "1\tfresh");
+    assert_eq!(notice(&next_text(&mut all).await, "reset"), new);
+    assert_eq!(next_text(&mut all).await, "1\tfresh");
     let mut resumed = connect(&a.server.url(&format!("/room?since=0&epoch={new}"))).await;
     assert_eq!(notice(&next_text(&mut resumed).await, "epoch"), new);
     assert_eq!(next_text(&mut resumed).await, "1\tfresh");
