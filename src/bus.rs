@@ -9,6 +9,11 @@
 //! publish`. Publishes are serialised here across the hub and the
 //! forward, so the other instances see this instance's messages in the
 //! order its own members did.
+//!
+//! With `--history` and `--redis` a publish is numbered in Redis first and
+//! every instance, this one included, delivers it when it comes back
+//! ([`crate::resume`]): one numbering for all, so a client resumes
+//! anywhere.
 
 use std::sync::{Arc, Mutex};
 
