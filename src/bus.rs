@@ -9,14 +9,21 @@
 //! publish`. Publishes are serialised here across the hub and the
 //! forward, so the other instances see this instance's messages in the
 //! order its own members did.
+//!
+//! With `--history` and `--redis` a publish is numbered in Redis first and
+//! every instance, this one included, delivers it when it comes back
+//! ([`crate::resume`]): one numbering for all, so a client resumes
+//! anywhere.
 
 use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cluster::{self, Cluster, Deliver, InstanceName};
+use crate::config::HistoryFlags;
 use crate::history::{History, Position};
 use crate::hub::{ChannelName, Delivery, Hub};
+use crate::resume::Resumer;
 use crate::shutdown::Shutdown;
 
 /// The channels of this instance, and of its peers with `--redis`; a
@@ -28,10 +35,12 @@ pub struct Bus(Arc<Inner>);
 struct Inner {
     hub: Arc<Hub>,
     cluster: Option<Cluster>,
-    /// `--history`: each publish is numbered and kept, and a joining
-    /// client catches up (this instance alone for now: not with
-    /// `--redis`).
+    /// `--history` without `--redis`: each publish is numbered and kept
+    /// here, and a joining client catches up.
     history: Option<History>,
+    /// `--history` with `--redis`: numbered in Redis, delivered from
+    /// there ([`crate::resume`]).
+    resumer: Option<Arc<Resumer>>,
     /// Held across the local publish and the forward (only with a
     /// cluster), so both see one order.
     order: Mutex<()>,
@@ -62,24 +71,42 @@ impl Bus {
             hub,
             cluster: None,
             history,
+            resumer: None,
             order: Mutex::new(()),
         }))
     }
 
-    /// A bus shared with the other instances on `settings`' Redis; starts
-    /// its tasks (so needs a tokio runtime). Messages of other instances
-    /// longer than `largest` bytes are dropped (and counted).
+    /// A bus shared with the other instances on `settings`' Redis, with
+    /// `--history` kept there if given; starts its tasks (so needs a tokio
+    /// runtime). Messages of other instances longer than `largest` bytes
+    /// are dropped (and counted).
     pub fn clustered(
         hub: Arc<Hub>,
         settings: &cluster::Settings,
         largest: usize,
+        history: Option<HistoryFlags>,
         shutdown: &Shutdown,
     ) -> Self {
-        let cluster = Cluster::start(settings, largest, Arc::new(ToHub(hub.clone())), shutdown);
+        let resumer = history.map(|h| Arc::new(Resumer::new(hub.clone(), h.ids)));
+        let numbered = history.zip(resumer.clone()).map(|(h, r)| {
+            let settings = cluster::stream::Settings {
+                depth: h.depth,
+                ttl_secs: h.ttl.as_secs().max(1),
+            };
+            (settings, r as Arc<dyn cluster::stream::Resumes>)
+        });
+        let cluster = Cluster::start_with_history(
+            settings,
+            largest,
+            Arc::new(ToHub(hub.clone())),
+            numbered,
+            shutdown,
+        );
         Bus(Arc::new(Inner {
             hub,
             cluster: Some(cluster),
             history: None,
+            resumer,
             order: Mutex::new(()),
         }))
     }
@@ -95,6 +122,9 @@ impl Bus {
                 None => hub.publish(channel, message),
             };
         };
+        if let (Some(resumer), Some(link)) = (&self.0.resumer, cluster.history()) {
+            return resumer.publish(link, channel, message);
+        }
         // Poison is moot: nothing is guarded but the order.
         let _order = self.0.order.lock().unwrap_or_else(|e| e.into_inner());
         cluster.forward(channel.as_str(), &message);
@@ -113,6 +143,12 @@ impl Bus {
         position: Option<&Position>,
     ) -> Option<bool> {
         let hub = &self.0.hub;
+        let remote = self.0.cluster.as_ref().and_then(Cluster::history);
+        if let (Some(resumer), Some(link)) = (&self.0.resumer, remote) {
+            // Caught up in the background: whether it all was, is logged.
+            resumer.join(link, id, channel, position);
+            return None;
+        }
         let Some(history) = &self.0.history else {
             let _ = hub.subscribe(id, channel);
             return None;
@@ -127,7 +163,13 @@ impl Bus {
 
     /// Whether `--history` is on.
     pub fn keeps_history(&self) -> bool {
-        self.0.history.is_some()
+        self.0.history.is_some() || self.0.resumer.is_some()
+    }
+
+    /// With `--history` and `--redis`: publishes served un-numbered to
+    /// local members only because Redis could not number them.
+    pub fn history_unnumbered(&self) -> Option<u64> {
+        self.0.resumer.as_ref().map(|r| r.unnumbered_total())
     }
 
     /// What the histories hold, with `--history`.

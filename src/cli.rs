@@ -122,7 +122,9 @@ pub struct Cli {
     /// Keep the last N messages of each channel (1 to 1000), numbered per
     /// channel from 1: a client that reconnects with ?since=SEQ (or
     /// Last-Event-ID: SEQ) first gets what it missed, then the live
-    /// stream. See docs/channels.md.
+    /// stream. With --redis the history is kept in Redis, numbered the
+    /// same on every instance, so a client resumes on any of them. See
+    /// docs/channels.md and docs/scale-out.md.
     #[arg(long, value_name = "N")]
     pub history: Option<usize>,
 

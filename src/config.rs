@@ -437,11 +437,6 @@ fn history(cli: &Cli) -> Result<Option<HistoryFlags>, ConfigError> {
             "--history {depth}: keep 1 to {MAX_DEPTH} messages per channel"
         )));
     }
-    if cli.redis.is_some() {
-        return Err(bad(
-            "--history with --redis is not built yet (history in a Redis stream is planned)",
-        ));
-    }
     if cli.history_ttl == 0 {
         return Err(bad("--history-ttl must be at least 1 second"));
     }

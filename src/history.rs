@@ -352,7 +352,7 @@ impl Record {
 }
 
 /// `message` with `SEQ<TAB>` in front (bytes of a binary one).
-fn with_id(seq: u64, message: Message) -> Message {
+pub fn with_id(seq: u64, message: Message) -> Message {
     match message {
         Message::Text(text) => Message::text(format!("{seq}\t{}", text.as_str())),
         Message::Binary(data) => {

@@ -70,6 +70,7 @@ pub mod process;
 pub mod proxy;
 pub mod pubsub;
 pub mod reload;
+pub mod resume;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -128,7 +128,13 @@ impl State {
         let hub = Arc::new(Hub::new(config.overflow, events.clone()));
         let shutdown = Shutdown::new();
         let bus = match &config.cluster {
-            Some(settings) => Bus::clustered(hub, settings, largest_publish(&config), &shutdown),
+            Some(settings) => Bus::clustered(
+                hub,
+                settings,
+                largest_publish(&config),
+                config.history,
+                &shutdown,
+            ),
             None => Bus::local_with_history(hub, config.history.map(History::new)),
         };
         let shared = Shared::new(

@@ -236,15 +236,16 @@ fn bad_history_flags_exit_2_with_one_line() {
             vec!["--pubsub", "--history", "5", "--history-ttl", "0"],
             "at least 1 second",
         ),
+        // With --redis the history is kept in Redis: the same checks.
         (
             vec![
                 "--pubsub",
                 "--history",
-                "5",
+                "1001",
                 "--redis",
                 "redis://127.0.0.1:1/",
             ],
-            "not built yet",
+            "1 to 1000",
         ),
     ] {
         assert_usage_error(&args, needle);

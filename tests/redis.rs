@@ -21,12 +21,6 @@ use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Waits until every instance has both connections to Redis up.
-async fn all_connected(instances: &[&Instance]) {
-    let ok = wait_until_async(TIMEOUT, || instances.iter().all(|i| i.connected())).await;
-    assert!(ok, "not every instance connected to Redis");
-}
-
 /// The next `n` text messages of `ws`.
 async fn texts(ws: &mut Ws, n: usize) -> Vec<String> {
     let mut got = Vec::with_capacity(n);

@@ -15,6 +15,8 @@ use super::Counters;
 pub(super) enum Role {
     Publish,
     Subscribe,
+    /// `--history`: numbering publishes and reading resumes.
+    History,
 }
 
 impl Role {
@@ -22,6 +24,7 @@ impl Role {
         match self {
             Role::Publish => "publish",
             Role::Subscribe => "subscribe",
+            Role::History => "history",
         }
     }
 }

@@ -27,9 +27,11 @@
 
 pub mod codec;
 mod link;
+pub mod numbered;
 pub mod presence;
 mod publisher;
 pub mod rpc;
+pub mod stream;
 mod subscriber;
 pub mod target;
 
@@ -90,6 +92,8 @@ struct Inner {
     counters: Arc<Counters>,
     publish: Arc<Link>,
     subscribe: Arc<Link>,
+    /// `--history`: numbering and resumes ([`stream`]).
+    history: Option<stream::HistoryLink>,
 }
 
 /// One message on its way to Redis.
@@ -138,6 +142,18 @@ impl Cluster {
         deliver: Arc<dyn Deliver>,
         shutdown: &Shutdown,
     ) -> Self {
+        Self::start_with_history(settings, largest, deliver, None, shutdown)
+    }
+
+    /// [`Cluster::start`], with `--history` kept in Redis when `history`
+    /// is given: numbered messages and fences go to its [`stream::Resumes`].
+    pub fn start_with_history(
+        settings: &Settings,
+        largest: usize,
+        deliver: Arc<dyn Deliver>,
+        history: Option<(stream::Settings, Arc<dyn stream::Resumes>)>,
+        shutdown: &Shutdown,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let shown = settings.target.to_string();
         let publish = Arc::new(Link::new(Role::Publish, shown.clone(), counters.clone()));
@@ -165,6 +181,7 @@ impl Cluster {
                 counters: counters.clone(),
                 garbled: AtomicBool::new(false),
                 oversized: AtomicBool::new(false),
+                resumes: history.as_ref().map(|(_, r)| r.clone()),
             },
             shutdown.clone(),
         ));
@@ -174,12 +191,28 @@ impl Cluster {
             origin.nonce,
             settings.target
         );
+        let history = history.map(|(history, _)| {
+            let link = Arc::new(Link::new(
+                Role::History,
+                settings.target.to_string(),
+                counters.clone(),
+            ));
+            stream::HistoryLink::start(
+                settings.target.publishing_client().clone(),
+                history,
+                origin.clone(),
+                link,
+                counters.clone(),
+                shutdown,
+            )
+        });
         Cluster(Arc::new(Inner {
             outbox,
             origin,
             counters,
             publish,
             subscribe,
+            history,
         }))
     }
 
@@ -199,6 +232,11 @@ impl Cluster {
         }
     }
 
+    /// The history in Redis, with `--history`.
+    pub fn history(&self) -> Option<&stream::HistoryLink> {
+        self.0.history.as_ref()
+    }
+
     pub fn instance(&self) -> &InstanceName {
         &self.0.origin.name
     }
@@ -206,7 +244,13 @@ impl Cluster {
     pub fn stats(&self) -> Stats {
         let c = &self.0.counters;
         Stats {
-            connected: self.0.publish.is_up() && self.0.subscribe.is_up(),
+            connected: self.0.publish.is_up()
+                && self.0.subscribe.is_up()
+                && self
+                    .0
+                    .history
+                    .as_ref()
+                    .is_none_or(stream::HistoryLink::is_up),
             published: c.published.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),

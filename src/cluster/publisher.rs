@@ -66,7 +66,7 @@ pub(super) async fn run(
 /// A connection that answered a PING (so a password we lack shows here,
 /// as `NOAUTH`, not at the first publish), and the token the redis crate
 /// cancels when it sees the connection close.
-async fn connect(
+pub(super) async fn connect(
     client: &redis::Client,
 ) -> Result<(MultiplexedConnection, CancellationToken), RedisError> {
     let gone = CancellationToken::new();

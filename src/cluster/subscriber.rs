@@ -1,6 +1,8 @@
 //! The subscriber task: one PSUBSCRIBE to every wspipe channel, each
 //! message from another instance handed to the [`Deliver`] in the order
 //! Redis sent it; our own are dropped (our members had them directly).
+//! With `--history`, numbered messages (ours too: nobody had them before
+//! Redis numbered them) and our fences go to the [`Resumes`] instead.
 //!
 //! A subscribed connection that goes quiet may be dead (a Redis that was
 //! stopped, a network that drops packets): it is PINGed every
@@ -17,6 +19,8 @@ use redis::RedisError;
 
 use super::codec::{self, Origin};
 use super::link::Link;
+use super::numbered;
+use super::stream::Resumes;
 use super::{Counters, Deliver, RECONNECT, TIMEOUT};
 use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
@@ -37,6 +41,8 @@ pub(super) struct Task {
     pub garbled: AtomicBool,
     /// A message too big was logged already.
     pub oversized: AtomicBool,
+    /// `--history`: where numbered messages and fences go.
+    pub resumes: Option<Arc<dyn Resumes>>,
 }
 
 /// Runs until shutdown.
@@ -137,7 +143,13 @@ impl Task {
         let Some(channel) = codec::channel_of(msg.get_channel_name()) else {
             return;
         };
-        let decoded = match codec::decode(msg.get_payload_bytes()) {
+        let payload = msg.get_payload_bytes();
+        match payload.first() {
+            Some(&numbered::NUMBERED) => return self.take_numbered(channel, payload),
+            Some(&numbered::FENCE) => return self.take_fence(channel, payload),
+            _ => {}
+        }
+        let decoded = match codec::decode(payload) {
             Ok(decoded) => decoded,
             Err(e) => {
                 self.counters.lost(1);
@@ -175,5 +187,52 @@ impl Task {
         }
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         self.deliver.deliver(channel, decoded.message);
+    }
+
+    /// A numbered message: every instance's, its own included, to the
+    /// resumes; without `--history` here, another instance's is
+    /// delivered plainly (an instance configured without it still hears
+    /// those configured with it).
+    fn take_numbered(&self, channel: &str, payload: &[u8]) {
+        let decoded = match numbered::decode(payload) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                self.counters.lost(1);
+                if !self.garbled.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "redis: dropped a numbered message on {channel:?} that does not parse ({e}); further ones are only counted"
+                    );
+                }
+                return;
+            }
+        };
+        if decoded.message.len() > self.largest {
+            self.counters.lost(1);
+            return;
+        }
+        match &self.resumes {
+            Some(resumes) => {
+                if decoded.nonce != self.origin.nonce {
+                    self.counters.received.fetch_add(1, Ordering::Relaxed);
+                }
+                resumes.numbered(channel, decoded.seq, decoded.epoch, decoded.message);
+            }
+            None if decoded.nonce != self.origin.nonce => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.deliver.deliver(channel, decoded.message);
+            }
+            None => {}
+        }
+    }
+
+    /// A fence: ours to the resumes, others' ignored.
+    fn take_fence(&self, channel: &str, payload: &[u8]) {
+        let (Some(resumes), Ok((nonce, token))) = (&self.resumes, numbered::decode_fence(payload))
+        else {
+            return;
+        };
+        if nonce == self.origin.nonce {
+            resumes.fenced(channel, token);
+        }
     }
 }

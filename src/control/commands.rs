@@ -291,6 +291,7 @@ fn stats(registry: &Registry, bus: &Bus, shared: &Shared) -> Response {
             redis_published_total: redis.map(|r| r.published),
             redis_received_total: redis.map(|r| r.received),
             redis_dropped_total: redis.map(|r| r.dropped),
+            history_unnumbered_total: bus.history_unnumbered(),
         }),
         ..Response::ok()
     }

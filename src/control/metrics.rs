@@ -148,6 +148,14 @@ pub fn render(registry: &Registry, bus: &Bus, shared: &Shared) -> String {
             gauge(&mut m, name, help, value);
         }
     }
+    if let Some(n) = bus.history_unnumbered() {
+        counter(
+            &mut m,
+            "history_unnumbered",
+            "Publishes served un-numbered to local members only: Redis could not number them (--history with --redis)",
+            n,
+        );
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m);

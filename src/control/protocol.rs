@@ -279,6 +279,10 @@ pub struct Stats {
     /// long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_dropped_total: Option<u64>,
+    /// With `--history` and `--redis`: publishes served un-numbered to
+    /// local members only, because Redis could not number them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_unnumbered_total: Option<u64>,
 }
 
 /// One endpoint's shared child (`--shared`), as listed.

@@ -142,6 +142,7 @@ pub fn stats_text(s: &Stats) -> String {
         ("redis_published_total", s.redis_published_total),
         ("redis_received_total", s.redis_received_total),
         ("redis_dropped_total", s.redis_dropped_total),
+        ("history_unnumbered_total", s.history_unnumbered_total),
     ];
     for (k, v) in optional {
         if let Some(v) = v {

@@ -1,6 +1,10 @@
 //! A redis-server of a test's own (Debian's, on a free loopback port, its
 //! files in a temporary directory) and wspipe instances on it; shared by
-//! tests/redis.rs and tests/redis_control.rs.
+//! tests/redis.rs, tests/redis_control.rs and tests/redis_history.rs.
+//!
+//! Without /usr/bin/redis-server the tests say so on stderr and return;
+//! with `WSPIPE_REDIS_TESTS=1` (as .ci/run sets) a missing redis-server is
+//! a failure instead.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::shared::{ctl, ctl_stats};
-use super::{bin, signal, wait_until, Server, TIMEOUT};
+use super::{bin, signal, wait_until, wait_until_async, Server, TIMEOUT};
 
 pub const REDIS_BIN: &str = "/usr/bin/redis-server";
 
@@ -201,4 +205,10 @@ impl Instance {
         let out = ctl(&self.ctl, &["publish", channel, message]);
         assert!(out.status.success(), "ctl publish: {out:?}");
     }
+}
+
+/// Waits until every instance has both connections to Redis up.
+pub async fn all_connected(instances: &[&Instance]) {
+    let ok = wait_until_async(TIMEOUT, || instances.iter().all(|i| i.connected())).await;
+    assert!(ok, "not every instance connected to Redis");
 }
