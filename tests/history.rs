@@ -5,35 +5,8 @@
 
 mod common;
 
+use common::history::{bodies, notice, publish_all, split_seq};
 use common::*;
-
-/// The epoch of an `epoch<TAB>E` (or `reset<TAB>E`) notice.
-fn notice(text: &str, word: &str) -> String {
-    let (got, epoch) = text.split_once('\t').expect("a notice");
-    assert_eq!(got, word, "{text}");
-    epoch.to_owned()
-}
-
-/// Publishes `texts` from a `--pubsub` client of `url`, each after the
-/// one before came back (the sender is a member: it gets its own).
-async fn publish_all(url: &str, texts: &[String]) {
-    let mut publisher = connect(url).await;
-    let _epoch = next_text(&mut publisher).await;
-    for text in texts {
-        send_text(&mut publisher, text).await;
-        loop {
-            let got = next_text(&mut publisher).await;
-            if got.ends_with(&format!("\t{text}")) {
-                break;
-            }
-        }
-    }
-    let _ = publisher.close(None).await;
-}
-
-fn numbered(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
-    range.map(|i| format!("m{i}")).collect()
-}
 
 #[tokio::test]
 async fn a_client_that_comes_back_with_since_gets_what_it_missed_then_the_live_stream() {
@@ -41,19 +14,19 @@ async fn a_client_that_comes_back_with_since_gets_what_it_missed_then_the_live_s
     let room = server.url("/room");
     let mut first = connect(&room).await;
     let epoch = notice(&next_text(&mut first).await, "epoch");
-    publish_all(&room, &numbered(1..=3)).await;
+    publish_all(&room, &bodies(1..=3)).await;
     for seq in 1..=3 {
         assert_eq!(next_text(&mut first).await, format!("{seq}\tm{seq}"));
     }
     first.close(None).await.unwrap();
 
-    publish_all(&room, &numbered(4..=6)).await;
+    publish_all(&room, &bodies(4..=6)).await;
     let mut back = connect(&server.url(&format!("/room?since=3&epoch={epoch}"))).await;
     assert_eq!(notice(&next_text(&mut back).await, "epoch"), epoch);
     for seq in 4..=6 {
         assert_eq!(next_text(&mut back).await, format!("{seq}\tm{seq}"));
     }
-    publish_all(&room, &numbered(7..=7)).await;
+    publish_all(&room, &bodies(7..=7)).await;
     assert_eq!(next_text(&mut back).await, "7\tm7", "then the live stream");
 
     // Last-Event-ID, as EventSource-style clients send it; since=0 is
@@ -75,7 +48,7 @@ async fn a_client_that_comes_back_with_since_gets_what_it_missed_then_the_live_s
 async fn a_gap_history_cannot_cover_or_another_epoch_is_told_reset() {
     let server = Server::start(&["--pubsub", "--history", "3", "--history-ids"]);
     let room = server.url("/room");
-    publish_all(&room, &numbered(1..=6)).await;
+    publish_all(&room, &bodies(1..=6)).await;
     // Held: 4, 5, 6. At 2, message 3 is gone for good.
     let mut late = connect(&server.url("/room?since=2")).await;
     let epoch = notice(&next_text(&mut late).await, "reset");
@@ -100,7 +73,7 @@ async fn reconnecting_over_and_over_while_messages_flow_misses_none_and_repeats_
     const TOTAL: u32 = 1500;
     let publisher = tokio::spawn({
         let room = room.clone();
-        async move { publish_all(&room, &numbered(1..=TOTAL)).await }
+        async move { publish_all(&room, &bodies(1..=TOTAL)).await }
     });
     let mut seen: Vec<u64> = Vec::new();
     let mut epoch: Option<String> = None;
@@ -120,9 +93,7 @@ async fn reconnecting_over_and_over_while_messages_flow_misses_none_and_repeats_
         );
         // A few messages on each connection, then away again.
         for _ in 0..7 {
-            let text = next_text(&mut ws).await;
-            let (seq, body) = text.split_once('\t').unwrap();
-            let seq: u64 = seq.parse().unwrap();
+            let (seq, body) = split_seq(&next_text(&mut ws).await);
             assert_eq!(body, format!("m{seq}"));
             seen.push(seq);
             if seq == u64::from(TOTAL) {
@@ -134,11 +105,7 @@ async fn reconnecting_over_and_over_while_messages_flow_misses_none_and_repeats_
     }
     publisher.await.unwrap();
     // Every message once, in order: the first that is not says how.
-    let wrong = (1..=u64::from(TOTAL))
-        .zip(&seen)
-        .find(|(want, got)| want != *got);
-    assert_eq!(wrong, None, "(expected, got) at the first difference");
-    assert_eq!(seen.len(), TOTAL as usize);
+    common::history::assert_each_once_in_order(&seen, TOTAL);
     assert!(reconnects > 100, "{reconnects} reconnects");
 }
 

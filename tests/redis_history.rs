@@ -6,45 +6,11 @@
 
 mod common;
 
+use common::history::{bodies, notice, publish_all, split_seq};
 use common::redis::{all_connected, redis_installed, Instance, Redis};
 use common::*;
 
 const HISTORY: &[&str] = &["--pubsub", "--history", "1000", "--history-ids"];
-
-/// The epoch of an `epoch<TAB>E` (or `reset<TAB>E`) notice.
-fn notice(text: &str, word: &str) -> String {
-    let (got, epoch) = text.split_once('\t').expect("a notice");
-    assert_eq!(got, word, "{text}");
-    epoch.to_owned()
-}
-
-/// `SEQ<TAB>BODY`, split.
-fn numbered(text: &str) -> (u64, String) {
-    let (seq, body) = text.split_once('\t').expect("SEQ<TAB>");
-    (seq.parse().expect("a seq"), body.to_owned())
-}
-
-/// Publishes `texts` from a `--pubsub` client of `url`, each after the
-/// one before came back numbered (the sender is a member: it gets its
-/// own, through Redis).
-async fn publish_all(url: &str, texts: &[String]) {
-    let mut publisher = connect(url).await;
-    notice(&next_text(&mut publisher).await, "epoch");
-    for text in texts {
-        send_text(&mut publisher, text).await;
-        loop {
-            let got = next_text(&mut publisher).await;
-            if got.ends_with(&format!("\t{text}")) {
-                break;
-            }
-        }
-    }
-    let _ = publisher.close(None).await;
-}
-
-fn bodies(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
-    range.map(|i| format!("m{i}")).collect()
-}
 
 #[tokio::test]
 async fn numbers_are_the_same_everywhere_and_a_client_resumes_on_another_instance() {
@@ -134,7 +100,7 @@ async fn hopping_between_instances_while_messages_flow_misses_none_and_repeats_n
         let got = notice(&next_text(&mut ws).await, "epoch");
         assert_eq!(epoch.get_or_insert(got.clone()), &got, "one epoch");
         for _ in 0..5 {
-            let (seq, body) = numbered(&next_text(&mut ws).await);
+            let (seq, body) = split_seq(&next_text(&mut ws).await);
             assert_eq!(body, format!("m{seq}"));
             seen.push(seq);
             if seq == u64::from(TOTAL) {
@@ -145,11 +111,7 @@ async fn hopping_between_instances_while_messages_flow_misses_none_and_repeats_n
         hops += 1;
     }
     publisher.await.unwrap();
-    let wrong = (1..=u64::from(TOTAL))
-        .zip(&seen)
-        .find(|(want, got)| want != *got);
-    assert_eq!(wrong, None, "(expected, got) at the first difference");
-    assert_eq!(seen.len(), TOTAL as usize);
+    common::history::assert_each_once_in_order(&seen, TOTAL);
     assert!(hops > 60, "{hops} hops");
 }
 
