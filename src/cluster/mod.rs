@@ -30,6 +30,7 @@ mod link;
 pub mod numbered;
 pub mod presence;
 mod publisher;
+mod pump;
 pub mod rpc;
 pub mod stream;
 mod subscriber;

@@ -25,19 +25,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
-use redis::RedisError;
+use redis::{Pipeline, RedisError};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Origin};
 use super::link::Link;
 use super::numbered;
-use super::{Counters, OUTBOX, RECONNECT};
-use crate::backoff::Backoff;
-use crate::mailbox::{Mailbox, Poster};
+use super::pump;
+use super::{Counters, OUTBOX};
+use crate::mailbox::Poster;
 use crate::shutdown::Shutdown;
 
 /// Numbers, keeps and publishes one message.
@@ -194,7 +193,7 @@ impl HistoryLink {
             counters,
             epochs: AtomicU64::new(0),
         });
-        shutdown.spawn(run(client, queue, shared.clone(), shutdown.clone()));
+        shutdown.spawn(pump::run(client, queue, shared.clone(), shutdown.clone()));
         HistoryLink(shared)
     }
 
@@ -301,45 +300,6 @@ impl Shared {
     }
 }
 
-/// Runs until shutdown.
-async fn run(
-    client: redis::Client,
-    mut outbox: Mailbox<Job>,
-    shared: Arc<Shared>,
-    shutdown: Shutdown,
-) {
-    let mut backoff = Backoff::new(RECONNECT);
-    loop {
-        let attempt = tokio::select! {
-            () = shutdown.cancelled() => return,
-            attempt = connect(&client) => attempt,
-        };
-        let ran = match attempt {
-            Err(e) => {
-                shared.link.failed(&e);
-                std::time::Duration::ZERO
-            }
-            Ok((mut conn, gone)) => {
-                *shared.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-                shared.link.connected();
-                let since = Instant::now();
-                let served = serve(&mut conn, &gone, &mut outbox, &shared, &shutdown).await;
-                *shared.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                match served {
-                    Ok(()) => return,
-                    Err(e) => shared.link.lost(&e),
-                }
-                since.elapsed()
-            }
-        };
-        let wait = backoff.after(ran);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
 /// A connection with both scripts loaded (a Redis that restarted lost
 /// them; a `NOSCRIPT` later breaks the connection, which loads them
 /// again).
@@ -367,79 +327,48 @@ async fn connect(client: &redis::Client) -> Result<(Conn, CancellationToken), Re
     ))
 }
 
-/// Sends batches as they come until shutdown or a failure (see
-/// `publisher::serve`: the same rules).
-async fn serve(
-    conn: &mut Conn,
-    gone: &CancellationToken,
-    outbox: &mut Mailbox<Job>,
-    shared: &Shared,
-    shutdown: &Shutdown,
-) -> Result<(), RedisError> {
-    loop {
-        tokio::select! {
-            biased;
-            () = gone.cancelled() => return Err(closed()),
-            () = outbox.ready() => {}
-            () = shutdown.cancelled() => return Ok(()),
-        }
-        if gone.is_cancelled() {
-            return Err(closed());
-        }
-        send_batch(conn, outbox, shared).await?;
+impl pump::Sender for Shared {
+    type Item = Job;
+    type Conn = Conn;
+
+    async fn connect(
+        &self,
+        client: &redis::Client,
+    ) -> Result<(Conn, CancellationToken), RedisError> {
+        connect(client).await
     }
-}
 
-fn closed() -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        "the server closed the connection",
-    ))
-}
+    fn redis(conn: &mut Conn) -> &mut MultiplexedConnection {
+        &mut conn.conn
+    }
 
-/// Most publishes in one pipelined batch (as the publisher's).
-const BATCH: usize = 256;
-
-/// Numbers up to [`BATCH`] queued messages in one round trip. A batch
-/// that fails is counted as dropped and not sent again: Redis may have
-/// numbered some of it already (at most once).
-async fn send_batch(
-    conn: &mut Conn,
-    outbox: &mut Mailbox<Job>,
-    shared: &Shared,
-) -> Result<(), RedisError> {
-    let mut pipe = redis::pipe();
-    let mut count = 0u64;
-    while count < BATCH as u64 {
-        let Some(job) = outbox.try_recv() else {
-            break;
-        };
-        pipe.cmd("EVALSHA")
+    /// Numbers the message: a batch that fails is counted as dropped and
+    /// not sent again, as Redis may have numbered some of it already (at
+    /// most once).
+    fn add(&self, batch: &mut Pipeline, conn: &Conn, job: Job) {
+        batch
+            .cmd("EVALSHA")
             .arg(&*conn.publish_sha)
             .arg(4)
             .arg(&keys(&job.channel)[..])
-            .arg(shared.new_epoch())
-            .arg(shared.settings.ttl_secs)
-            .arg(shared.settings.depth)
-            .arg(&shared.header)
+            .arg(self.new_epoch())
+            .arg(self.settings.ttl_secs)
+            .arg(self.settings.depth)
+            .arg(&self.header)
             .arg(job.body)
             .ignore();
-        count += 1;
     }
-    if count == 0 {
-        return Ok(());
+
+    fn link(&self) -> &Link {
+        &self.link
     }
-    match pipe.query_async::<()>(&mut conn.conn).await {
-        Ok(()) => {
-            shared
-                .counters
-                .published
-                .fetch_add(count, Ordering::Relaxed);
-            Ok(())
-        }
-        Err(e) => {
-            shared.counters.lost(count);
-            Err(e)
-        }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Resumes borrow the working connection.
+    fn serving(&self, conn: Option<&Conn>) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn.cloned();
     }
 }
