@@ -37,7 +37,7 @@ pub fn render(registry: &Registry, bus: &Bus, shared: &Shared) -> String {
     counter(
         &mut m,
         "auth_refused",
-        "Requests refused by authentication (--basic-auth)",
+        "Requests refused by authentication (--basic-auth, --auth-cmd, --auth-url, --jwt-key) or by a channel permit",
         snap.refused_auth,
     );
     counter(
