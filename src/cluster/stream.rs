@@ -40,8 +40,9 @@ use crate::mailbox::Poster;
 use crate::shutdown::Shutdown;
 
 /// Numbers, keeps and publishes one message.
-/// KEYS: seq, epoch, stream, pub/sub channel.
-/// ARGV: a new epoch (used if none), ttl, depth, header, body.
+/// KEYS: seq, epoch, stream.
+/// ARGV: a new epoch (used if none), ttl, depth, header, body, pub/sub
+/// channel.
 pub const PUBLISH_SCRIPT: &str = r"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -52,14 +53,14 @@ end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], string.format('0-%d', seq), 'm', ARGV[5])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-redis.call('PUBLISH', KEYS[4], ARGV[4] .. string.format('%d', seq) .. '\t' .. epoch .. '\t' .. ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[4] .. string.format('%d', seq) .. '\t' .. epoch .. '\t' .. ARGV[5])
 return seq
 ";
 
 /// Reads what a client missed and publishes a fence after it.
-/// KEYS: seq, epoch, stream, pub/sub channel.
+/// KEYS: seq, epoch, stream.
 /// ARGV: a new epoch (used if none), ttl, since (-1: a new client),
-/// depth, the client's epoch ('' if none), the fence.
+/// depth, the client's epoch ('' if none), the fence, pub/sub channel.
 /// Returns {epoch, fresh, recovered, last, entries}.
 pub const RESUME_SCRIPT: &str = r"
 local fresh = 0
@@ -95,7 +96,7 @@ local entries = {}
 if from <= last then
   entries = redis.call('XRANGE', KEYS[3], string.format('0-%d', from), '+', 'COUNT', depth)
 end
-redis.call('PUBLISH', KEYS[4], ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[6])
 return {epoch, fresh, ok, last, entries}
 ";
 
@@ -163,12 +164,14 @@ struct Job {
     body: Vec<u8>,
 }
 
-fn keys(channel: &str) -> [String; 4] {
+/// The scripts' KEYS. The pub/sub channel goes in ARGV: it is not a key,
+/// and an ACL user then needs only a channel right on `wspipe:*`, no key
+/// right.
+fn keys(channel: &str) -> [String; 3] {
     [
         format!("wspipe-seq:{channel}"),
         format!("wspipe-epoch:{channel}"),
         format!("wspipe-history:{channel}"),
-        codec::redis_channel(channel),
     ]
 }
 
@@ -256,13 +259,14 @@ impl HistoryLink {
         let s = &self.0;
         let since = since.map_or(-1, i128::from);
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&*resume_sha).arg(4).arg(&keys(channel)[..]);
+        cmd.arg(&*resume_sha).arg(3).arg(&keys(channel)[..]);
         cmd.arg(s.new_epoch())
             .arg(s.settings.ttl_secs)
             .arg(since.to_string())
             .arg(s.settings.depth)
             .arg(epoch.unwrap_or(""))
-            .arg(numbered::fence(s.origin.nonce, token));
+            .arg(numbered::fence(s.origin.nonce, token))
+            .arg(codec::redis_channel(channel));
         type Reply = (String, i64, i64, i64, Vec<(String, Vec<Vec<u8>>)>);
         let (epoch, fresh, ok, last, raw): Reply = cmd.query_async(&mut conn).await?;
         let entries = raw
@@ -349,13 +353,14 @@ impl pump::Sender for Shared {
         batch
             .cmd("EVALSHA")
             .arg(&*conn.publish_sha)
-            .arg(4)
+            .arg(3)
             .arg(&keys(&job.channel)[..])
             .arg(self.new_epoch())
             .arg(self.settings.ttl_secs)
             .arg(self.settings.depth)
             .arg(&self.header)
             .arg(job.body)
+            .arg(codec::redis_channel(&job.channel))
             .ignore();
     }
 
