@@ -240,7 +240,8 @@ async fn a_killed_instance_s_clients_reconnect_through_nginx_and_miss_nothing() 
     // Killed after message 100; 101..200 flow while its clients come
     // back; 201..300 only once all are back: the live stream.
     const TOTAL: u32 = 300;
-    const KILL_AFTER: u32 = 100;
+    const KILL_AFTER: u64 = 100;
+    const WINDOW: u64 = 20;
     const LIVE_FROM: u32 = 201;
     let Some(redis) = Redis::for_test(TEST, &[]) else {
         return;
@@ -280,26 +281,39 @@ async fn a_killed_instance_s_clients_reconnect_through_nginx_and_miss_nothing() 
 
     let (resumed, mut all_resumed) = tokio::sync::mpsc::unbounded_channel();
     let (kill_now, time_to_kill) = tokio::sync::oneshot::channel();
-    let published = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let publisher = tokio::spawn({
         let url = instances[0].url("/room");
-        let published = published.clone();
+        let sent = sent.clone();
         async move {
+            // A steady stream: up to WINDOW messages on their way at once.
             let mut publisher = Publisher::connect(&url).await;
             let mut kill_now = Some(kill_now);
             for i in 1..=TOTAL {
                 if i == LIVE_FROM {
+                    while publisher.on_the_way() > 0 {
+                        publisher.came_back().await;
+                    }
                     for _ in 0..doomed_clients {
-                        let back = tokio::time::timeout(TIMEOUT, all_resumed.recv()).await;
-                        let back = back.expect("every client of the dead one is back");
-                        back.expect("a follower ended before it was back");
+                        let one = tokio::time::timeout(TIMEOUT, all_resumed.recv()).await;
+                        let one = one.expect("every client of the dead one is back");
+                        one.expect("a follower ended before it was back");
                     }
                 }
-                assert_eq!(publisher.publish(&format!("m{i}")).await, u64::from(i));
-                published.store(i, std::sync::atomic::Ordering::SeqCst);
-                if i == KILL_AFTER {
-                    kill_now.take().unwrap().send(()).unwrap();
+                publisher.send(&format!("m{i}")).await;
+                sent.store(i, std::sync::atomic::Ordering::SeqCst);
+                if publisher.on_the_way() > WINDOW {
+                    let seq = publisher.came_back().await;
+                    assert_eq!(seq, publisher.back, "numbered in the order sent");
+                    if seq >= KILL_AFTER {
+                        if let Some(kill_now) = kill_now.take() {
+                            kill_now.send(()).unwrap();
+                        }
+                    }
                 }
+            }
+            while publisher.on_the_way() > 0 {
+                publisher.came_back().await;
             }
             publisher.close().await;
         }
@@ -316,17 +330,19 @@ async fn a_killed_instance_s_clients_reconnect_through_nginx_and_miss_nothing() 
     drop(resumed);
     time_to_kill.await.unwrap();
     instances[doomed].kill();
-    let at_kill = published.load(std::sync::atomic::Ordering::SeqCst);
+    let at_kill = sent.load(std::sync::atomic::Ordering::SeqCst);
     assert!(at_kill < LIVE_FROM - 1, "killed mid-stream, at {at_kill}");
 
-    let mut failed_attempts = 0;
+    let (mut failed_attempts, mut resumed_from) = (0, Vec::new());
     for (k, follower) in followers.into_iter().enumerate() {
         let followed = follower.await.unwrap();
         common::history::assert_each_once_in_order(&followed.reader.seen, TOTAL);
         let want = usize::from(on[k] == dead);
-        assert_eq!(followed.reconnects, want, "client {k} on {}", on[k]);
+        assert_eq!(followed.resumed_from.len(), want, "client {k} on {}", on[k]);
+        resumed_from.extend(followed.resumed_from);
         failed_attempts += followed.failed_attempts;
     }
+    resumed_from.sort();
     publisher.await.unwrap();
     // nginx tried the dead one (least connections: none) and went on.
     let log = front.proxy.log();
@@ -335,8 +351,10 @@ async fn a_killed_instance_s_clients_reconnect_through_nginx_and_miss_nothing() 
         "{log}"
     );
     eprintln!(
-        "{doomed_clients} clients of {dead} resumed through nginx ({failed_attempts} failed \
-         attempts); killed at message {at_kill}; {:?} in all",
+        "{doomed_clients} clients of {dead} resumed through nginx from seq {:?} to {:?} \
+         ({failed_attempts} failed attempts); killed when {at_kill} were sent; {:?} in all",
+        resumed_from.first(),
+        resumed_from.last(),
         started.elapsed()
     );
 }
@@ -344,7 +362,8 @@ async fn a_killed_instance_s_clients_reconnect_through_nginx_and_miss_nothing() 
 /// What a client behind nginx saw.
 struct Followed {
     reader: Reader,
-    reconnects: usize,
+    /// The last seq it had each time it reconnected.
+    resumed_from: Vec<u64>,
     failed_attempts: u32,
 }
 
@@ -359,18 +378,18 @@ async fn follow(
     resumed: tokio::sync::mpsc::UnboundedSender<()>,
     total: u32,
 ) -> Followed {
-    let (mut reconnects, mut failed_attempts) = (0, 0);
+    let (mut resumed_from, mut failed_attempts) = (Vec::new(), 0);
     while !reader.done(total) {
         match next_event(&mut ws).await {
             Event::Text(text) => {
                 reader.take(&text);
             }
             Event::End | Event::Close(_) => {
+                resumed_from.push(reader.last());
                 let (back, failed) = reader.reconnect(&room, by_header).await;
                 ws = back;
                 reader.joined(&mut ws).await;
                 let _ = resumed.send(());
-                reconnects += 1;
                 failed_attempts += failed;
             }
             other => panic!("unexpected {other:?}"),
@@ -379,7 +398,7 @@ async fn follow(
     let _ = ws.close(None).await;
     Followed {
         reader,
-        reconnects,
+        resumed_from,
         failed_attempts,
     }
 }

@@ -28,6 +28,9 @@ pub fn bodies(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
 /// came back numbered (the sender is a member: it gets its own).
 pub struct Publisher {
     ws: Ws,
+    /// How many it sent, and how many of those came back.
+    pub sent: u64,
+    pub back: u64,
 }
 
 impl Publisher {
@@ -35,15 +38,39 @@ impl Publisher {
     pub async fn connect(url: &str) -> Publisher {
         let mut ws = connect(url).await;
         notice(&next_text(&mut ws).await, "epoch");
-        Publisher { ws }
+        Publisher {
+            ws,
+            sent: 0,
+            back: 0,
+        }
+    }
+
+    /// Sends `text`, without waiting for it to come back.
+    pub async fn send(&mut self, text: &str) {
+        send_text(&mut self.ws, text).await;
+        self.sent += 1;
+    }
+
+    /// Waits for the next of what it sent to come back (when it is the
+    /// channel's only publisher); its seq.
+    pub async fn came_back(&mut self) -> u64 {
+        let seq = split_seq(&next_text(&mut self.ws).await).0;
+        self.back += 1;
+        seq
+    }
+
+    /// How many it sent are still on their way.
+    pub fn on_the_way(&self) -> u64 {
+        self.sent - self.back
     }
 
     /// Publishes `text`; the number it came back with.
     pub async fn publish(&mut self, text: &str) -> u64 {
-        send_text(&mut self.ws, text).await;
+        self.send(text).await;
         loop {
             let got = next_text(&mut self.ws).await;
             if got.split_once('\t').is_some_and(|(_, body)| body == text) {
+                self.back += 1;
                 return split_seq(&got).0;
             }
         }
