@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::history::{bodies, notice, publish_all, Reader};
+use common::history::{bodies, notice, publish_all, spawn_publish_all, Reader};
 use common::*;
 
 #[tokio::test]
@@ -71,18 +71,12 @@ async fn reconnecting_over_and_over_while_messages_flow_misses_none_and_repeats_
     let server = Server::start(&["--pubsub", "--history", "1000", "--history-ids"]);
     let room = server.url("/room");
     const TOTAL: u32 = 1500;
-    let publisher = tokio::spawn({
-        let room = room.clone();
-        async move { publish_all(&room, &bodies(1..=TOTAL)).await }
-    });
+    let publisher = spawn_publish_all(room.clone(), 1..=TOTAL);
+    // A few messages on each connection, then away again.
     let mut reader = Reader::default();
-    let mut reconnects = 0;
-    while !reader.done(TOTAL) {
-        // A few messages on each connection, then away again.
-        let ws = connect(&server.url(&format!("/room{}", reader.resume_query()))).await;
-        reader.visit(ws, 7, TOTAL).await;
-        reconnects += 1;
-    }
+    let reconnects = reader
+        .visits(TOTAL, 7, |_, query| server.url(&format!("/room{query}")))
+        .await;
     publisher.await.unwrap();
     // Every message once, in order: the first that is not says how.
     common::history::assert_each_once_in_order(&reader.seen, TOTAL);

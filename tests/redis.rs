@@ -42,6 +42,16 @@ async fn quiet(ws: &mut Ws, what: &str) {
     }
 }
 
+/// `text`, sent by the `--pubsub` client `from`, comes back to it (its
+/// own instance serves it) and reaches each of `others`.
+async fn reaches(from: &mut Ws, others: &mut [&mut Ws], text: &str) {
+    send_text(from, text).await;
+    assert_eq!(next_text(from).await, text, "back to the sender");
+    for ws in others {
+        assert_eq!(next_text(ws).await, text);
+    }
+}
+
 fn seq(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -236,9 +246,7 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
     let b_stats = b.stats();
     assert_eq!(b_stats["connections"], 2, "{b_stats}");
     assert_eq!(b_stats["connections_total"], 2, "{b_stats}");
-    send_text(&mut on_b, "still here").await;
-    assert_eq!(next_text(&mut on_b).await, "still here");
-    assert_eq!(next_text(&mut on_a).await, "still here");
+    reaches(&mut on_b, &mut [&mut on_a], "still here").await;
 }
 
 #[tokio::test]
@@ -259,8 +267,7 @@ async fn an_instance_started_before_redis_serves_locally_then_joins() {
     redis.spawn();
     all_connected(&[&a, &b]).await;
     a.server.wait_log_async("redis connected (publish)").await;
-    send_text(&mut on_a, "joined").await;
-    assert_eq!(next_text(&mut on_a).await, "joined");
+    reaches(&mut on_a, &mut [], "joined").await;
     // "alone" was published before b could hear it: at most once.
     let first = next_text(&mut on_b).await;
     let first = if first == "alone" {
@@ -322,8 +329,7 @@ async fn a_wrong_password_is_a_clear_error_and_local_serving_goes_on() {
     );
     for i in [&a, &b] {
         let mut ws = i.connect("/room").await;
-        send_text(&mut ws, "local").await;
-        assert_eq!(next_text(&mut ws).await, "local");
+        reaches(&mut ws, &mut [], "local").await;
         assert!(!i.connected());
     }
 }
@@ -345,8 +351,7 @@ async fn a_server_that_answers_garbage_is_a_clear_error_and_local_serving_goes_o
     assert!(line.contains("is this a Redis port?"), "{line}");
     assert!(line.contains("retrying with backoff"), "one line: {line}");
     let mut ws = a.connect("/room").await;
-    send_text(&mut ws, "local").await;
-    assert_eq!(next_text(&mut ws).await, "local");
+    reaches(&mut ws, &mut [], "local").await;
     assert!(!a.connected());
 }
 
@@ -534,9 +539,7 @@ async fn rediss_carries_channels_over_tls_and_refuses_an_unknown_ca() {
     all_connected(&[&a, &b]).await;
     let mut on_a = a.connect("/tls").await;
     let mut on_b = b.connect("/tls").await;
-    send_text(&mut on_a, "over tls").await;
-    assert_eq!(next_text(&mut on_a).await, "over tls");
-    assert_eq!(next_text(&mut on_b).await, "over tls");
+    reaches(&mut on_a, &mut [&mut on_b], "over tls").await;
     // Without the CA among its roots, the certificate is refused.
     let mut cmd = Command::new(bin());
     cmd.env("SSL_CERT_FILE", pki.path().join("server.key"));
@@ -584,8 +587,7 @@ async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
     all_connected(&[&a, &b]).await;
     // Cross-instance delivery resumes (what Redis had taken before it
     // froze may come first, once at most).
-    send_text(&mut on_a, "thawed").await;
-    assert_eq!(next_text(&mut on_a).await, "thawed");
+    reaches(&mut on_a, &mut [], "thawed").await;
     let mut got = Vec::new();
     while got.last().map(String::as_str) != Some("thawed") {
         got.push(next_text(&mut on_b).await);
@@ -687,8 +689,7 @@ async fn a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted() 
     let huge = "x".repeat(2_000_000);
     send_text(&mut on_a, &huge).await;
     assert_eq!(next_text(&mut on_a).await.len(), huge.len(), "a takes it");
-    send_text(&mut on_a, "small").await;
-    assert_eq!(next_text(&mut on_a).await, "small");
+    reaches(&mut on_a, &mut [], "small").await;
     assert_eq!(
         next_text(&mut on_b).await,
         "small",
@@ -715,9 +716,7 @@ async fn a_redis_on_a_unix_socket_carries_channels() {
     let [a, b] = instances_up(&url, ["a", "b"], &["--pubsub"]).await;
     let mut on_a = a.connect("/u").await;
     let mut on_b = b.connect("/u").await;
-    send_text(&mut on_a, "over a unix socket").await;
-    assert_eq!(next_text(&mut on_a).await, "over a unix socket");
-    assert_eq!(next_text(&mut on_b).await, "over a unix socket");
+    reaches(&mut on_a, &mut [&mut on_b], "over a unix socket").await;
 }
 
 #[tokio::test]

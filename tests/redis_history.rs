@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::history::{bodies, notice, publish_all, Publisher, Reader};
+use common::history::{bodies, notice, publish_all, spawn_publish_all, Publisher, Reader};
 use common::proxies::Kind;
 use common::redis::{
     all_connected, instances_up, one_at_a_time, redis_and_instances, ClusterProxy, Redis,
@@ -79,18 +79,13 @@ async fn hopping_between_instances_while_messages_flow_misses_none_and_repeats_n
         return;
     };
     const TOTAL: u32 = 600;
-    let publisher = tokio::spawn({
-        let room = instances[0].url("/room");
-        async move { publish_all(&room, &bodies(1..=TOTAL)).await }
-    });
+    let publisher = spawn_publish_all(instances[0].url("/room"), 1..=TOTAL);
     let mut reader = Reader::default();
-    let mut hops = 0usize;
-    while !reader.done(TOTAL) {
-        let on = &instances[hops % instances.len()];
-        let ws = on.connect(&format!("/room{}", reader.resume_query())).await;
-        reader.visit(ws, 5, TOTAL).await;
-        hops += 1;
-    }
+    let hops = reader
+        .visits(TOTAL, 5, |n, query| {
+            instances[n % instances.len()].url(&format!("/room{query}"))
+        })
+        .await;
     publisher.await.unwrap();
     common::history::assert_each_once_in_order(&reader.seen, TOTAL);
     assert!(hops > 60, "{hops} hops");

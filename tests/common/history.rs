@@ -91,6 +91,15 @@ pub async fn publish_all(url: &str, texts: &[String]) {
     publisher.close().await;
 }
 
+/// [`publish_all`] of `m1`, `m2`... for `range` ([`bodies`]), in a task
+/// of its own.
+pub fn spawn_publish_all(
+    url: String,
+    range: std::ops::RangeInclusive<u32>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { publish_all(&url, &bodies(range)).await })
+}
+
 /// A client's place in a stream of `SEQ<TAB>mSEQ` messages (as
 /// [`bodies`] publishes them): what it saw, and the one epoch it was told.
 #[derive(Debug, Default)]
@@ -139,6 +148,24 @@ impl Reader {
             }
         }
         let _ = ws.close(None).await;
+    }
+
+    /// Short visits ([`Reader::visit`], `per_visit` messages each) until
+    /// `total`, the n-th (from 0) on `url(n, QUERY)`, QUERY being
+    /// [`Reader::resume_query`]; how many.
+    pub async fn visits(
+        &mut self,
+        total: u32,
+        per_visit: usize,
+        url: impl Fn(usize, &str) -> String,
+    ) -> usize {
+        let mut n = 0;
+        while !self.done(total) {
+            let ws = connect(&url(n, &self.resume_query())).await;
+            self.visit(ws, per_visit, total).await;
+            n += 1;
+        }
+        n
     }
 
     /// Connects again to `url` (`ws://HOST/CHANNEL`) from here, as a
