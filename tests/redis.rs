@@ -42,6 +42,18 @@ async fn quiet(ws: &mut Ws, what: &str) {
     }
 }
 
+/// For `test`: a Redis that is not started yet and instance `a`
+/// (`--pubsub`) on it, once `a` has said it cannot connect; `None` (a skip
+/// line) without redis-server.
+async fn a_before_redis(test: &str) -> Option<(Redis, Instance)> {
+    let redis = Redis::not_started_for(test)?;
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    a.server
+        .wait_log_async("redis: cannot connect (publish)")
+        .await;
+    Some((redis, a))
+}
+
 /// `text`, sent by the `--pubsub` client `from`, comes back to it (its
 /// own instance serves it) and reaches each of `others`.
 async fn reaches(from: &mut Ws, others: &mut [&mut Ws], text: &str) {
@@ -252,12 +264,10 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
 #[tokio::test]
 async fn an_instance_started_before_redis_serves_locally_then_joins() {
     const TEST: &str = "an_instance_started_before_redis_serves_locally_then_joins";
-    let Some(mut redis) = Redis::not_started_for(TEST) else {
+    let Some((mut redis, a)) = a_before_redis(TEST).await else {
         return;
     };
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
     let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    a.server.wait_log_async("redis: cannot connect").await;
     let mut on_a = a.connect("/room").await;
     let mut on_b = b.connect("/room").await;
     send_text(&mut on_a, "alone").await;
@@ -423,13 +433,9 @@ async fn an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them() {
     const TEST: &str = "an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them";
     // Redis is not there yet: every publish waits in the outbox (at most
     // 10,000 messages), the oldest going first.
-    let Some(mut redis) = Redis::not_started_for(TEST) else {
+    let Some((mut redis, a)) = a_before_redis(TEST).await else {
         return;
     };
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    a.server
-        .wait_log_async("redis: cannot connect (publish)")
-        .await;
     let mut on_a = a.connect("/burst").await;
     let lines: String = (1..=10_050).map(|i| format!("m{i}\n")).collect();
     let publishing = a.publish_lines("/burst", lines);
@@ -479,10 +485,7 @@ async fn figures_local_vs_cross_instance() {
     let Some((_redis, [a, b])) = redis_and_instances(TEST, ["a", "b"], &["--pubsub"]).await else {
         return;
     };
-    let mut sender = a.connect("/f").await;
-    let mut local = a.connect("/f").await;
-    let mut remote = b.connect("/f").await;
-    one_at_a_time("plain", 2000, &mut sender, &mut local, &mut remote).await;
+    let (mut local, mut remote) = one_at_a_time("plain", 2000, &a, &b, "/f").await;
     for (name, ws) in [
         ("this instance", &mut local),
         ("the other instance", &mut remote),
@@ -620,11 +623,9 @@ async fn pipelined_burst(on: &Instance, channel: &str, ws: &mut Ws) -> (usize, D
 async fn an_instance_shuts_down_promptly_whatever_redis_does() {
     const TEST: &str = "an_instance_shuts_down_promptly_whatever_redis_does";
     // Redis never came: the tasks are waiting out a backoff.
-    let Some(absent) = Redis::not_started_for(TEST) else {
+    let Some((_absent, mut a)) = a_before_redis(TEST).await else {
         return;
     };
-    let mut a = Instance::start(&absent.url(), "a", &["--pubsub"]);
-    a.server.wait_log_async("redis: cannot connect").await;
     // Redis up: the tasks are connected.
     let redis = Redis::start(&[]);
     let [mut b] = instances_up(&redis.url(), ["b"], &["--pubsub"]).await;
@@ -722,13 +723,9 @@ async fn a_redis_on_a_unix_socket_carries_channels() {
 #[tokio::test]
 async fn a_new_reason_for_failing_to_connect_is_logged_as_an_error_again() {
     const TEST: &str = "a_new_reason_for_failing_to_connect_is_logged_as_an_error_again";
-    let Some(mut redis) = Redis::not_started_for(TEST) else {
+    let Some((mut redis, a)) = a_before_redis(TEST).await else {
         return;
     };
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    a.server
-        .wait_log_async("redis: cannot connect (publish)")
-        .await;
     // Redis comes, but wants a password: a new reason, a new error line.
     redis.extra = vec!["--requirepass".into(), "sesame".into()];
     redis.spawn();

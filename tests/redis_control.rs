@@ -41,15 +41,17 @@ fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
+/// The strings of the JSON array `v`, sorted.
 fn names(v: &Value) -> Vec<String> {
-    let mut names: Vec<String> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    sorted(v, |n| n)
+}
+
+/// The strings that `pick` finds in each element of the JSON array `v`,
+/// sorted.
+fn sorted(v: &Value, pick: impl Fn(&Value) -> &Value) -> Vec<String> {
+    let mut names: Vec<String> = (v.as_array().into_iter().flatten())
+        .filter_map(|e| pick(e).as_str().map(str::to_owned))
+        .collect();
     names.sort();
     names
 }
@@ -61,16 +63,7 @@ fn live(ctl_sock: &str) -> Vec<String> {
         return Vec::new();
     }
     let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let mut names: Vec<String> = list
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    sorted(&list, |i| &i["name"])
 }
 
 /// Waits until `ctl instances` on `on` lists exactly `expected`.

@@ -203,11 +203,8 @@ async fn figures_numbered_delivery_and_resume() {
     let Some((_redis, [a, b])) = redis_and_instances(TEST, ["a", "b"], args).await else {
         return;
     };
-    let mut sender = a.connect("/f").await;
-    let mut local = a.connect("/f").await;
-    let mut remote = b.connect("/f").await;
     let rounds = 2000;
-    one_at_a_time("numbered", rounds, &mut sender, &mut local, &mut remote).await;
+    one_at_a_time("numbered", rounds, &a, &b, "/f").await;
     let start = std::time::Instant::now();
     let since = rounds - 1000;
     let mut back = b.connect(&format!("/f?since={since}")).await;

@@ -352,27 +352,30 @@ impl ClusterProxy {
     }
 }
 
-/// Figures: `rounds` messages sent one at a time by `sender`, each timed
-/// until `local` (a client of the sender's instance) then `remote` (of
-/// another) had it, and its echo came back; prints the p50 and p99 of
-/// both, under `label`.
+/// Figures: `rounds` messages sent one at a time on `path` by a client of
+/// `here`, each timed until a client of `here` then one of `there` had
+/// it, and its echo came back; prints the p50 and p99 of both, under
+/// `label`. The two receiving clients, for more.
 pub async fn one_at_a_time(
     label: &str,
     rounds: usize,
-    sender: &mut Ws,
-    local: &mut Ws,
-    remote: &mut Ws,
-) {
+    here: &Instance,
+    there: &Instance,
+    path: &str,
+) -> (Ws, Ws) {
+    let mut sender = here.connect(path).await;
+    let mut local = here.connect(path).await;
+    let mut remote = there.connect(path).await;
     let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
     for i in 0..rounds {
         let m = format!("r{i}");
         let start = std::time::Instant::now();
-        send_text(sender, &m).await;
-        assert_eq!(next_text(local).await, m);
+        send_text(&mut sender, &m).await;
+        assert_eq!(next_text(&mut local).await, m);
         to_local.push(start.elapsed());
-        assert_eq!(next_text(remote).await, m);
+        assert_eq!(next_text(&mut remote).await, m);
         to_remote.push(start.elapsed());
-        assert_eq!(next_text(sender).await, m);
+        assert_eq!(next_text(&mut sender).await, m);
     }
     let pct = |v: &mut Vec<Duration>, p: f64| {
         v.sort();
@@ -386,4 +389,5 @@ pub async fn one_at_a_time(
         pct(&mut to_remote, 0.5),
         pct(&mut to_remote, 0.99)
     );
+    (local, remote)
 }
