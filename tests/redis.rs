@@ -42,6 +42,12 @@ async fn quiet(ws: &mut Ws, what: &str) {
     }
 }
 
+/// For `test`: its own Redis and `--pubsub` instances `a` and `b` on it,
+/// connected; `None` (a skip line) without redis-server.
+async fn pubsub_pair(test: &str) -> Option<(Redis, [Instance; 2])> {
+    redis_and_instances(test, ["a", "b"], &["--pubsub"]).await
+}
+
 /// For `test`: a Redis that is not started yet and instance `a`
 /// (`--pubsub`) on it, once `a` has said it cannot connect; `None` (a skip
 /// line) without redis-server.
@@ -187,8 +193,7 @@ async fn binary_and_text_messages_keep_their_bytes_and_kind() {
 #[tokio::test]
 async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_session() {
     const TEST: &str = "a_redis_killed_mid_stream_and_restarted";
-    let Some((mut redis, [a, b])) = redis_and_instances(TEST, ["a", "b"], &["--pubsub"]).await
-    else {
+    let Some((mut redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
     };
     let mut on_a = a.connect("/feed").await;
@@ -456,8 +461,7 @@ async fn an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them() {
 #[tokio::test]
 async fn an_idle_instance_notices_a_restart_and_loses_nothing_after_it() {
     const TEST: &str = "an_idle_instance_notices_a_restart_and_loses_nothing_after_it";
-    let Some((mut redis, [a, b])) = redis_and_instances(TEST, ["a", "b"], &["--pubsub"]).await
-    else {
+    let Some((mut redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
     };
     let mut on_b = b.connect("/news").await;
@@ -482,7 +486,7 @@ async fn an_idle_instance_notices_a_restart_and_loses_nothing_after_it() {
 #[ignore]
 async fn figures_local_vs_cross_instance() {
     const TEST: &str = "figures_local_vs_cross_instance";
-    let Some((_redis, [a, b])) = redis_and_instances(TEST, ["a", "b"], &["--pubsub"]).await else {
+    let Some((_redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
     };
     let (mut local, mut remote) = one_at_a_time("plain", 2000, &a, &b, "/f").await;
@@ -555,7 +559,7 @@ async fn rediss_carries_channels_over_tls_and_refuses_an_unknown_ca() {
 #[tokio::test]
 async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
     const TEST: &str = "a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence";
-    let Some((redis, [a, b])) = redis_and_instances(TEST, ["a", "b"], &["--pubsub"]).await else {
+    let Some((redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
     };
     let mut on_a = a.connect("/slow").await;
@@ -644,7 +648,7 @@ async fn an_instance_shuts_down_promptly_whatever_redis_does() {
 #[tokio::test]
 async fn concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere() {
     const TEST: &str = "concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere";
-    let Some((_redis, [a, b])) = redis_and_instances(TEST, ["a", "b"], &["--pubsub"]).await else {
+    let Some((_redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
     };
     let mut here = a.connect("/race").await;
