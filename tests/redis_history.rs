@@ -229,7 +229,8 @@ async fn figures_numbered_delivery_and_resume() {
 async fn a_killed_instance_s_clients_reconnect_through_nginx_and_miss_nothing() {
     const TEST: &str = "a_killed_instance_s_clients_reconnect_through_nginx_and_miss_nothing";
     const CLIENTS: usize = 45;
-    // Killed after message 100; 101..200 flow while its clients come
+    // Killed once message 100 came back to the publisher, with up to 20
+    // more on their way; the rest up to 200 flow while its clients come
     // back; 201..300 only once all are back: the live stream.
     const TOTAL: u32 = 300;
     const KILL_AFTER: u64 = 100;
