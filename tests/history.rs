@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::history::{bodies, notice, publish_all, split_seq};
+use common::history::{bodies, notice, publish_all, spawn_publish_all, Reader};
 use common::*;
 
 #[tokio::test]
@@ -71,41 +71,15 @@ async fn reconnecting_over_and_over_while_messages_flow_misses_none_and_repeats_
     let server = Server::start(&["--pubsub", "--history", "1000", "--history-ids"]);
     let room = server.url("/room");
     const TOTAL: u32 = 1500;
-    let publisher = tokio::spawn({
-        let room = room.clone();
-        async move { publish_all(&room, &bodies(1..=TOTAL)).await }
-    });
-    let mut seen: Vec<u64> = Vec::new();
-    let mut epoch: Option<String> = None;
-    let mut reconnects = 0;
-    while seen.last().copied() != Some(u64::from(TOTAL)) {
-        let since = seen.last().copied().unwrap_or(0);
-        let query = match &epoch {
-            Some(e) => format!("/room?since={since}&epoch={e}"),
-            None => format!("/room?since={since}"),
-        };
-        let mut ws = connect(&server.url(&query)).await;
-        let got = notice(&next_text(&mut ws).await, "epoch");
-        assert_eq!(
-            epoch.get_or_insert(got.clone()),
-            &got,
-            "one epoch throughout"
-        );
-        // A few messages on each connection, then away again.
-        for _ in 0..7 {
-            let (seq, body) = split_seq(&next_text(&mut ws).await);
-            assert_eq!(body, format!("m{seq}"));
-            seen.push(seq);
-            if seq == u64::from(TOTAL) {
-                break;
-            }
-        }
-        let _ = ws.close(None).await;
-        reconnects += 1;
-    }
+    let publisher = spawn_publish_all(room.clone(), 1..=TOTAL);
+    // A few messages on each connection, then away again.
+    let mut reader = Reader::default();
+    let reconnects = reader
+        .visits(TOTAL, 7, |_, query| server.url(&format!("/room{query}")))
+        .await;
     publisher.await.unwrap();
     // Every message once, in order: the first that is not says how.
-    common::history::assert_each_once_in_order(&seen, TOTAL);
+    common::history::assert_each_once_in_order(&reader.seen, TOTAL);
     assert!(reconnects > 100, "{reconnects} reconnects");
 }
 

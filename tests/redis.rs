@@ -12,7 +12,7 @@ mod common;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::redis::*;
@@ -42,6 +42,34 @@ async fn quiet(ws: &mut Ws, what: &str) {
     }
 }
 
+/// For `test`: its own Redis and `--pubsub` instances `a` and `b` on it,
+/// connected; `None` (a skip line) without redis-server.
+async fn pubsub_pair(test: &str) -> Option<(Redis, [Instance; 2])> {
+    redis_and_instances(test, ["a", "b"], &["--pubsub"]).await
+}
+
+/// For `test`: a Redis that is not started yet and instance `a`
+/// (`--pubsub`) on it, once `a` has said it cannot connect; `None` (a skip
+/// line) without redis-server.
+async fn a_before_redis(test: &str) -> Option<(Redis, Instance)> {
+    let redis = Redis::not_started_for(test)?;
+    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    a.server
+        .wait_log_async("redis: cannot connect (publish)")
+        .await;
+    Some((redis, a))
+}
+
+/// `text`, sent by the `--pubsub` client `from`, comes back to it (its
+/// own instance serves it) and reaches each of `others`.
+async fn reaches(from: &mut Ws, others: &mut [&mut Ws], text: &str) {
+    send_text(from, text).await;
+    assert_eq!(next_text(from).await, text, "back to the sender");
+    for ws in others {
+        assert_eq!(next_text(ws).await, text);
+    }
+}
+
 fn seq(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -63,10 +91,10 @@ fn http_publish(addr: SocketAddr, channel: &str, body: &str) {
 
 #[tokio::test]
 async fn every_publish_path_reaches_every_instance_once_and_in_order() {
-    if !redis_installed("every_publish_path_reaches_every_instance_once_and_in_order") {
+    const TEST: &str = "every_publish_path_reaches_every_instance_once_and_in_order";
+    let Some(redis) = Redis::for_test(TEST, &[]) else {
         return;
-    }
-    let redis = Redis::start(&[]);
+    };
     let url = redis.url();
     let a = Instance::start(&url, "a", &["--pubsub"]);
     let b = Instance::start(&url, "b", &["--pubsub", "--publish", "127.0.0.1:0"]);
@@ -74,9 +102,9 @@ async fn every_publish_path_reaches_every_instance_once_and_in_order() {
     all_connected(&[&a, &b, &s]).await;
     let publish_addr = http_addr(&b.server.wait_log("publish on http://"));
     // Everyone on channel "/": the --shared endpoint's channel too.
-    let mut on_a = connect(&a.server.url("/")).await;
-    let mut on_b = connect(&b.server.url("/")).await;
-    let mut on_s = connect(&s.server.url("/")).await;
+    let mut on_a = a.connect("/").await;
+    let mut on_b = b.connect("/").await;
+    let mut on_s = s.connect("/").await;
     let mut expected = Vec::new();
 
     // A --pubsub client's messages, published on a.
@@ -133,15 +161,14 @@ async fn every_publish_path_reaches_every_instance_once_and_in_order() {
 
 #[tokio::test]
 async fn binary_and_text_messages_keep_their_bytes_and_kind() {
-    if !redis_installed("binary_and_text_messages_keep_their_bytes_and_kind") {
+    const TEST: &str = "binary_and_text_messages_keep_their_bytes_and_kind";
+    let Some((_redis, [a, b])) =
+        redis_and_instances(TEST, ["a", "b"], &["--pubsub", "--binary"]).await
+    else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = Instance::start(&redis.url(), "a", &["--pubsub", "--binary"]);
-    let b = Instance::start(&redis.url(), "b", &["--pubsub", "--binary"]);
-    all_connected(&[&a, &b]).await;
-    let mut sender = connect(&a.server.url("/bin")).await;
-    let mut receiver = connect(&b.server.url("/bin")).await;
+    };
+    let mut sender = a.connect("/bin").await;
+    let mut receiver = b.connect("/bin").await;
     let all_bytes: Vec<u8> = (0..=255u8).chain([0, 10, 13, 0]).collect();
     sender
         .send(Message::binary(all_bytes.clone()))
@@ -165,15 +192,12 @@ async fn binary_and_text_messages_keep_their_bytes_and_kind() {
 
 #[tokio::test]
 async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_session() {
-    if !redis_installed("a_redis_killed_mid_stream_and_restarted") {
+    const TEST: &str = "a_redis_killed_mid_stream_and_restarted";
+    let Some((mut redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
-    }
-    let mut redis = Redis::start(&[]);
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    all_connected(&[&a, &b]).await;
-    let mut on_a = connect(&a.server.url("/feed")).await;
-    let mut on_b = connect(&b.server.url("/feed")).await;
+    };
+    let mut on_a = a.connect("/feed").await;
+    let mut on_b = b.connect("/feed").await;
 
     let before = seq("before", 10);
     for m in &before {
@@ -193,7 +217,7 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
     }
     assert_eq!(texts(&mut on_a, 50).await, during, "local delivery");
     // (On a channel of b's own: what b buffers now may reach a later.)
-    let mut side_b = connect(&b.server.url("/side")).await;
+    let mut side_b = b.connect("/side").await;
     send_text(&mut side_b, "b-alone").await;
     assert_eq!(
         next_text(&mut side_b).await,
@@ -202,18 +226,7 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
     );
     // More than the outbox holds (10,000): the oldest go, counted.
     let lines: String = (1..=10_000).map(|i| format!("bulk-{i}\n")).collect();
-    let mut bulk = Command::new(bin())
-        .args(["ctl", "--socket", &a.ctl, "publish", "/bulk", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    bulk.stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(bulk.wait().unwrap().success());
+    a.publish_lines("/bulk", lines).wait();
     let dropped = a.stat("redis_dropped_total");
     assert!(dropped >= 50, "the outbox overflowed: {}", a.stats());
 
@@ -250,22 +263,18 @@ async fn a_redis_killed_mid_stream_and_restarted_loses_no_local_delivery_and_no_
     let b_stats = b.stats();
     assert_eq!(b_stats["connections"], 2, "{b_stats}");
     assert_eq!(b_stats["connections_total"], 2, "{b_stats}");
-    send_text(&mut on_b, "still here").await;
-    assert_eq!(next_text(&mut on_b).await, "still here");
-    assert_eq!(next_text(&mut on_a).await, "still here");
+    reaches(&mut on_b, &mut [&mut on_a], "still here").await;
 }
 
 #[tokio::test]
 async fn an_instance_started_before_redis_serves_locally_then_joins() {
-    if !redis_installed("an_instance_started_before_redis_serves_locally_then_joins") {
+    const TEST: &str = "an_instance_started_before_redis_serves_locally_then_joins";
+    let Some((mut redis, a)) = a_before_redis(TEST).await else {
         return;
-    }
-    let mut redis = Redis::not_started();
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
+    };
     let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    a.server.wait_log_async("redis: cannot connect").await;
-    let mut on_a = connect(&a.server.url("/room")).await;
-    let mut on_b = connect(&b.server.url("/room")).await;
+    let mut on_a = a.connect("/room").await;
+    let mut on_b = b.connect("/room").await;
     send_text(&mut on_a, "alone").await;
     assert_eq!(next_text(&mut on_a).await, "alone", "served locally");
     assert!(!a.connected());
@@ -273,8 +282,7 @@ async fn an_instance_started_before_redis_serves_locally_then_joins() {
     redis.spawn();
     all_connected(&[&a, &b]).await;
     a.server.wait_log_async("redis connected (publish)").await;
-    send_text(&mut on_a, "joined").await;
-    assert_eq!(next_text(&mut on_a).await, "joined");
+    reaches(&mut on_a, &mut [], "joined").await;
     // "alone" was published before b could hear it: at most once.
     let first = next_text(&mut on_b).await;
     let first = if first == "alone" {
@@ -316,10 +324,10 @@ fn a_malformed_redis_url_or_instance_name_exits_2_with_one_line() {
 
 #[tokio::test]
 async fn a_wrong_password_is_a_clear_error_and_local_serving_goes_on() {
-    if !redis_installed("a_wrong_password_is_a_clear_error_and_local_serving_goes_on") {
+    const TEST: &str = "a_wrong_password_is_a_clear_error_and_local_serving_goes_on";
+    let Some(redis) = Redis::for_test(TEST, &["--requirepass", "right"]) else {
         return;
-    }
-    let redis = Redis::start(&["--requirepass", "right"]);
+    };
     let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
     let a = Instance::start(&wrong, "a", &["--pubsub"]);
     let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
@@ -335,9 +343,8 @@ async fn a_wrong_password_is_a_clear_error_and_local_serving_goes_on() {
         "{line}"
     );
     for i in [&a, &b] {
-        let mut ws = connect(&i.server.url("/room")).await;
-        send_text(&mut ws, "local").await;
-        assert_eq!(next_text(&mut ws).await, "local");
+        let mut ws = i.connect("/room").await;
+        reaches(&mut ws, &mut [], "local").await;
         assert!(!i.connected());
     }
 }
@@ -358,20 +365,23 @@ async fn a_server_that_answers_garbage_is_a_clear_error_and_local_serving_goes_o
     assert!(line.contains(&addr.to_string()), "{line}");
     assert!(line.contains("is this a Redis port?"), "{line}");
     assert!(line.contains("retrying with backoff"), "one line: {line}");
-    let mut ws = connect(&a.server.url("/room")).await;
-    send_text(&mut ws, "local").await;
-    assert_eq!(next_text(&mut ws).await, "local");
+    let mut ws = a.connect("/room").await;
+    reaches(&mut ws, &mut [], "local").await;
     assert!(!a.connected());
 }
 
 #[tokio::test]
 async fn ctl_stats_and_metrics_show_the_redis_counters() {
-    if !redis_installed("ctl_stats_and_metrics_show_the_redis_counters") {
+    const TEST: &str = "ctl_stats_and_metrics_show_the_redis_counters";
+    let Some(redis) = Redis::for_test(TEST, &[]) else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = Instance::start(&redis.url(), "a", &["--pubsub", "--metrics", "127.0.0.1:0"]);
-    all_connected(&[&a]).await;
+    };
+    let [a] = instances_up(
+        &redis.url(),
+        ["a"],
+        &["--pubsub", "--metrics", "127.0.0.1:0"],
+    )
+    .await;
     a.publish("/x", "one");
     let ok = wait_until_async(TIMEOUT, || a.stat("redis_published_total") == 1).await;
     assert!(ok, "{}", a.stats());
@@ -425,34 +435,22 @@ async fn ctl_stats_and_metrics_show_the_redis_counters() {
 
 #[tokio::test]
 async fn an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them() {
-    if !redis_installed("an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them") {
-        return;
-    }
+    const TEST: &str = "an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them";
     // Redis is not there yet: every publish waits in the outbox (at most
     // 10,000 messages), the oldest going first.
-    let mut redis = Redis::not_started();
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    a.server
-        .wait_log_async("redis: cannot connect (publish)")
-        .await;
-    let mut on_a = connect(&a.server.url("/burst")).await;
+    let Some((mut redis, a)) = a_before_redis(TEST).await else {
+        return;
+    };
+    let mut on_a = a.connect("/burst").await;
     let lines: String = (1..=10_050).map(|i| format!("m{i}\n")).collect();
-    let mut child = Command::new(bin())
-        .args(["ctl", "--socket", &a.ctl, "publish", "/burst", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let publishing = a.publish_lines("/burst", lines);
     // The local member is served meanwhile (its own queue of 1024 keeps
     // the newest: read as they come).
     let mut last = String::new();
     while last != "m10050" {
         last = next_text(&mut on_a).await;
     }
-    writer.join().unwrap().unwrap();
-    assert!(child.wait().unwrap().success());
+    publishing.wait();
     assert_eq!(a.stat("redis_dropped_total"), 50, "{}", a.stats());
     redis.spawn();
     let sent = wait_until_async(TIMEOUT, || a.stat("redis_published_total") == 10_000).await;
@@ -462,14 +460,11 @@ async fn an_outage_longer_than_the_outbox_drops_the_oldest_and_counts_them() {
 
 #[tokio::test]
 async fn an_idle_instance_notices_a_restart_and_loses_nothing_after_it() {
-    if !redis_installed("an_idle_instance_notices_a_restart_and_loses_nothing_after_it") {
+    const TEST: &str = "an_idle_instance_notices_a_restart_and_loses_nothing_after_it";
+    let Some((mut redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
-    }
-    let mut redis = Redis::start(&[]);
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    all_connected(&[&a, &b]).await;
-    let mut on_b = connect(&b.server.url("/news")).await;
+    };
+    let mut on_b = b.connect("/news").await;
     // Redis goes and comes back while a publishes nothing.
     redis.kill();
     a.server
@@ -490,44 +485,16 @@ async fn an_idle_instance_notices_a_restart_and_loses_nothing_after_it() {
 #[tokio::test]
 #[ignore]
 async fn figures_local_vs_cross_instance() {
-    if !redis_installed("figures_local_vs_cross_instance") {
+    const TEST: &str = "figures_local_vs_cross_instance";
+    let Some((_redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    all_connected(&[&a, &b]).await;
-    let mut sender = connect(&a.server.url("/f")).await;
-    let mut local = connect(&a.server.url("/f")).await;
-    let mut remote = connect(&b.server.url("/f")).await;
-    let rounds = 2000;
-    let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
-    for i in 0..rounds {
-        let m = format!("r{i}");
-        let start = std::time::Instant::now();
-        send_text(&mut sender, &m).await;
-        assert_eq!(next_text(&mut local).await, m);
-        to_local.push(start.elapsed());
-        assert_eq!(next_text(&mut remote).await, m);
-        to_remote.push(start.elapsed());
-        assert_eq!(next_text(&mut sender).await, m);
-    }
-    let pct = |v: &mut Vec<Duration>, p: f64| {
-        v.sort();
-        v[((v.len() as f64 - 1.0) * p) as usize]
     };
-    eprintln!(
-        "one at a time, {rounds} rounds: local p50 {:?} p99 {:?}; other instance p50 {:?} p99 {:?}",
-        pct(&mut to_local, 0.5),
-        pct(&mut to_local, 0.99),
-        pct(&mut to_remote, 0.5),
-        pct(&mut to_remote, 0.99)
-    );
+    let (mut local, mut remote) = one_at_a_time("plain", 2000, &a, &b, "/f").await;
     for (name, ws) in [
         ("this instance", &mut local),
         ("the other instance", &mut remote),
     ] {
-        let (burst, took) = pipelined_burst(&a.ctl, "/f", ws).await;
+        let (burst, took) = pipelined_burst(&a, "/f", ws).await;
         eprintln!(
             "pipelined burst of {burst} (ctl publish -): a client on {name} had the last after \
              {took:?}: {:.0} messages/s",
@@ -577,11 +544,9 @@ async fn rediss_carries_channels_over_tls_and_refuses_an_unknown_ca() {
     let a = Instance::start_cmd(trusting(), &url, "a", &["--pubsub"]);
     let b = Instance::start_cmd(trusting(), &url, "b", &["--pubsub"]);
     all_connected(&[&a, &b]).await;
-    let mut on_a = connect(&a.server.url("/tls")).await;
-    let mut on_b = connect(&b.server.url("/tls")).await;
-    send_text(&mut on_a, "over tls").await;
-    assert_eq!(next_text(&mut on_a).await, "over tls");
-    assert_eq!(next_text(&mut on_b).await, "over tls");
+    let mut on_a = a.connect("/tls").await;
+    let mut on_b = b.connect("/tls").await;
+    reaches(&mut on_a, &mut [&mut on_b], "over tls").await;
     // Without the CA among its roots, the certificate is refused.
     let mut cmd = Command::new(bin());
     cmd.env("SSL_CERT_FILE", pki.path().join("server.key"));
@@ -593,15 +558,12 @@ async fn rediss_carries_channels_over_tls_and_refuses_an_unknown_ca() {
 
 #[tokio::test]
 async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
-    if !redis_installed("a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence") {
+    const TEST: &str = "a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence";
+    let Some((redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    all_connected(&[&a, &b]).await;
-    let mut on_a = connect(&a.server.url("/slow")).await;
-    let mut on_b = connect(&b.server.url("/slow")).await;
+    };
+    let mut on_a = a.connect("/slow").await;
+    let mut on_b = b.connect("/slow").await;
     // Stopped, not killed: its sockets stay open and it answers nothing.
     redis.signal(libc::SIGSTOP);
     for m in seq("frozen", 20) {
@@ -632,8 +594,7 @@ async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
     all_connected(&[&a, &b]).await;
     // Cross-instance delivery resumes (what Redis had taken before it
     // froze may come first, once at most).
-    send_text(&mut on_a, "thawed").await;
-    assert_eq!(next_text(&mut on_a).await, "thawed");
+    reaches(&mut on_a, &mut [], "thawed").await;
     let mut got = Vec::new();
     while got.last().map(String::as_str) != Some("thawed") {
         got.push(next_text(&mut on_b).await);
@@ -646,7 +607,7 @@ async fn a_frozen_redis_holds_up_nothing_local_and_is_noticed_by_its_silence() {
 /// Publishes 20,000 lines through one `ctl publish CHANNEL -` on `ctl`;
 /// returns the count and how long until `ws` had the last one (its own
 /// queue of 1024 may lose older ones on the way).
-async fn pipelined_burst(ctl: &str, channel: &str, ws: &mut Ws) -> (usize, Duration) {
+async fn pipelined_burst(on: &Instance, channel: &str, ws: &mut Ws) -> (usize, Duration) {
     let burst = 20_000;
     let tag = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -654,35 +615,24 @@ async fn pipelined_burst(ctl: &str, channel: &str, ws: &mut Ws) -> (usize, Durat
         .as_nanos();
     let lines: String = (1..=burst).map(|i| format!("{tag}-{i}\n")).collect();
     let start = std::time::Instant::now();
-    let mut pipe = Command::new(bin())
-        .args(["ctl", "--socket", ctl, "publish", channel, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = pipe.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let publishing = on.publish_lines(channel, lines);
     let last = format!("{tag}-{burst}");
     while next_text(ws).await != last {}
     let took = start.elapsed();
-    writer.join().unwrap().unwrap();
-    assert!(pipe.wait().unwrap().success());
+    publishing.wait();
     (burst, took)
 }
 
 #[tokio::test]
 async fn an_instance_shuts_down_promptly_whatever_redis_does() {
-    if !redis_installed("an_instance_shuts_down_promptly_whatever_redis_does") {
-        return;
-    }
+    const TEST: &str = "an_instance_shuts_down_promptly_whatever_redis_does";
     // Redis never came: the tasks are waiting out a backoff.
-    let absent = Redis::not_started();
-    let mut a = Instance::start(&absent.url(), "a", &["--pubsub"]);
-    a.server.wait_log_async("redis: cannot connect").await;
+    let Some((_absent, mut a)) = a_before_redis(TEST).await else {
+        return;
+    };
     // Redis up: the tasks are connected.
     let redis = Redis::start(&[]);
-    let mut b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    all_connected(&[&b]).await;
+    let [mut b] = instances_up(&redis.url(), ["b"], &["--pubsub"]).await;
     b.publish("/x", "last words");
     for i in [&mut a, &mut b] {
         let start = std::time::Instant::now();
@@ -697,21 +647,18 @@ async fn an_instance_shuts_down_promptly_whatever_redis_does() {
 
 #[tokio::test]
 async fn concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere() {
-    if !redis_installed("concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere") {
+    const TEST: &str = "concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere";
+    let Some((_redis, [a, b])) = pubsub_pair(TEST).await else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
-    all_connected(&[&a, &b]).await;
-    let mut here = connect(&a.server.url("/race")).await;
-    let mut there = connect(&b.server.url("/race")).await;
+    };
+    let mut here = a.connect("/race").await;
+    let mut there = b.connect("/race").await;
     // Two clients of a publish at once (their sessions run on different
     // threads): a's members and b's must see one interleaving.
     let n = 300;
     let mut senders = Vec::new();
     for who in ["x", "y"] {
-        let mut ws = connect(&a.server.url("/race")).await;
+        let mut ws = a.connect("/race").await;
         senders.push(tokio::spawn(async move {
             for i in 0..n {
                 ws.send(Message::text(format!("{who}{i}"))).await.unwrap();
@@ -734,21 +681,20 @@ async fn concurrent_publishers_on_one_instance_are_seen_in_one_order_everywhere(
 
 #[tokio::test]
 async fn a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted() {
-    if !redis_installed("a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted") {
+    const TEST: &str = "a_message_bigger_than_an_instance_takes_is_dropped_there_and_counted";
+    let Some(redis) = Redis::for_test(TEST, &[]) else {
         return;
-    }
-    let redis = Redis::start(&[]);
+    };
     let big = ["--pubsub", "--maxframesize", "3000000"];
     let a = Instance::start(&redis.url(), "a", &big);
     let b = Instance::start(&redis.url(), "b", &["--pubsub"]);
     all_connected(&[&a, &b]).await;
-    let mut on_a = connect(&a.server.url("/big")).await;
-    let mut on_b = connect(&b.server.url("/big")).await;
+    let mut on_a = a.connect("/big").await;
+    let mut on_b = b.connect("/big").await;
     let huge = "x".repeat(2_000_000);
     send_text(&mut on_a, &huge).await;
     assert_eq!(next_text(&mut on_a).await.len(), huge.len(), "a takes it");
-    send_text(&mut on_a, "small").await;
-    assert_eq!(next_text(&mut on_a).await, "small");
+    reaches(&mut on_a, &mut [], "small").await;
     assert_eq!(
         next_text(&mut on_b).await,
         "small",
@@ -772,26 +718,18 @@ async fn a_redis_on_a_unix_socket_carries_channels() {
     let _redis = Redis::start(&["--unixsocket", sock_arg, "--unixsocketperm", "700"]);
     assert!(wait_until(TIMEOUT, || sock.exists()), "no {sock:?}");
     let url = format!("unix://{sock_arg}");
-    let a = Instance::start(&url, "a", &["--pubsub"]);
-    let b = Instance::start(&url, "b", &["--pubsub"]);
-    all_connected(&[&a, &b]).await;
-    let mut on_a = connect(&a.server.url("/u")).await;
-    let mut on_b = connect(&b.server.url("/u")).await;
-    send_text(&mut on_a, "over a unix socket").await;
-    assert_eq!(next_text(&mut on_a).await, "over a unix socket");
-    assert_eq!(next_text(&mut on_b).await, "over a unix socket");
+    let [a, b] = instances_up(&url, ["a", "b"], &["--pubsub"]).await;
+    let mut on_a = a.connect("/u").await;
+    let mut on_b = b.connect("/u").await;
+    reaches(&mut on_a, &mut [&mut on_b], "over a unix socket").await;
 }
 
 #[tokio::test]
 async fn a_new_reason_for_failing_to_connect_is_logged_as_an_error_again() {
-    if !redis_installed("a_new_reason_for_failing_to_connect_is_logged_as_an_error_again") {
+    const TEST: &str = "a_new_reason_for_failing_to_connect_is_logged_as_an_error_again";
+    let Some((mut redis, a)) = a_before_redis(TEST).await else {
         return;
-    }
-    let mut redis = Redis::not_started();
-    let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
-    a.server
-        .wait_log_async("redis: cannot connect (publish)")
-        .await;
+    };
     // Redis comes, but wants a password: a new reason, a new error line.
     redis.extra = vec!["--requirepass".into(), "sesame".into()];
     redis.spawn();

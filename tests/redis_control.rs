@@ -22,20 +22,36 @@ fn start(redis: &Redis, name: &str, args: &[&str]) -> Instance {
     Instance::start_cmd(cmd, &redis.url(), name, args)
 }
 
+/// For the test `test`: its own Redis and instances named `names` (with
+/// the short TTL), each with `args`, once the first lists them all;
+/// `None` (a skip line) without redis-server.
+async fn cluster<const N: usize>(
+    test: &str,
+    names: [&str; N],
+    args: &[&str],
+) -> Option<(Redis, [Instance; N])> {
+    let redis = Redis::for_test(test, &[])?;
+    let instances = names.map(|name| start(&redis, name, args));
+    wait_live(&instances[0], &names).await;
+    Some((redis, instances))
+}
+
 fn json(out: &Output) -> Value {
     assert!(out.status.success(), "ctl failed: {out:?}");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
+/// The strings of the JSON array `v`, sorted.
 fn names(v: &Value) -> Vec<String> {
-    let mut names: Vec<String> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    sorted(v, |n| n)
+}
+
+/// The strings that `pick` finds in each element of the JSON array `v`,
+/// sorted.
+fn sorted(v: &Value, pick: impl Fn(&Value) -> &Value) -> Vec<String> {
+    let mut names: Vec<String> = (v.as_array().into_iter().flatten())
+        .filter_map(|e| pick(e).as_str().map(str::to_owned))
+        .collect();
     names.sort();
     names
 }
@@ -47,16 +63,7 @@ fn live(ctl_sock: &str) -> Vec<String> {
         return Vec::new();
     }
     let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let mut names: Vec<String> = list
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    sorted(&list, |i| &i["name"])
 }
 
 /// Waits until `ctl instances` on `on` lists exactly `expected`.
@@ -83,13 +90,10 @@ async fn ids(instance: &Instance, n: usize) -> Vec<u64> {
 
 #[tokio::test]
 async fn send_close_kill_and_subscribe_reach_a_connection_on_another_instance() {
-    if !redis_installed("send_close_kill_and_subscribe_reach_a_connection_on_another_instance") {
+    const TEST: &str = "send_close_kill_and_subscribe_reach_a_connection_on_another_instance";
+    let Some((_redis, [a, b])) = cluster(TEST, ["a", "b"], &["cat"]).await else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = start(&redis, "a", &["cat"]);
-    let b = start(&redis, "b", &["cat"]);
-    wait_live(&a, &["a", "b"]).await;
+    };
     let mut one = connect(&b.server.url("/")).await;
     let mut two = connect(&b.server.url("/")).await;
     let mut three = connect(&b.server.url("/")).await;
@@ -166,14 +170,10 @@ async fn send_close_kill_and_subscribe_reach_a_connection_on_another_instance() 
 
 #[tokio::test]
 async fn list_stats_and_channels_all_gather_every_instance_and_say_who_answered() {
-    if !redis_installed("list_stats_and_channels_all_gather_every_instance_and_say_who_answered") {
+    const TEST: &str = "list_stats_and_channels_all_gather_every_instance_and_say_who_answered";
+    let Some((_redis, [a, b, mut c])) = cluster(TEST, ["a", "b", "c"], &["--pubsub"]).await else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = start(&redis, "a", &["--pubsub"]);
-    let b = start(&redis, "b", &["--pubsub"]);
-    let mut c = start(&redis, "c", &["--pubsub"]);
-    wait_live(&a, &["a", "b", "c"]).await;
+    };
     let mut clients = Vec::new();
     for (instance, n) in [(&a, 1), (&b, 2), (&c, 3)] {
         for _ in 0..n {
@@ -226,8 +226,7 @@ async fn list_stats_and_channels_all_gather_every_instance_and_say_who_answered(
 
     // c dies: while its registration lasts it is named as not answering,
     // then it is no longer listed at all.
-    signal(c.server.pid(), 9);
-    let _ = c.server.wait_exit(TIMEOUT);
+    c.kill();
     let all = json(&ctl(&a.ctl, &["list", "--all", "--json"]));
     let answered = names(&all["answered"]);
     assert_eq!(answered, ["a", "b"], "{all}");
@@ -241,10 +240,10 @@ async fn list_stats_and_channels_all_gather_every_instance_and_say_who_answered(
 
 #[tokio::test]
 async fn an_instance_that_shuts_down_leaves_the_list_at_once() {
-    if !redis_installed("an_instance_that_shuts_down_leaves_the_list_at_once") {
+    const TEST: &str = "an_instance_that_shuts_down_leaves_the_list_at_once";
+    let Some(redis) = Redis::for_test(TEST, &[]) else {
         return;
-    }
-    let redis = Redis::start(&[]);
+    };
     let a = Instance::start(&redis.url(), "a", &["--pubsub"]);
     let mut b = Instance::start(&redis.url(), "b", &["--pubsub"]);
     // The default TTL (15 s) is longer than this test waits: b leaves
@@ -259,14 +258,10 @@ async fn an_instance_that_shuts_down_leaves_the_list_at_once() {
 
 #[tokio::test]
 async fn with_redis_down_local_ctl_works_all_says_who_answered_and_routing_resumes() {
-    if !redis_installed("with_redis_down_local_ctl_works_all_says_who_answered_and_routing_resumes")
-    {
+    const TEST: &str = "with_redis_down_local_ctl_works_all_says_who_answered_and_routing_resumes";
+    let Some((mut redis, [a, b])) = cluster(TEST, ["a", "b"], &["cat"]).await else {
         return;
-    }
-    let mut redis = Redis::start(&[]);
-    let a = start(&redis, "a", &["cat"]);
-    let b = start(&redis, "b", &["cat"]);
-    wait_live(&a, &["a", "b"]).await;
+    };
     let mut ws = connect(&a.server.url("/")).await;
     let on_a = ids(&a, 1).await;
     redis.kill();
@@ -314,59 +309,19 @@ fn without_redis_ids_stay_plain_and_instances_is_refused() {
     assert!(all["sessions"].as_array().unwrap().is_empty(), "{all}");
 }
 
-const CLUSTER_CONF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/deploy/nginx/wspipe-cluster.conf"
-);
-
 /// Clients behind nginx: 300 clients spread by deploy/nginx/wspipe-cluster.conf
 /// across three instances; one publish reaches each exactly once, `ctl list
 /// --all` sees them all, and `ctl send` reaches one on another instance.
 #[tokio::test]
 async fn three_instances_behind_nginx_serve_300_clients_as_one() {
-    use common::proxies::{nginx_main, site_dir, substitute, Kind, Proxy};
     const TEST: &str = "three_instances_behind_nginx_serve_300_clients_as_one";
-    if !redis_installed(TEST) {
-        return;
-    }
-    let Some(nginx) = Kind::Nginx.find(TEST) else {
+    let Some(nginx) = common::proxies::Kind::Nginx.find(TEST) else {
         return;
     };
-    let redis = Redis::start(&[]);
-    let instances: Vec<Instance> = ["a", "b", "c"]
-        .iter()
-        .map(|name| start(&redis, name, &["--pubsub"]))
-        .collect();
-    wait_live(&instances[0], &["a", "b", "c"]).await;
-    let site = site_dir();
-    let proxy = Proxy::start_with(Kind::Nginx, &nginx, site.path(), |dir, port| {
-        let upstreams: Vec<String> = instances
-            .iter()
-            .map(|i| format!("server {};", i.server.addr))
-            .collect();
-        let text = substitute(
-            &std::fs::read_to_string(CLUSTER_CONF).unwrap(),
-            CLUSTER_CONF,
-            &[
-                ("server 127.0.0.1:8082;", &upstreams[0]),
-                ("server 127.0.0.1:8083;", &upstreams[1]),
-                ("server 127.0.0.1:8084;", &upstreams[2]),
-                ("listen 8081;", &format!("listen 127.0.0.1:{port};")),
-            ],
-        );
-        let (cmd, log) = nginx_main(&nginx, dir, &text);
-        // The test's main config allows 256 connections per worker; 300
-        // clients take 600 (each one and its upstream).
-        let main = dir.join("nginx.conf");
-        let conf = std::fs::read_to_string(&main).unwrap();
-        let conf = substitute(
-            &conf,
-            "nginx.conf",
-            &[("worker_connections 256;", "worker_connections 1024;")],
-        );
-        std::fs::write(&main, conf).unwrap();
-        (cmd, log)
-    });
+    let Some((_redis, instances)) = cluster(TEST, ["a", "b", "c"], &["--pubsub"]).await else {
+        return;
+    };
+    let proxy = ClusterProxy::start(&nginx, &instances);
 
     let mut clients = Vec::with_capacity(300);
     for _ in 0..300 {
@@ -429,14 +384,10 @@ async fn three_instances_behind_nginx_serve_300_clients_as_one() {
 
 #[tokio::test]
 async fn a_plain_id_on_two_other_instances_is_refused_with_both_names() {
-    if !redis_installed("a_plain_id_on_two_other_instances_is_refused_with_both_names") {
+    const TEST: &str = "a_plain_id_on_two_other_instances_is_refused_with_both_names";
+    let Some((_redis, [a, b, c])) = cluster(TEST, ["a", "b", "c"], &["cat"]).await else {
         return;
-    }
-    let redis = Redis::start(&[]);
-    let a = start(&redis, "a", &["cat"]);
-    let b = start(&redis, "b", &["cat"]);
-    let c = start(&redis, "c", &["cat"]);
-    wait_live(&a, &["a", "b", "c"]).await;
+    };
     let mut on_b = connect(&b.server.url("/")).await;
     let _on_c = connect(&c.server.url("/")).await;
     let id = ids(&b, 1).await[0];

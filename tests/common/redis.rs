@@ -12,8 +12,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::proxies::{nginx_main, site_dir, substitute, Kind, Proxy};
 use super::shared::{ctl, ctl_stats};
-use super::{bin, signal, wait_until, wait_until_async, Server, TIMEOUT};
+use super::{
+    bin, connect, next_text, send_text, signal, wait_until, wait_until_async, Server, Ws, TIMEOUT,
+};
 
 pub const REDIS_BIN: &str = "/usr/bin/redis-server";
 
@@ -95,6 +98,19 @@ impl Redis {
         }
     }
 
+    /// For the test `test`: a started Redis (with `extra` on its command
+    /// line), or `None` with a skip line where redis-server is not
+    /// installed (see [`redis_installed`]).
+    pub fn for_test(test: &str, extra: &[&str]) -> Option<Redis> {
+        redis_installed(test).then(|| Redis::start(extra))
+    }
+
+    /// For the test `test`: [`Redis::not_started`], or `None` as
+    /// [`Redis::for_test`].
+    pub fn not_started_for(test: &str) -> Option<Redis> {
+        redis_installed(test).then(Redis::not_started)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -162,6 +178,7 @@ pub fn answers(addr: SocketAddr) -> bool {
 
 /// One wspipe instance on the test's Redis, with a control socket.
 pub struct Instance {
+    pub name: String,
     pub server: Server,
     pub ctl: String,
     pub _dir: tempfile::TempDir,
@@ -183,10 +200,28 @@ impl Instance {
         let server = Server::start_cmd(cmd, &all);
         server.wait_log("control socket at");
         Instance {
+            name: name.to_owned(),
             server,
             ctl,
             _dir: dir,
         }
+    }
+
+    /// `ws://ADDR/PATH` of this instance.
+    pub fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    /// A WebSocket client of this instance, on `path`.
+    pub async fn connect(&self, path: &str) -> Ws {
+        connect(&self.url(path)).await
+    }
+
+    /// SIGKILL, as a crash: no goodbye to Redis or to its clients; reaped.
+    pub fn kill(&mut self) {
+        let child = &mut self.server.daemon.child;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -205,10 +240,154 @@ impl Instance {
         let out = ctl(&self.ctl, &["publish", channel, message]);
         assert!(out.status.success(), "ctl publish: {out:?}");
     }
+
+    /// `wspipe ctl publish CHANNEL -` on this instance, `lines` fed to it
+    /// by a thread: a message a line, pipelined.
+    pub fn publish_lines(&self, channel: &str, lines: String) -> LinePublish {
+        let mut child = Command::new(bin())
+            .args(["ctl", "--socket", &self.ctl, "publish", channel, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start wspipe ctl publish -");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+        LinePublish { child, writer }
+    }
+}
+
+/// A running [`Instance::publish_lines`].
+pub struct LinePublish {
+    child: Child,
+    writer: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl LinePublish {
+    /// Waits until every line was written and `ctl` exited well.
+    pub fn wait(mut self) {
+        self.writer.join().unwrap().expect("write the lines");
+        assert!(self.child.wait().unwrap().success(), "ctl publish -");
+    }
 }
 
 /// Waits until every instance has both connections to Redis up.
 pub async fn all_connected(instances: &[&Instance]) {
     let ok = wait_until_async(TIMEOUT, || instances.iter().all(|i| i.connected())).await;
     assert!(ok, "not every instance connected to Redis");
+}
+
+/// Instances named `names` on the Redis at `url`, each with `args`, once
+/// all of them are connected to it.
+pub async fn instances_up<const N: usize>(
+    url: &str,
+    names: [&str; N],
+    args: &[&str],
+) -> [Instance; N] {
+    let instances = names.map(|name| Instance::start(url, name, args));
+    all_connected(&instances.iter().collect::<Vec<_>>()).await;
+    instances
+}
+
+/// For the test `test`: its own Redis and instances named `names` on it,
+/// each with `args`, all connected; `None` (a skip line) without
+/// redis-server.
+pub async fn redis_and_instances<const N: usize>(
+    test: &str,
+    names: [&str; N],
+    args: &[&str],
+) -> Option<(Redis, [Instance; N])> {
+    let redis = Redis::for_test(test, &[])?;
+    let instances = instances_up(&redis.url(), names, args).await;
+    Some((redis, instances))
+}
+
+/// deploy/nginx/wspipe-cluster.conf, the file people install.
+pub const CLUSTER_CONF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/nginx/wspipe-cluster.conf"
+);
+
+/// Debian's nginx running deploy/nginx/wspipe-cluster.conf, its three
+/// `server` lines made the three `instances`, on a port of its own; with
+/// 1024 connections per worker (a client and its upstream take two).
+/// Stopped when dropped.
+pub struct ClusterProxy {
+    pub proxy: Proxy,
+    _site: tempfile::TempDir,
+}
+
+impl ClusterProxy {
+    pub fn start(nginx: &Path, instances: &[Instance; 3]) -> ClusterProxy {
+        let site = site_dir();
+        let proxy = Proxy::start_with(Kind::Nginx, nginx, site.path(), |dir, port| {
+            let upstreams = instances
+                .each_ref()
+                .map(|i| format!("server {};", i.server.addr));
+            let text = substitute(
+                &std::fs::read_to_string(CLUSTER_CONF).unwrap(),
+                CLUSTER_CONF,
+                &[
+                    ("server 127.0.0.1:8082;", &upstreams[0]),
+                    ("server 127.0.0.1:8083;", &upstreams[1]),
+                    ("server 127.0.0.1:8084;", &upstreams[2]),
+                    ("listen 8081;", &format!("listen 127.0.0.1:{port};")),
+                ],
+            );
+            let (cmd, log) = nginx_main(nginx, dir, &text);
+            let main = dir.join("nginx.conf");
+            let conf = substitute(
+                &std::fs::read_to_string(&main).unwrap(),
+                "nginx.conf",
+                &[("worker_connections 256;", "worker_connections 1024;")],
+            );
+            std::fs::write(&main, conf).unwrap();
+            (cmd, log)
+        });
+        ClusterProxy { proxy, _site: site }
+    }
+
+    /// `ws://127.0.0.1:PORT/PATH` of nginx.
+    pub fn url(&self, path: &str) -> String {
+        self.proxy.url(path)
+    }
+}
+
+/// Figures: `rounds` messages sent one at a time on `path` by a client of
+/// `here`, each timed until a client of `here` then one of `there` had
+/// it, and its echo came back; prints the p50 and p99 of both, under
+/// `label`. The two receiving clients, for more.
+pub async fn one_at_a_time(
+    label: &str,
+    rounds: usize,
+    here: &Instance,
+    there: &Instance,
+    path: &str,
+) -> (Ws, Ws) {
+    let mut sender = here.connect(path).await;
+    let mut local = here.connect(path).await;
+    let mut remote = there.connect(path).await;
+    let (mut to_local, mut to_remote) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let m = format!("r{i}");
+        let start = std::time::Instant::now();
+        send_text(&mut sender, &m).await;
+        assert_eq!(next_text(&mut local).await, m);
+        to_local.push(start.elapsed());
+        assert_eq!(next_text(&mut remote).await, m);
+        to_remote.push(start.elapsed());
+        assert_eq!(next_text(&mut sender).await, m);
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    eprintln!(
+        "{label}, one at a time, {rounds} rounds: this instance p50 {:?} p99 {:?}; \
+         other instance p50 {:?} p99 {:?}",
+        pct(&mut to_local, 0.5),
+        pct(&mut to_local, 0.99),
+        pct(&mut to_remote, 0.5),
+        pct(&mut to_remote, 0.99)
+    );
+    (local, remote)
 }
