@@ -53,20 +53,6 @@ fn url(redis: &Redis) -> String {
     format!("redis://wspipe:pw@127.0.0.1:{}", redis.port)
 }
 
-/// The names `ctl instances --json` lists, sorted.
-fn instance_names(socket: &str) -> Vec<String> {
-    let out = ctl(socket, &["instances", "--json"]);
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let mut names: Vec<String> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["name"].as_str().map(str::to_owned))
-        .collect();
-    names.sort();
-    names
-}
-
 const HISTORY: &[&str] = &["--pubsub", "--history", "100", "--history-ids"];
 
 #[tokio::test]
@@ -80,15 +66,14 @@ async fn the_documented_acl_is_enough_for_channels_control_and_history() {
     all_connected(&[&a, &b]).await;
 
     // Channels and history: numbered on a, delivered on b.
-    let mut on_b = connect(&b.server.url("/room")).await;
+    let mut on_b = b.connect("/room").await;
 
     let epoch = notice(&next_text(&mut on_b).await, "epoch");
     a.publish("/room", "one");
     assert_eq!(next_text(&mut on_b).await, "1\tone");
 
     // Presence and control: a sees b, and reaches b's client.
-    let both = wait_until_async(TIMEOUT, || instance_names(&a.ctl) == ["a", "b"]).await;
-    assert!(both, "ctl instances: {:?}", instance_names(&a.ctl));
+    a.wait_live(&["a", "b"]).await;
     let out = ctl(&b.ctl, &["list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = list[0]["id"].as_u64().expect("b's client in b's list");
@@ -97,7 +82,7 @@ async fn the_documented_acl_is_enough_for_channels_control_and_history() {
     assert_eq!(next_text(&mut on_b).await, "direct");
 
     // Resume on the other instance: the history keys are readable.
-    let mut resumed = connect(&a.server.url(&format!("/room?since=0&epoch={epoch}"))).await;
+    let mut resumed = a.connect(&format!("/room?since=0&epoch={epoch}")).await;
     assert_eq!(notice(&next_text(&mut resumed).await, "epoch"), epoch);
     assert_eq!(next_text(&mut resumed).await, "1\tone");
 
@@ -124,8 +109,8 @@ async fn a_user_without_a_right_is_told_what_redis_refused_and_serving_goes_on()
     assert!(line.contains("subscribe"), "{line}");
     assert!(!a.connected());
     // Local members are served all the same.
-    let mut one = connect(&a.server.url("/room")).await;
-    let mut two = connect(&a.server.url("/room")).await;
+    let mut one = a.connect("/room").await;
+    let mut two = a.connect("/room").await;
     send_text(&mut one, "hello").await;
     assert_eq!(next_text(&mut two).await, "hello");
 }

@@ -32,7 +32,7 @@ async fn cluster<const N: usize>(
 ) -> Option<(Redis, [Instance; N])> {
     let redis = Redis::for_test(test, &[])?;
     let instances = names.map(|name| start(&redis, name, args));
-    wait_live(&instances[0], &names).await;
+    instances[0].wait_live(&names).await;
     Some((redis, instances))
 }
 
@@ -54,23 +54,6 @@ fn sorted(v: &Value, pick: impl Fn(&Value) -> &Value) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// The names `ctl instances` lists on `ctl`.
-fn live(ctl_sock: &str) -> Vec<String> {
-    let out = ctl(ctl_sock, &["instances", "--json"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    sorted(&list, |i| &i["name"])
-}
-
-/// Waits until `ctl instances` on `on` lists exactly `expected`.
-async fn wait_live(on: &Instance, expected: &[&str]) {
-    let want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-    let ok = wait_until_async(TIMEOUT, || live(&on.ctl) == want).await;
-    assert!(ok, "instances: {:?}, expected {want:?}", live(&on.ctl));
 }
 
 /// The local ids of the connections of `instance`, once it has `n`.
@@ -234,7 +217,7 @@ async fn list_stats_and_channels_all_gather_every_instance_and_say_who_answered(
         assert_eq!(names(&all["unanswered"]), ["c"]);
     }
     assert_eq!(all["sessions"].as_array().unwrap().len(), 3);
-    wait_live(&a, &["a", "b"]).await;
+    a.wait_live(&["a", "b"]).await;
     drop(clients);
 }
 
@@ -248,12 +231,12 @@ async fn an_instance_that_shuts_down_leaves_the_list_at_once() {
     let mut b = Instance::start(&redis.url(), "b", &["--pubsub"]);
     // The default TTL (15 s) is longer than this test waits: b leaves
     // because it deletes its registration, not because it expires.
-    wait_live(&a, &["a", "b"]).await;
+    a.wait_live(&["a", "b"]).await;
     let text = String::from_utf8_lossy(&ctl(&a.ctl, &["instances"]).stdout).into_owned();
     assert!(text.starts_with("INSTANCE"), "{text}");
     assert!(text.contains("127.0.0.1:"), "{text}");
     b.server.terminate();
-    wait_live(&a, &["a"]).await;
+    a.wait_live(&["a"]).await;
 }
 
 #[tokio::test]
@@ -284,7 +267,7 @@ async fn with_redis_down_local_ctl_works_all_says_who_answered_and_routing_resum
 
     // Redis back: both register again and answer each other.
     redis.spawn();
-    wait_live(&b, &["a", "b"]).await;
+    b.wait_live(&["a", "b"]).await;
     let answered = || names(&json(&ctl(&b.ctl, &["list", "--all", "--json"]))["answered"]);
     let ok = wait_until_async(TIMEOUT, || answered() == ["a", "b"]).await;
     assert!(ok, "answered after the restart: {:?}", answered());

@@ -236,6 +236,25 @@ impl Instance {
         self.stats()["redis_connected"] == serde_json::Value::Bool(true)
     }
 
+    /// The names `ctl instances --json` on this instance lists, sorted
+    /// (none if it fails).
+    pub fn live(&self) -> Vec<String> {
+        let out = ctl(&self.ctl, &["instances", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let mut names: Vec<String> = (list.as_array().into_iter().flatten())
+            .filter_map(|i| i["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Waits until `ctl instances` on this instance lists exactly
+    /// `expected` (sorted).
+    pub async fn wait_live(&self, expected: &[&str]) {
+        let ok = wait_until_async(TIMEOUT, || self.live() == expected).await;
+        assert!(ok, "instances: {:?}, expected {expected:?}", self.live());
+    }
+
     pub fn publish(&self, channel: &str, message: &str) {
         let out = ctl(&self.ctl, &["publish", channel, message]);
         assert!(out.status.success(), "ctl publish: {out:?}");
