@@ -345,7 +345,10 @@ mod tests {
         assert_eq!(number_field(line, "redis_dropped_total"), Some(0));
         assert_eq!(number_field(line, "redis_received_total"), Some(42));
         assert_eq!(bool_field(line, "missing"), None);
-        assert_eq!(bool_field(r#"{"redis_connected":false}"#, "redis_connected"), Some(false));
+        assert_eq!(
+            bool_field(r#"{"redis_connected":false}"#, "redis_connected"),
+            Some(false)
+        );
     }
 
     #[test]

@@ -232,7 +232,9 @@ impl Params {
             shared_paced_secs: a.shared_paced_secs.unwrap_or(if s { 0.5 } else { 3.0 }),
             scaleout_subscribers: a.scaleout_subscribers.unwrap_or(pick(1000, 30)),
             scaleout_deliveries: a.scaleout_deliveries.unwrap_or(pick(500_000, 600)),
-            scaleout_paced: a.scaleout_paced.unwrap_or(if s { 3000.0 } else { 20_000.0 }),
+            scaleout_paced: a
+                .scaleout_paced
+                .unwrap_or(if s { 3000.0 } else { 20_000.0 }),
             scaleout_paced_secs: a.scaleout_paced_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
             max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 240 } else { 1200 })),
         };

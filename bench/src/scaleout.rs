@@ -148,7 +148,10 @@ impl Deployment {
             let name = format!("instance {i}");
             (name, inst.server.log_tail())
         });
-        let redis_log = self.redis.iter().map(|r| ("redis".to_string(), r.log_tail()));
+        let redis_log = self
+            .redis
+            .iter()
+            .map(|r| ("redis".to_string(), r.log_tail()));
         for (name, tail) in named.chain(redis_log) {
             let all: Vec<&str> = tail.lines().collect();
             for line in &all[all.len().saturating_sub(3)..] {
@@ -402,7 +405,10 @@ mod tests {
 
     #[test]
     fn round_robin_shares_add_up() {
-        assert_eq!((0..3).map(|j| share(1000, 3, j)).collect::<Vec<_>>(), [334, 333, 333]);
+        assert_eq!(
+            (0..3).map(|j| share(1000, 3, j)).collect::<Vec<_>>(),
+            [334, 333, 333]
+        );
         assert_eq!((0..3).map(|j| share(2, 3, j)).sum::<usize>(), 2);
         assert_eq!(share(1000, 1, 0), 1000);
     }
