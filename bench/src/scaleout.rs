@@ -60,11 +60,16 @@ pub enum Figure {
     Windowed,
     /// (a): CPU per delivery of every wspipe instance together, µs.
     WindowedCpu,
-    /// (a): CPU per delivery of redis-server, µs.
+    /// (a): CPU of redis-server per message published, µs (Redis works
+    /// per message: one `PUBLISH` in, one copy out per instance).
     WindowedRedisCpu,
-    /// (b): publish-to-delivery latency, µs.
+    /// (b): publish-to-delivery latency, µs, over every subscriber.
     P50,
     P99,
+    /// (b): the same over the members of the other instances only (what
+    /// crossed Redis); none with one instance.
+    RemoteP50,
+    RemoteP99,
 }
 
 /// How many instances `config` runs, and whether on Redis.
@@ -134,10 +139,12 @@ impl Deployment {
             .collect()
     }
 
-    /// CPU time of every instance together, and of Redis.
+    /// CPU time of every instance together (in clock ticks, as the other
+    /// scenarios count), and of Redis (to the nanosecond: it does little).
     fn cpu(&self) -> (Option<Duration>, Option<Duration>) {
         let wspipe: Option<Duration> = self.pids().into_iter().map(sys::tree_cpu_time).sum();
-        let redis = self.redis.as_ref().and_then(Server::cpu_time);
+        let redis = self.redis.as_ref().and_then(Server::pid);
+        let redis = redis.and_then(sys::cpu_time_precise);
         (wspipe, redis)
     }
 
@@ -224,8 +231,11 @@ async fn measure(d: &mut Deployment, config: Kind, plan: &Plan) -> anyhow::Resul
         events: events_tx,
         progress: Some(progress.clone()),
     };
-    let mut subscribers = JoinSet::new();
+    // The publishing instance's members apart from the others', whose
+    // messages cross Redis: their latencies are told apart.
+    let (mut here, mut elsewhere) = (JoinSet::new(), JoinSet::new());
     for (j, inst) in d.instances.iter_mut().enumerate() {
+        let subscribers = if j == 0 { &mut here } else { &mut elsewhere };
         let mine = share(n, k, j);
         let conns = connect_all(inst.server.port, CHANNEL, mine, plan.parallel)
             .await
@@ -282,16 +292,24 @@ async fn measure(d: &mut Deployment, config: Kind, plan: &Plan) -> anyhow::Resul
             if let Some(us) = per_delivery(cpu_before, cpu_after, deliveries) {
                 push(&mut columns, config, Figure::WindowedCpu, us);
             }
-            if let Some(us) = per_delivery(redis_before, redis_after, deliveries) {
+            if let Some(us) = per_delivery(redis_before, redis_after, count as f64) {
                 push(&mut columns, config, Figure::WindowedRedisCpu, us);
             }
         }
         first += count;
     }
-    let (conns, mut latencies) = feed::join_subscribers(&mut subscribers, PHASES.len()).await?;
-    if let Some((p50, p99)) = feed::p50_p99(&mut latencies[1]) {
+    let paced = PHASES.len() - 1;
+    let (mut conns, mut all) = feed::join_subscribers(&mut here, PHASES.len()).await?;
+    let (others, mut remote) = feed::join_subscribers(&mut elsewhere, PHASES.len()).await?;
+    conns.extend(others);
+    all[paced].extend_from_slice(&remote[paced]);
+    if let Some((p50, p99)) = feed::p50_p99(&mut all[paced]) {
         push(&mut columns, config, Figure::P50, p50);
         push(&mut columns, config, Figure::P99, p99);
+    }
+    if let Some((p50, p99)) = feed::p50_p99(&mut remote[paced]) {
+        push(&mut columns, config, Figure::RemoteP50, p50);
+        push(&mut columns, config, Figure::RemoteP99, p99);
     }
     if d.redis.is_some() {
         nothing_dropped(&mut d.instances).await?;
@@ -304,7 +322,7 @@ fn push(columns: &mut Columns, config: Kind, figure: Figure, value: f64) {
     feed::push(columns, config, Metric::ScaleOut(figure), value);
 }
 
-/// CPU time between two readings per delivery, µs.
+/// CPU time between two readings per delivery (or message), µs.
 fn per_delivery(before: Option<Duration>, after: Option<Duration>, n: f64) -> Option<f64> {
     Some(after?.saturating_sub(before?).as_secs_f64() * 1e6 / n)
 }
