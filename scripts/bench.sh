@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks wspipe against websocketd, nginx's nchan module (channels) and
-# an in-process echo server, and wspipe's --shared against --pubsub and
-# per-connection mode, on this machine and prints a markdown report.
+# an in-process echo server, wspipe's --shared against --pubsub and
+# per-connection mode, and 1 and 3 instances through Redis (scale-out)
+# against one without, on this machine and prints a markdown report.
 # See docs/benchmarks.md.
 #
 #   scripts/bench.sh            full suite (about 8 minutes on 2 cores)
@@ -23,11 +24,13 @@ as_root() {
   fi
 }
 
-# The peers: websocketd, and nginx with the nchan module (scenario 8).
+# The peers: websocketd, nginx with the nchan module (scenario 8), and
+# redis-server (scenario 10; the bench starts its own on a port of its own).
 missing=()
 command -v websocketd >/dev/null || missing+=(websocketd)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -43,6 +46,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # its own, so leave none running that was not running before.
   if [[ " ${missing[*]} " == *" nginx "* ]]; then
     as_root service nginx stop >/dev/null 2>&1 || true
+  fi
+  # Likewise the system Redis on port 6379.
+  if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+    as_root service redis-server stop >/dev/null 2>&1 || true
   fi
 fi
 

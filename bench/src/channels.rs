@@ -35,7 +35,7 @@ use crate::server::{self, Kind, Programs, Server, Spec};
 use crate::sys;
 
 /// The channel on wspipe (a client on `/bench` joins `/bench`).
-const CHANNEL: &str = "/bench";
+pub(crate) const CHANNEL: &str = "/bench";
 
 /// Pipelined publishes in flight at once.
 pub const WINDOW: usize = 256;
@@ -237,7 +237,8 @@ async fn measure(server: &Server, target: &Target, plan: &Plan) -> anyhow::Resul
     }
     drop(feed);
     if target.kind == Kind::Wspipe {
-        wait_members(&mut publishers, n).await?;
+        let control = publishers.control.as_mut().context("no control socket")?;
+        wait_members(control, CHANNEL, n).await?;
     }
     let counted = probe_until_joined(&mut publishers, target, &mut events, n).await?;
     let idle = feed::per_client_kib(pid, before, n)?;
@@ -324,13 +325,17 @@ async fn connect_http(port: u16) -> anyhow::Result<HttpPublisher> {
     }
 }
 
-/// Waits until wspipe counts `n` members of the channel (`channels` on
-/// the control socket): then every publish must reach all of them.
-async fn wait_members(p: &mut Publishers, n: usize) -> anyhow::Result<()> {
-    let control = p.control.as_mut().context("no control socket")?;
+/// Waits until wspipe counts `n` members of `channel` (`channels` on the
+/// control socket): then every publish must reach all of them. With
+/// `--redis`, the members of this instance (what its publish answers count).
+pub(crate) async fn wait_members(
+    control: &mut Control,
+    channel: &str,
+    n: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_LIMIT;
     loop {
-        let members = control.members(CHANNEL).await?;
+        let members = control.members(channel).await?;
         if members == n as u64 {
             return Ok(());
         }

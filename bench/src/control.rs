@@ -148,6 +148,16 @@ impl Control {
         Ok(())
     }
 
+    /// The `stats` answer as it came (scale-out reads its Redis fields
+    /// with [`number_field`] and [`bool_field`]).
+    pub async fn stats_line(&mut self) -> anyhow::Result<String> {
+        let reply = self.call(r#"{"cmd":"stats"}"#).await?;
+        if !reply.ok {
+            bail!("stats: unexpected reply {:?}", self.buf.trim());
+        }
+        Ok(self.buf.trim().to_string())
+    }
+
     /// Members of `channel` (`channels`; 0 if it does not exist yet).
     pub async fn members(&mut self, channel: &str) -> anyhow::Result<u64> {
         let reply = self.call(r#"{"cmd":"channels"}"#).await?;
@@ -234,15 +244,7 @@ impl Reply {
     /// apart from `stats` and `sessions`, whose keys the bench does not
     /// share with the top level, so looking for `"key":` is enough.
     pub fn parse(line: &str) -> Reply {
-        let number = |key: &str| -> Option<u64> {
-            let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-            let digits: String = line[at..]
-                .trim_start()
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse().ok()
-        };
+        let number = |key: &str| number_field(line, key);
         let kind = line.find("\"kind\":\"").and_then(|at| {
             let rest = &line[at + 8..];
             rest.find('"').map(|end| rest[..end].to_string())
@@ -255,6 +257,30 @@ impl Reply {
             dropped: number("dropped"),
             connections: number("connections"),
         }
+    }
+}
+
+/// The number after the first `"key":` in a response line.
+pub fn number_field(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The boolean after the first `"key":` in a response line.
+pub fn bool_field(line: &str, key: &str) -> Option<bool> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = line[at..].trim_start();
+    if rest.starts_with("true") {
+        Some(true)
+    } else if rest.starts_with("false") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -310,6 +336,19 @@ mod tests {
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
         assert_eq!(json_string(&line(7)), format!("\"{}\"", line(7)));
+    }
+
+    #[test]
+    fn redis_fields_are_read() {
+        let line = r#"{"ok":true,"stats":{"connections":3,"redis_connected":true,"redis_dropped_total":0,"redis_received_total":42}}"#;
+        assert_eq!(bool_field(line, "redis_connected"), Some(true));
+        assert_eq!(number_field(line, "redis_dropped_total"), Some(0));
+        assert_eq!(number_field(line, "redis_received_total"), Some(42));
+        assert_eq!(bool_field(line, "missing"), None);
+        assert_eq!(
+            bool_field(r#"{"redis_connected":false}"#, "redis_connected"),
+            Some(false)
+        );
     }
 
     #[test]

@@ -18,8 +18,11 @@ mod feed;
 mod http_publish;
 mod nchan;
 mod params;
+mod redis;
 mod render;
 mod report;
+mod scaleout;
+mod scaleout_suite;
 mod scenarios;
 mod server;
 mod shared;
@@ -55,9 +58,10 @@ enum Scenario {
     FanOut = 7,
     Channels = 8,
     Shared = 9,
+    ScaleOut = 10,
 }
 
-const SCENARIOS: [Scenario; 9] = [
+const SCENARIOS: [Scenario; 10] = [
     Scenario::Latency,
     Scenario::Throughput,
     Scenario::Churn,
@@ -67,6 +71,7 @@ const SCENARIOS: [Scenario; 9] = [
     Scenario::FanOut,
     Scenario::Channels,
     Scenario::Shared,
+    Scenario::ScaleOut,
 ];
 
 impl Scenario {
@@ -81,6 +86,7 @@ impl Scenario {
             Scenario::FanOut => "fan-out",
             Scenario::Channels => "channels",
             Scenario::Shared => "shared process",
+            Scenario::ScaleOut => "scale-out",
         }
     }
 
@@ -92,6 +98,7 @@ impl Scenario {
             }
             Scenario::Channels => &[Kind::Wspipe, Kind::Nchan],
             Scenario::Shared => &shared::MODES,
+            Scenario::ScaleOut => &scaleout::CONFIGS,
             _ => &[Kind::Wspipe, Kind::Websocketd],
         }
     }
@@ -138,7 +145,7 @@ impl Scenario {
             Scenario::Backpressure => secs(p.backpressure_secs) + Duration::from_secs(140),
             Scenario::FanOut => Duration::from_secs(240),
             // One size against one server.
-            Scenario::Channels | Scenario::Shared => Duration::from_secs(240),
+            Scenario::Channels | Scenario::Shared | Scenario::ScaleOut => Duration::from_secs(240),
         }
     }
 }
@@ -226,10 +233,21 @@ fn find_programs(args: &Args) -> anyhow::Result<Programs> {
     } else {
         None
     };
+    let redis = if args.only.is_empty() || args.only.contains(&10) {
+        Some(which(&args.redis_server).with_context(|| {
+            format!(
+                "{} not found (apt-get install redis-server, or --redis-server PATH)",
+                args.redis_server.display()
+            )
+        })?)
+    } else {
+        None
+    };
     Ok(Programs {
         wspipe,
         websocketd,
         nginx,
+        redis,
     })
 }
 
@@ -279,6 +297,12 @@ async fn run_all(p: &Params, programs: &Programs) -> Results {
         if sc == Scenario::Shared {
             for run in 0..p.runs {
                 shared_suite::run(&p.shared_suite(), programs, run, &mut results).await;
+            }
+            continue;
+        }
+        if sc == Scenario::ScaleOut {
+            for run in 0..p.runs {
+                scaleout_suite::run(&p.scaleout_suite(), programs, run, &mut results).await;
             }
             continue;
         }
@@ -465,6 +489,7 @@ async fn run_one(
             }
             Scenario::Channels => Err(anyhow::anyhow!("channels run in channel_suite")),
             Scenario::Shared => Err(anyhow::anyhow!("shared runs in shared_suite")),
+            Scenario::ScaleOut => Err(anyhow::anyhow!("scale-out runs in scaleout_suite")),
         }
     };
     let outcome = match tokio::time::timeout(limit, work).await {

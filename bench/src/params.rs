@@ -19,8 +19,8 @@ pub struct Args {
     /// Runs per figure (the median is reported). Default 3 (smoke: 1).
     #[arg(long)]
     pub runs: Option<usize>,
-    /// Scenarios to run, comma separated (1-9). Default: all.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
+    /// Scenarios to run, comma separated (1-10). Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=10))]
     pub only: Vec<u8>,
     /// 1: sequential round trips. Default 5000 (smoke: 200).
     #[arg(long)]
@@ -108,6 +108,24 @@ pub struct Args {
     /// 9: seconds of the paced phase. Default 3 (smoke: 0.5).
     #[arg(long)]
     pub shared_paced_secs: Option<f64>,
+    /// 10: subscribers, spread round-robin over the instances. Default 1000
+    /// (smoke: 30).
+    #[arg(long)]
+    pub scaleout_subscribers: Option<usize>,
+    /// 10: deliveries of the windowed phase, spread over the subscribers
+    /// (20 to 20,000 messages). Default 500000 (smoke: 600).
+    #[arg(long)]
+    pub scaleout_deliveries: Option<usize>,
+    /// 10: deliveries/s of the paced phase, spread over the subscribers (at
+    /// most 1000 messages/s). Default 20000 (smoke: 3000).
+    #[arg(long)]
+    pub scaleout_paced: Option<f64>,
+    /// 10: seconds of the paced phase. Default 5 (smoke: 0.5).
+    #[arg(long)]
+    pub scaleout_paced_secs: Option<f64>,
+    /// The redis-server binary (10: the bench starts its own).
+    #[arg(long, default_value = crate::redis::DEFAULT_BIN)]
+    pub redis_server: PathBuf,
     /// The nginx binary (8: it loads the nchan module).
     #[arg(long, default_value = "nginx")]
     pub nginx: PathBuf,
@@ -154,6 +172,10 @@ pub struct Params {
     pub shared_deliveries: usize,
     pub shared_paced: f64,
     pub shared_paced_secs: f64,
+    pub scaleout_subscribers: usize,
+    pub scaleout_deliveries: usize,
+    pub scaleout_paced: f64,
+    pub scaleout_paced_secs: f64,
     pub max_total: Duration,
 }
 
@@ -165,7 +187,7 @@ impl Params {
             smoke: s,
             runs: a.runs.unwrap_or(pick(3, 1)),
             only: if a.only.is_empty() {
-                (1..=9).collect()
+                (1..=10).collect()
             } else {
                 a.only.clone()
             },
@@ -208,6 +230,12 @@ impl Params {
             shared_deliveries: a.shared_deliveries.unwrap_or(pick(200_000, 1000)),
             shared_paced: a.shared_paced.unwrap_or(if s { 5000.0 } else { 20_000.0 }),
             shared_paced_secs: a.shared_paced_secs.unwrap_or(if s { 0.5 } else { 3.0 }),
+            scaleout_subscribers: a.scaleout_subscribers.unwrap_or(pick(1000, 30)),
+            scaleout_deliveries: a.scaleout_deliveries.unwrap_or(pick(500_000, 600)),
+            scaleout_paced: a
+                .scaleout_paced
+                .unwrap_or(if s { 3000.0 } else { 20_000.0 }),
+            scaleout_paced_secs: a.scaleout_paced_secs.unwrap_or(if s { 0.5 } else { 5.0 }),
             max_total: Duration::from_secs(a.max_total_secs.unwrap_or(if s { 240 } else { 1200 })),
         };
         let secs_ok = |v: f64| v.is_finite() && v > 0.0 && v <= 60.0;
@@ -215,7 +243,8 @@ impl Params {
             && secs_ok(p.binary_secs)
             && secs_ok(p.backpressure_secs)
             && secs_ok(p.channel_paced_secs)
-            && secs_ok(p.shared_paced_secs))
+            && secs_ok(p.shared_paced_secs)
+            && secs_ok(p.scaleout_paced_secs))
         {
             bail!("durations must be in (0, 60] seconds");
         }
@@ -269,7 +298,30 @@ impl Params {
                  1..=10000000 paced deliveries/s"
             );
         }
+        if p.scaleout_subscribers == 0
+            || p.scaleout_subscribers > 15_000
+            || p.scaleout_deliveries == 0
+            || p.scaleout_deliveries > 10_000_000
+            || !(p.scaleout_paced >= 1.0 && p.scaleout_paced <= 10_000_000.0)
+        {
+            bail!(
+                "scale-out: 1..=15000 subscribers, 1..=10000000 deliveries, \
+                 1..=10000000 paced deliveries/s"
+            );
+        }
         Ok(p)
+    }
+
+    /// Scenario 10: one size, the subscriber count.
+    pub fn scaleout_suite(&self) -> channel_suite::Suite {
+        channel_suite::Suite {
+            sizes: vec![self.scaleout_subscribers],
+            deliveries: self.scaleout_deliveries,
+            paced: self.scaleout_paced,
+            paced_secs: self.scaleout_paced_secs,
+            parallel: self.storm_parallel,
+            runs: self.runs,
+        }
     }
 
     pub fn shared_suite(&self) -> channel_suite::Suite {

@@ -8,7 +8,7 @@ use crate::params::Params;
 use crate::report::{self, Better, Results, Row};
 use crate::scenarios::{self, Metric};
 use crate::server::Programs;
-use crate::{channel_suite, shared_suite, sys};
+use crate::{channel_suite, scaleout_suite, shared_suite, sys};
 
 pub fn rows(p: &Params) -> Vec<Row> {
     let l1 = format!(
@@ -152,8 +152,14 @@ pub fn rows(p: &Params) -> Vec<Row> {
     all.into_iter()
         .chain(channel_suite::rows(&p.suite()))
         .chain(shared_suite::rows(&p.shared_suite()))
+        .chain(scaleout_suite::rows(&p.scaleout_suite()))
         .filter(|r| {
-            let n: u8 = r.scenario[..1].parse().unwrap_or(0);
+            // "10. scale-out ...": the number is everything before ". ".
+            let n: u8 = r
+                .scenario
+                .split_once(". ")
+                .and_then(|(n, _)| n.parse().ok())
+                .unwrap_or(0);
             p.only.contains(&n)
                 && (r.metric != Metric::BinaryBigWindow || p.binary_probe_window > 0)
                 && (r.metric != Metric::FanOutCliRate || p.fanout_cli_messages > 0)
@@ -250,6 +256,17 @@ pub fn render(
             pkg("nginx")
         );
     }
+    if let (true, Some(redis)) = (p.only.contains(&10), &programs.redis) {
+        let pkg = debian_version("redis-server")
+            .map(|v| format!(", Debian package {v}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "- redis-server: {}{pkg} ({})",
+            version_of(redis),
+            redis.display()
+        );
+    }
     let _ = writeln!(
         out,
         "- {} run(s) per figure, median shown; open files limit {}/{}; took {:.0} s",
@@ -259,6 +276,9 @@ pub fn render(
         elapsed.as_secs_f64()
     );
     out.push('\n');
+    let (scaleout_rows, rows): (Vec<Row>, Vec<Row>) = rows
+        .into_iter()
+        .partition(|r| matches!(r.metric, Metric::ScaleOut(..)));
     let (shared_rows, rows): (Vec<Row>, Vec<Row>) = rows
         .into_iter()
         .partition(|r| matches!(r.metric, Metric::Shared(..)));
@@ -306,6 +326,12 @@ pub fn render(
         out.push_str(&table);
         out.push_str(shared_suite::FOOTNOTE);
     }
+    if !scaleout_rows.is_empty() {
+        out.push_str("\n### Scale-out: 1 and 3 instances through one Redis⁵\n\n");
+        let table = report::table(results, &scaleout_rows, p.runs, 0, &report::SCALEOUT);
+        out.push_str(&table);
+        out.push_str(scaleout_suite::FOOTNOTE);
+    }
     if !results.notes.is_empty() {
         out.push_str("\nNotes:\n");
         for n in &results.notes {
@@ -321,7 +347,7 @@ pub fn render(
     if p.runs > 1 {
         out.push_str("\n<details><summary>All runs</summary>\n\n");
         // One table per report table, only for those shown.
-        let tables = [&rows, &channel_rows, &shared_rows];
+        let tables = [&rows, &channel_rows, &shared_rows, &scaleout_rows];
         let shown: Vec<String> = tables
             .iter()
             .filter(|t| !t.is_empty())

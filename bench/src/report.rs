@@ -173,6 +173,20 @@ pub const SHARED: Layout = Layout {
     ],
 };
 
+/// Scenario 10: one instance without Redis, one with, three on one Redis;
+/// the ratios of the two with Redis to the one without (the cost of Redis).
+pub const SCALEOUT: Layout = Layout {
+    columns: [
+        (Kind::ScaleLocal, "1 instance, no Redis"),
+        (Kind::ScaleRedis1, "1 instance + Redis"),
+        (Kind::ScaleRedis3, "3 instances + Redis"),
+    ],
+    ratios: [
+        (Kind::ScaleRedis1, Kind::ScaleLocal, "1 + Redis / no Redis"),
+        (Kind::ScaleRedis3, Kind::ScaleLocal, "3 + Redis / no Redis"),
+    ],
+};
+
 /// A table of medians and ratios.
 pub fn table(
     results: &Results,
@@ -230,6 +244,9 @@ pub fn all_runs(results: &Results, rows: &[Row], runs: usize) -> String {
             Kind::Shared,
             Kind::Pubsub,
             Kind::PerConnection,
+            Kind::ScaleLocal,
+            Kind::ScaleRedis1,
+            Kind::ScaleRedis3,
             Kind::Websocketd,
             Kind::Nchan,
             Kind::Reference,

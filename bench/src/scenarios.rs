@@ -58,6 +58,8 @@ pub enum Metric {
     Channel(crate::channels::Figure, u32),
     /// 9: a shared-process figure at a number of clients.
     Shared(crate::channels::Figure, u32),
+    /// 10: a scale-out figure (one subscriber count per run).
+    ScaleOut(crate::scaleout::Figure),
 }
 
 pub type Figures = Vec<(Metric, f64)>;

@@ -50,6 +50,13 @@ pub enum Kind {
     Shared,
     Pubsub,
     PerConnection,
+    /// Scenario 10: the bench's redis-server, and its columns: one wspipe
+    /// without Redis (the local baseline), one with `--redis`, three with
+    /// `--redis` on one Redis.
+    Redis,
+    ScaleLocal,
+    ScaleRedis1,
+    ScaleRedis3,
 }
 
 impl Kind {
@@ -63,6 +70,10 @@ impl Kind {
             Kind::Shared => "wspipe --shared cat",
             Kind::Pubsub => "wspipe --pubsub",
             Kind::PerConnection => "wspipe cat (per connection)",
+            Kind::Redis => "redis-server",
+            Kind::ScaleLocal => "wspipe, 1 instance, no Redis",
+            Kind::ScaleRedis1 => "wspipe, 1 instance + Redis",
+            Kind::ScaleRedis3 => "wspipe, 3 instances + Redis",
         }
     }
 }
@@ -75,6 +86,8 @@ pub struct Programs {
     /// nginx, with the nchan module it loads; only when the channels
     /// scenario runs.
     pub nginx: Option<PathBuf>,
+    /// redis-server; only when the scale-out scenario runs.
+    pub redis: Option<PathBuf>,
 }
 
 /// What a server runs for each connection.
@@ -331,7 +344,11 @@ fn spawn_external(
         | Kind::WspipeControl
         | Kind::Shared
         | Kind::Pubsub
-        | Kind::PerConnection => {
+        | Kind::PerConnection
+        | Kind::Redis
+        | Kind::ScaleLocal
+        | Kind::ScaleRedis1
+        | Kind::ScaleRedis3 => {
             bail!("{} is not started from a Spec", kind.name())
         }
     };
