@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::config::Overflow;
 use crate::events::{Event, Events};
 use crate::mailbox::{Bound, PostError, Poster};
-use crate::session::SessionCtl;
+use crate::session::{Eviction, SessionCtl};
 
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL: usize = 1024;
@@ -143,7 +143,8 @@ struct Member {
     /// The session's queue of messages for its client.
     poster: Poster<Message>,
     /// Its supervisor's requests, to close a client too slow for
-    /// [`Overflow::Close`].
+    /// [`Overflow::Close`], or one that missed messages
+    /// ([`Hub::evict_members`]).
     control: Poster<SessionCtl>,
     /// Asked to close: it gets no more messages.
     closing: bool,
@@ -383,24 +384,51 @@ impl Hub {
 
     /// Offers one member the message, as the overflow policy says.
     fn offer(&self, member: &mut Member, message: &Message) -> Offer {
+        if member.closing {
+            return Offer::Refused;
+        }
         match self.overflow {
             Overflow::Drop => match member.poster.post_evicting(message.clone(), MEMBER_QUEUE) {
                 Ok(0) => Offer::Taken,
                 Ok(n) => Offer::TakenDropping(n),
                 Err(_) => Offer::Gone,
             },
-            Overflow::Close if member.closing => Offer::Refused,
             Overflow::Close => match member.poster.post_within(message.clone(), MEMBER_QUEUE) {
                 Ok(()) => Offer::Taken,
                 Err(PostError::Full) => {
                     member.closing = true;
                     // Full only if a close is pending already.
-                    let _ = member.control.post(SessionCtl::TooSlow);
+                    let _ = member.control.post(SessionCtl::Evicted(Eviction::TooSlow));
                     Offer::Refused
                 }
                 Err(PostError::Closed) => Offer::Gone,
             },
         }
+    }
+
+    /// Asks every member of `channel` to close, for `why`; from now on
+    /// they get no message of any channel. Returns how many were asked.
+    pub fn evict_members(&self, channel: &ChannelName, why: Eviction) -> usize {
+        let mut guard = self.lock();
+        let Inner {
+            channels, members, ..
+        } = &mut *guard;
+        let Some(ch) = channels.get(channel) else {
+            return 0;
+        };
+        let mut asked = 0;
+        for id in &ch.members {
+            let Some(member) = members.get_mut(id) else {
+                continue;
+            };
+            if !member.closing {
+                member.closing = true;
+                // Full only if a close is pending already.
+                let _ = member.control.post(SessionCtl::Evicted(why));
+                asked += 1;
+            }
+        }
+        asked
     }
 
     /// The counters now.
@@ -577,7 +605,10 @@ mod tests {
             "nothing evicted"
         );
         assert!(
-            matches!(requests.try_recv(), Some(SessionCtl::TooSlow)),
+            matches!(
+                requests.try_recv(),
+                Some(SessionCtl::Evicted(Eviction::TooSlow))
+            ),
             "the session is asked to close"
         );
         assert!(requests.try_recv().is_none(), "asked once");

@@ -34,7 +34,7 @@ use crate::config::Mode;
 use crate::frames::Kind;
 use crate::hub::ChannelName;
 use crate::mailbox::Mailbox;
-use crate::session::{Links, SessionCtl, TOO_SLOW};
+use crate::session::{Links, SessionCtl};
 use crate::shutdown::Shutdown;
 
 /// Where a session's client messages go. A trait, so that this loop
@@ -160,8 +160,8 @@ where
                     }
                     SessionCtl::Close(frame) => (frame, "closed by control"),
                     SessionCtl::Kill => (frame(CloseCode::Normal, ""), "killed by control"),
-                    SessionCtl::TooSlow => {
-                        let (code, reason) = TOO_SLOW;
+                    SessionCtl::Evicted(why) => {
+                        let (code, reason) = why.close();
                         (frame(CloseCode::from(code), reason), reason)
                     }
                 };

@@ -20,6 +20,15 @@
 //! `cluster::TIMEOUT` (the subscription is down) ends the wait: the
 //! client becomes a member and is told `reset` (with epoch `0` when Redis
 //! could not even be read), with a log line.
+//!
+//! Live members are followed too. Numbered messages of a channel come
+//! here in seq order, so a seq that skips some (the subscription dropped
+//! and missed them, while another instance numbered them) is a gap every
+//! live member has. With `--history-ids` they are closed with 1012
+//! ([`Eviction::Missed`]) before the message that showed it, so that
+//! their reconnect with `since=` (the last seq they saw) gets the gap
+//! from the history; without ids they cannot resume, and the gap is
+//! logged.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +41,7 @@ use crate::cluster::stream::{HistoryLink, Resumed, Resumes};
 use crate::cluster::TIMEOUT;
 use crate::history::{with_id, Position};
 use crate::hub::{ChannelName, Delivery, Hub, MEMBER_QUEUE};
+use crate::session::Eviction;
 
 /// The epoch a client is told when Redis could not be read: no real epoch
 /// is `0`, so its next resume is a reset too, as it should be.
@@ -44,10 +54,11 @@ pub struct Resumer {
     /// `--history-ids`.
     ids: bool,
     pending: Mutex<HashMap<ChannelName, Vec<Pending>>>,
-    /// The epoch each channel's numbered messages last came with here, to
-    /// tell live members when it changes (Redis lost its data, or the
-    /// history expired): at most [`EPOCHS`] channels, then forgotten.
-    epochs: Mutex<HashMap<ChannelName, Arc<str>>>,
+    /// Where each channel's numbered messages are here: the epoch they
+    /// last came with, to tell live members when it changes (Redis lost
+    /// its data, or the history expired), and the last seq, to see a
+    /// gap. At most [`EPOCHS`] channels, then forgotten.
+    streams: Mutex<HashMap<ChannelName, Stream>>,
     tokens: AtomicU64,
     /// Publishes served to local members only, un-numbered, while Redis
     /// could not number them.
@@ -80,7 +91,7 @@ impl Resumer {
             hub,
             ids,
             pending: Mutex::default(),
-            epochs: Mutex::default(),
+            streams: Mutex::default(),
             tokens: AtomicU64::new(1),
             unnumbered: AtomicU64::new(0),
             told: AtomicBool::new(false),
@@ -186,7 +197,8 @@ impl Resumer {
             Ok(resumed) => {
                 // The read may be the first to see a new run (Redis lost
                 // its data): the members already here are told now.
-                if self.note_epoch(channel, &resumed.epoch) && self.ids {
+                let flow = self.note(channel, &resumed.epoch, resumed.last, Seen::Read);
+                if flow == Flow::NewEpoch && self.ids {
                     let notice = format!("reset\t{}", resumed.epoch);
                     self.hub.publish(channel, Message::text(notice));
                 }
@@ -253,29 +265,92 @@ impl Resumer {
 /// queue holds.
 const BUFFER: usize = MEMBER_QUEUE.items;
 
-/// Most channels whose epoch is remembered; past it the map starts
-/// afresh (an epoch change right then goes untold to live members; their
-/// next resume is still told).
+/// Most channels whose stream is followed; past it the map starts afresh
+/// (an epoch change or a gap right then goes untold to live members;
+/// their next resume is still told).
 const EPOCHS: usize = 65_536;
 
+/// Where one channel's numbered messages are here.
+#[derive(Debug)]
+struct Stream {
+    epoch: Arc<str>,
+    last: u64,
+}
+
+/// How a seq came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// A numbered message, delivered to live members.
+    Message,
+    /// The last seq a resume read found: no gap can be told from it (the
+    /// messages before it may still be on their way).
+    Read,
+}
+
+/// What a seq says of a channel's stream here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Flow {
+    /// The next seq (or the first, a repeat, or a read's) of the run
+    /// followed.
+    InOrder,
+    /// A new run of the numbers: another epoch.
+    NewEpoch,
+    /// Messages from `first` to `last` never came here.
+    Gap { first: u64, last: u64 },
+}
+
 impl Resumer {
-    /// Remembers `epoch` as `channel`'s; true when it replaces another.
-    fn note_epoch(&self, channel: &ChannelName, epoch: &str) -> bool {
-        let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
-        match epochs.get_mut(channel) {
-            Some(known) if &**known == epoch => false,
-            Some(known) => {
-                *known = epoch.into();
-                true
+    /// Follows `channel`'s stream to `seq` of `epoch`.
+    fn note(&self, channel: &ChannelName, epoch: &str, seq: u64, seen: Seen) -> Flow {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(stream) = streams.get_mut(channel) else {
+            if streams.len() >= EPOCHS {
+                streams.clear();
             }
-            None => {
-                if epochs.len() >= EPOCHS {
-                    epochs.clear();
-                }
-                epochs.insert(channel.clone(), epoch.into());
-                false
-            }
+            let epoch = epoch.into();
+            streams.insert(channel.clone(), Stream { epoch, last: seq });
+            return Flow::InOrder;
+        };
+        if &*stream.epoch != epoch {
+            *stream = Stream {
+                epoch: epoch.into(),
+                last: seq,
+            };
+            return Flow::NewEpoch;
         }
+        if seen == Seen::Read {
+            // The live stream here may not have reached it yet.
+            return Flow::InOrder;
+        }
+        let expected = stream.last + 1;
+        stream.last = stream.last.max(seq);
+        if seq > expected {
+            return Flow::Gap {
+                first: expected,
+                last: seq - 1,
+            };
+        }
+        Flow::InOrder
+    }
+
+    /// Live members of `channel` missed `first..=last`: with ids they are
+    /// closed to resume (before the message that showed the gap, which
+    /// they will get from the history too).
+    fn missed(&self, channel: &ChannelName, first: u64, last: u64) {
+        if !self.ids {
+            tracing::warn!(
+                "history: messages {first}-{last} of {channel} did not come here (the Redis \
+                 subscription dropped); its live members miss them (without --history-ids \
+                 they cannot resume)"
+            );
+            return;
+        }
+        let asked = self.hub.evict_members(channel, Eviction::Missed);
+        tracing::warn!(
+            "history: messages {first}-{last} of {channel} did not come here (the Redis \
+             subscription dropped); closing its {asked} live member(s) with 1012 to resume \
+             with since="
+        );
     }
 }
 
@@ -301,11 +376,15 @@ impl Resumes for Resumer {
                 waiter.buffer.push_back((seq, message.clone()));
             }
         }
-        // A new run of the numbers: live members are told, as resumers
-        // are (with --history-ids), before its first message.
-        if self.note_epoch(&channel, epoch) && self.ids {
-            self.hub
-                .publish(&channel, Message::text(format!("reset\t{epoch}")));
+        match self.note(&channel, epoch, seq, Seen::Message) {
+            // A new run of the numbers: live members are told, as
+            // resumers are (with --history-ids), before its first message.
+            Flow::NewEpoch if self.ids => {
+                self.hub
+                    .publish(&channel, Message::text(format!("reset\t{epoch}")));
+            }
+            Flow::Gap { first, last } => self.missed(&channel, first, last),
+            _ => {}
         }
         // Under the lock: a client that completes now is either a member
         // before this or has it in its buffer, never both.
@@ -331,6 +410,7 @@ impl Resumes for Resumer {
 mod tests {
     use super::*;
     use crate::mailbox::{mailbox, mailbox_weighed, Mailbox};
+    use crate::session::SessionCtl;
 
     fn room() -> ChannelName {
         ChannelName::parse("/room").unwrap()
@@ -423,5 +503,42 @@ mod tests {
         let got = drain(&mut rx);
         assert_eq!(got[0], "reset\te1");
         assert!(got.len() <= MEMBER_QUEUE.items, "{}", got.len());
+    }
+
+    #[test]
+    fn a_skipped_seq_is_a_gap_a_read_s_last_never_is() {
+        let (r, _rx, _presence) = setup();
+        let room = room();
+        let note = |seq, seen| r.note(&room, "e1", seq, seen);
+        assert_eq!(note(5, Seen::Read), Flow::InOrder);
+        // Still on its way when the read was made: in order.
+        assert_eq!(note(3, Seen::Message), Flow::InOrder);
+        assert_eq!(note(6, Seen::Message), Flow::InOrder);
+        assert_eq!(note(9, Seen::Message), Flow::Gap { first: 7, last: 8 });
+        assert_eq!(note(20, Seen::Read), Flow::InOrder);
+        assert_eq!(note(10, Seen::Message), Flow::InOrder);
+        assert_eq!(r.note(&room, "e2", 1, Seen::Message), Flow::NewEpoch);
+        assert_eq!(r.note(&room, "e2", 2, Seen::Message), Flow::InOrder);
+    }
+
+    #[test]
+    fn with_ids_a_gap_closes_live_members_before_the_message_that_showed_it() {
+        let hub = Arc::new(Hub::default());
+        let (poster, mut rx) = mailbox_weighed(2048, |m: &Message| m.len());
+        let (control, mut requests) = mailbox(1);
+        let _presence = hub.enter(1, poster, control);
+        let r = Resumer::new(hub.clone(), true);
+        hub.subscribe(1, &room()).unwrap();
+        r.numbered("/room", 1, "e1", Message::text("one"));
+        r.numbered("/room", 2, "e1", Message::text("two"));
+        assert!(requests.try_recv().is_none());
+        r.numbered("/room", 5, "e1", Message::text("five"));
+        assert!(matches!(
+            requests.try_recv(),
+            Some(SessionCtl::Evicted(Eviction::Missed))
+        ));
+        r.numbered("/room", 6, "e1", Message::text("six"));
+        // It resumes from 2 and gets 3..6 from the history.
+        assert_eq!(drain(&mut rx), ["1\tone", "2\ttwo"]);
     }
 }

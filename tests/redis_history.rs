@@ -9,7 +9,7 @@ mod common;
 use common::history::{bodies, notice, publish_all, spawn_publish_all, Publisher, Reader};
 use common::proxies::Kind;
 use common::redis::{
-    all_connected, instances_up, one_at_a_time, redis_and_instances, ClusterProxy, Redis,
+    all_connected, instances_up, one_at_a_time, redis_and_instances, ClusterProxy, Instance, Redis,
 };
 use common::shared::ctl;
 use common::*;
@@ -394,4 +394,66 @@ async fn follow(
         resumed_from,
         failed_attempts,
     }
+}
+
+/// A live member whose instance's subscription missed messages (another
+/// instance numbered them meanwhile) is closed with 1012 before the
+/// message that showed the gap, and gets them by resuming with `since=`;
+/// a member elsewhere, whose stream had no gap, is left alone.
+#[tokio::test]
+async fn a_member_whose_instance_missed_messages_is_closed_to_resume_and_gets_them() {
+    const TEST: &str = "a_member_whose_instance_missed_messages";
+    // Instance b has a user of its own, so that its subscription alone
+    // can be kept from coming back.
+    let b_user = ["--user", "b", "on", ">pw", "~*", "&*", "+@all"];
+    let Some(redis) = Redis::for_test(TEST, &b_user) else {
+        return;
+    };
+    let a = Instance::start(&redis.url(), "a", HISTORY);
+    let b_url = format!("redis://b:pw@127.0.0.1:{}", redis.port);
+    let b = Instance::start(&b_url, "b", HISTORY);
+    all_connected(&[&a, &b]).await;
+    let (mut on_a, mut on_b) = (a.connect("/room").await, b.connect("/room").await);
+    let epoch = notice(&next_text(&mut on_b).await, "epoch");
+    assert_eq!(notice(&next_text(&mut on_a).await, "epoch"), epoch);
+    a.publish("/room", "m1");
+    assert_eq!(next_text(&mut on_b).await, "1\tm1");
+
+    // b's connections are cut, and its subscription cannot come back
+    // while a numbers m2..m4.
+    assert_eq!(
+        redis.command(&["ACL", "SETUSER", "b", "-psubscribe"]),
+        "+OK"
+    );
+    redis.command(&["CLIENT", "KILL", "USER", "b"]);
+    b.server
+        .wait_log_async("no permissions to run the 'psubscribe' command")
+        .await;
+    for m in ["m2", "m3", "m4"] {
+        a.publish("/room", m);
+    }
+    assert_eq!(
+        redis.command(&["ACL", "SETUSER", "b", "+psubscribe"]),
+        "+OK"
+    );
+    all_connected(&[&b]).await;
+    a.publish("/room", "m5");
+
+    // m5 shows b the gap: its member is closed before it.
+    let (texts, (code, reason)) = texts_until_close(&mut on_b).await;
+    assert!(texts.is_empty(), "nothing after the gap: {texts:?}");
+    assert_eq!(code, 1012, "{reason}");
+    b.server.wait_log_async("messages 2-4 of /room").await;
+    let mut back = b.connect(&format!("/room?since=1&epoch={epoch}")).await;
+    assert_eq!(notice(&next_text(&mut back).await, "epoch"), epoch);
+    for seq in 2..=5 {
+        assert_eq!(next_text(&mut back).await, format!("{seq}\tm{seq}"));
+    }
+    // a's stream had no gap: its member has all, and is still here.
+    for seq in 1..=5 {
+        assert_eq!(next_text(&mut on_a).await, format!("{seq}\tm{seq}"));
+    }
+    a.publish("/room", "m6");
+    assert_eq!(next_text(&mut on_a).await, "6\tm6");
+    assert_eq!(next_text(&mut back).await, "6\tm6");
 }

@@ -34,7 +34,7 @@ use crate::mailbox::{mailbox, Poster};
 use crate::peer::PeerSocket;
 use crate::process::{Child, Exit, Spawned, ESCALATION};
 use crate::session::stderr::log_stderr;
-use crate::session::{Links, SessionCtl, TOO_SLOW};
+use crate::session::{Links, SessionCtl};
 use crate::shutdown::Shutdown;
 
 mod child_output;
@@ -317,8 +317,8 @@ where
             SessionCtl::Close(frame) | SessionCtl::Drain(frame) => {
                 self.close_by(frame, "closed by control").await
             }
-            SessionCtl::TooSlow => {
-                let (code, reason) = TOO_SLOW;
+            SessionCtl::Evicted(why) => {
+                let (code, reason) = why.close();
                 self.close_by(frame(CloseCode::from(code), reason), reason)
                     .await;
             }

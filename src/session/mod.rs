@@ -76,9 +76,9 @@ impl SessionStats {
 pub enum SessionCtl {
     /// Close the socket with this frame and end the child.
     Close(CloseFrame),
-    /// The client is too slow for its channels (`--channel-overflow
-    /// close`): close with 1008 and end the child.
-    TooSlow,
+    /// The hub gives the client no more messages: close with the
+    /// eviction's code and reason, and end the child.
+    Evicted(Eviction),
     /// Start the signal escalation now.
     Kill,
     /// Send the client what is queued for it now, then close with this
@@ -88,8 +88,27 @@ pub enum SessionCtl {
     Drain(CloseFrame),
 }
 
-/// The close code and reason for [`SessionCtl::TooSlow`].
-pub const TOO_SLOW: (u16, &str) = (1008, "too slow for its channels");
+/// Why the hub stopped giving a member messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Too slow for its channels (`--channel-overflow close`).
+    TooSlow,
+    /// This instance's stream of a channel with `--history` skipped
+    /// messages (its Redis subscription dropped): the client, closed, can
+    /// get them by resuming with `since=`.
+    Missed,
+}
+
+impl Eviction {
+    /// The close code and reason the client is told.
+    pub fn close(self) -> (u16, &'static str) {
+        match self {
+            Eviction::TooSlow => (1008, "too slow for its channels"),
+            // 1012 (service restart): come back, and the history has it.
+            Eviction::Missed => (1012, "missed messages: resume with since="),
+        }
+    }
+}
 
 /// Injected messages a session holds for its client from `send` and
 /// `broadcast`: bounds the memory a burst can take per slow client (the
