@@ -34,13 +34,8 @@ if [ "${#targets[@]}" -eq 0 ]; then
   exit 1
 fi
 
-# cargo-fuzz builds every crate as one codegen unit unless told: 16 (its
-# own advice for faster builds) lets both cores of a small CI machine work
-# on the big crates, for somewhat slower fuzzing. FUZZ_CODEGEN_UNITS=1
-# for long runs.
-codegen_units="${FUZZ_CODEGEN_UNITS:-16}"
-echo "fuzz: building ${targets[*]} (codegen units: $codegen_units)"
-cargo fuzz build --codegen-units "$codegen_units"
+echo "fuzz: building ${targets[*]}"
+cargo fuzz build
 
 failed=()
 for target in "${targets[@]}"; do
@@ -49,8 +44,7 @@ for target in "${targets[@]}"; do
   log="target/fuzz-$target.log"
   echo "fuzz: $target for ${seconds}s (log: fuzz/$log)"
   # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: 2 GiB.
-  # The same flags as the build, or run would build again.
-  if cargo fuzz run --codegen-units "$codegen_units" "$target" "$work" "corpus/$target" -- \
+  if cargo fuzz run "$target" "$work" "corpus/$target" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 >"$log" 2>&1; then
     # The last status line: executions, coverage, corpus size.
