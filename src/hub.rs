@@ -459,6 +459,14 @@ impl Hub {
             .collect()
     }
 
+    /// How many members `channel` has now.
+    pub fn members_of(&self, channel: &ChannelName) -> usize {
+        self.lock()
+            .channels
+            .get(channel)
+            .map_or(0, |ch| ch.members.len())
+    }
+
     /// The channels session `id` is in.
     pub fn channels_of(&self, id: u64) -> Vec<ChannelName> {
         self.lock()

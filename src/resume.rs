@@ -57,7 +57,7 @@ pub struct Resumer {
     /// Where each channel's numbered messages are here: the epoch they
     /// last came with, to tell live members when it changes (Redis lost
     /// its data, or the history expired), and the last seq, to see a
-    /// gap. At most [`EPOCHS`] channels, then forgotten.
+    /// gap. At most [`STREAMS`] channels, then forgotten.
     streams: Mutex<HashMap<ChannelName, Stream>>,
     tokens: AtomicU64,
     /// Publishes served to local members only, un-numbered, while Redis
@@ -268,7 +268,7 @@ const BUFFER: usize = MEMBER_QUEUE.items;
 /// Most channels whose stream is followed; past it the map starts afresh
 /// (an epoch change or a gap right then goes untold to live members;
 /// their next resume is still told).
-const EPOCHS: usize = 65_536;
+const STREAMS: usize = 65_536;
 
 /// Where one channel's numbered messages are here.
 #[derive(Debug)]
@@ -304,7 +304,7 @@ impl Resumer {
     fn note(&self, channel: &ChannelName, epoch: &str, seq: u64, seen: Seen) -> Flow {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let Some(stream) = streams.get_mut(channel) else {
-            if streams.len() >= EPOCHS {
+            if streams.len() >= STREAMS {
                 streams.clear();
             }
             let epoch = epoch.into();
@@ -335,17 +335,24 @@ impl Resumer {
 
     /// Live members of `channel` missed `first..=last`: with ids they are
     /// closed to resume (before the message that showed the gap, which
-    /// they will get from the history too).
+    /// they will get from the history too). Logged for a channel with
+    /// members here only: every instance follows every channel.
     fn missed(&self, channel: &ChannelName, first: u64, last: u64) {
         if !self.ids {
-            tracing::warn!(
-                "history: messages {first}-{last} of {channel} did not come here (the Redis \
-                 subscription dropped); its live members miss them (without --history-ids \
-                 they cannot resume)"
-            );
+            let members = self.hub.members_of(channel);
+            if members > 0 {
+                tracing::warn!(
+                    "history: messages {first}-{last} of {channel} did not come here (the Redis \
+                     subscription dropped); its {members} live member(s) miss them (without \
+                     --history-ids they cannot resume)"
+                );
+            }
             return;
         }
         let asked = self.hub.evict_members(channel, Eviction::Missed);
+        if asked == 0 {
+            return;
+        }
         tracing::warn!(
             "history: messages {first}-{last} of {channel} did not come here (the Redis \
              subscription dropped); closing its {asked} live member(s) with 1012 to resume \
