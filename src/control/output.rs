@@ -46,10 +46,7 @@ impl Output {
         let sessions = response.sessions.as_deref().unwrap_or_default();
         match self {
             Output::Nothing => {}
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(sessions).unwrap_or_default()
-            ),
+            Output::Json => print_json(sessions),
             Output::Table => {
                 print!("{}", render::table(sessions, now()));
                 if let Some(children) = response.shared.as_deref().filter(|c| !c.is_empty()) {
@@ -58,42 +55,18 @@ impl Output {
             }
             Output::Shared { json } => {
                 let children = response.shared.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(children).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", render::shared_table(children, now()));
-                }
+                json_or(*json, children, || render::shared_table(children, now()));
             }
             Output::Stats { json } => {
                 if let Some(stats) = &response.stats {
-                    if *json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(stats).unwrap_or_default()
-                        );
-                    } else {
-                        print!("{}", render::stats_text(stats));
-                    }
+                    json_or(*json, stats, || render::stats_text(stats));
                 }
             }
             Output::Channels { json } => {
                 let channels = response.channels.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(channels).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", render::channels_table(channels));
-                }
+                json_or(*json, channels, || render::channels_table(channels));
             }
-            Output::AllJson => println!(
-                "{}",
-                serde_json::to_string_pretty(response).unwrap_or_default()
-            ),
+            Output::AllJson => print_json(response),
             Output::All(inner) => {
                 match &**inner {
                     Output::Stats { .. } => print!("{}", across::stats_text(response)),
@@ -107,14 +80,9 @@ impl Output {
             }
             Output::Instances { json } => {
                 let instances = response.instances.as_deref().unwrap_or_default();
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(instances).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", across::instances_table(instances, now()));
-                }
+                json_or(*json, instances, || {
+                    across::instances_table(instances, now())
+                });
             }
             Output::Broadcast => {
                 let delivered = response.delivered.unwrap_or(0);
@@ -129,6 +97,23 @@ impl Output {
             }
         }
         Ok(())
+    }
+}
+
+/// `value` as pretty JSON, one document.
+fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// `value` as JSON with `--json`, else the text `render` makes of it.
+fn json_or<T: serde::Serialize + ?Sized>(json: bool, value: &T, render: impl FnOnce() -> String) {
+    if json {
+        print_json(value);
+    } else {
+        print!("{}", render());
     }
 }
 
